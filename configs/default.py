@@ -1,0 +1,139 @@
+"""Base config: the paper's architecture and training values (Sections 3-4 of the paper).
+
+Every other config starts from this one and overrides fields:
+
+    config = default.get_config(); config.fpr.patch_size = 32
+
+One sub-block per concern: data, cg, fpr, synth, pgd, pool, train, ckpt, eval, stress.
+Units: spacing in mm, HU for intensities before windowing, patch sizes in voxels.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "default"
+    c.seed = 0
+
+    # --- data ---------------------------------------------------------------------------
+    c.data = d = ml_collections.ConfigDict()
+    d.kind = "phantom"  # "phantom" (generated under root) or "luna16" (a LUNA16 download)
+    d.root = ""  # dataset folder in the LUNA16 layout; "" -> WORKDIR/data
+    d.spacing = 0.625  # target isotropic spacing in mm (paper Section 3.1)
+    d.hu_window = (-1000.0, 400.0)  # HU mapped to [0, 1]
+    d.train_folds = (0, 1, 2, 3, 4, 5, 6, 7)
+    d.val_folds = (8,)
+    d.test_folds = (9,)
+    d.num_workers = 2  # host-side prefetch threads
+    d.prefetch = 2  # batches prefetched on the host
+    # phantom generator (nodulejax.data.phantom)
+    d.phantom = p = ml_collections.ConfigDict()
+    p.num_scans = 40
+    p.num_subsets = 10
+    p.seed = 0
+    p.shape_scale = 1.0  # 1.0 = adult chest; smaller values shrink the body, not the nodules
+
+    # --- candidate generation (Section 3.1): ResUNet blob heatmaps + RPN head --------------
+    c.cg = g = ml_collections.ConfigDict()
+    g.input_size = 128  # training crop, voxels per side (Table 2: 128^3)
+    g.width = 8  # filters at the first level
+    g.depth = 4  # resolution levels
+    g.blob_sigma_mm = 2.5  # std of the same-size Gaussian blob at each centre
+    g.anchors_mm = (5.0, 10.0, 20.0, 30.0)  # cube anchor sizes for the RPN head
+    g.rpn_width = 32
+    g.lr = 1e-3
+    g.batch_size = 2
+    g.steps = 20000
+    g.ggo_steps = 5000
+    g.rpn_steps = 5000
+    g.num_candidates = 100  # K candidates per scan after NMS (Section 5.2)
+    g.nms_radius_mm = 5.0
+    g.window_overlap = 0.25  # sliding-window overlap fraction for whole-scan inference
+
+    # --- false-positive reduction (Section 3.1): DenseUNet + CE or Beta head ----------------
+    c.fpr = f = ml_collections.ConfigDict()
+    f.patch_size = 64  # voxels per side at data.spacing (paper: 64^3 at 0.625 mm)
+    f.growth = 12
+    f.block_layers = (2, 2, 2)
+    f.init_features = 16
+    f.head = "beta"  # "ce" (sigmoid + BCE) or "beta" (evidential Beta head)
+    f.kl_anneal_steps = 1000  # steps over which the Beta KL weight ramps 0 -> 1
+    f.lr = 1e-3
+    f.batch_size = 16
+    f.steps = 20000
+    f.finetune_steps = 5000
+    f.seg_pretrain_steps = 2000
+    f.eval_every = 500
+    f.early_stop_patience = 5  # evaluations without improvement before stopping
+    f.augment = True  # flips and 90-degree rotations
+    f.init_from = ""  # stage whose checkpoint initialises this one ("" -> from scratch)
+
+    # --- synthesizer (Section 3.2): VAE + WGAN-GP critic ------------------------------------
+    c.synth = s = ml_collections.ConfigDict()
+    s.patch_size = 32  # context-free nodule patch, voxels per side
+    s.latent_dim = 32
+    s.width = 16
+    s.lambda_kl = 1e-5  # lambda_1 of Eq. 6
+    s.lambda_adv = 0.1  # lambda_2 of Eq. 6
+    s.gp_weight = 10.0  # WGAN-GP gradient penalty weight (Gulrajani et al.)
+    s.n_critic = 5
+    s.lr = 1e-4
+    s.batch_size = 16
+    s.steps = 20000
+    s.mask_threshold = 0.1  # fusion mask: synthetic voxel > threshold (in [0,1] intensity)
+    s.min_diameter_mm = 6.0  # synthetic nodules smaller than this are filtered out
+
+    # --- PGD (Sections 3.2-3.3) --------------------------------------------------------------
+    c.pgd = q = ml_collections.ConfigDict()
+    q.latent_eps = 0.15
+    q.latent_step = 0.05
+    q.latent_steps = 20
+    q.image_eps = 0.03  # L-inf radius on [0,1] intensities for attacks 2-4
+    q.image_step = 0.01
+    q.image_steps = 20
+    q.noise_eps = 0.3  # radius around a uniform-noise start (attack 3)
+    q.batch_size = 16
+
+    # --- augmentation pool (Section 4) ---------------------------------------------------------
+    c.pool = o = ml_collections.ConfigDict()
+    o.background_per_scan = 10
+    o.syn_random_per_background = 6
+    o.syn_pgd_per_background = 6
+    o.perturb_per_positive = 1
+    o.num_noise = 100000
+    o.shard_size = 1024
+
+    # --- augmented fine-tuning (Section 3.3) ----------------------------------------------------
+    c.train = t = ml_collections.ConfigDict()
+    t.experiment = "baseline-beta-finetune"  # a Table 3 row (configs/experiments.py)
+    t.pos_ratios = (0.5, 0.25, 0.25)  # real / synthetic / adversarial positives
+    t.neg_ratios = (0.5, 0.5)  # real / adversarial negatives
+    t.syn = "none"  # "none" | "random" | "pgd"
+    t.perturb = False
+    t.poisson = False
+    t.aug_source = "pool"  # "pool" (attack.py pool) or "inloop" (PGD inside the train step)
+    t.inloop_target = "frozen"  # "frozen" baseline or "current" model for in-loop PGD
+    t.log_every = 50
+    t.multi_host = False  # call jax.distributed.initialize()
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    c.ckpt = k = ml_collections.ConfigDict()
+    k.keep = 3
+    k.every = 500
+
+    # --- evaluation and stress tests ---------------------------------------------------------
+    c.eval = e = ml_collections.ConfigDict()
+    e.bootstrap = 1000
+    e.fps = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+    c.stress = r = ml_collections.ConfigDict()
+    r.num_synthetic = 10000
+    r.negatives_per_scan = 10
+    r.uniform_levels = (0.0, 0.3, 0.6, 0.9)
+    r.poisson_scales = (50.0, 5.0)
+
+    # --- runtime ------------------------------------------------------------------------------
+    c.runtime = u = ml_collections.ConfigDict()
+    u.conv_impl = "auto"  # "auto" | "xla3d" | "2d": 3D conv lowering (see models/layers.py)
+    u.dtype = "float32"  # compute dtype ("bfloat16" on GPU)
+    return c

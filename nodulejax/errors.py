@@ -1,0 +1,29 @@
+"""The project's exception types.
+
+Every error a user can cause (a bad file, a bad field, a bad config) is raised as one of
+these, with a message that names the file or field and what is wrong with it.
+"""
+
+
+class NoduleJaxError(Exception):
+    """Base class of every error nodulejax raises on purpose."""
+
+
+class CTReadError(NoduleJaxError, ValueError):
+    """A CT volume (MetaImage, NIfTI, DICOM) cannot be read faithfully."""
+
+
+class LUNA16FormatError(NoduleJaxError, ValueError):
+    """A LUNA16 CSV (annotations, candidates, seriesuids, predictions) is malformed."""
+
+
+class ConfigError(NoduleJaxError, ValueError):
+    """A config field is missing, of the wrong type, or out of range."""
+
+
+class CheckpointError(NoduleJaxError, RuntimeError):
+    """A checkpoint is missing, corrupt, or belongs to a different config."""
+
+
+class PoolError(NoduleJaxError, RuntimeError):
+    """An augmentation pool on disk is inconsistent with the run that reads it."""
