@@ -1,0 +1,61 @@
+"""Embedded CPU default: the whole study on a small synthetic phantom in <= 20 min on 2 cores.
+
+Same code path as the paper config, with a coarser spacing, smaller patches, narrower networks
+and fewer steps. Run: `python train.py --config configs/demo.py --workdir runs/demo`.
+"""
+
+from configs import default
+
+
+def get_config():
+    c = default.get_config()
+    c.name = "demo"
+    c.data.spacing = 1.25
+    c.data.train_folds = (0, 1, 2, 3, 4, 5, 6)
+    c.data.val_folds = (7,)
+    c.data.test_folds = (8, 9)
+    c.data.phantom.num_scans = 40
+    c.data.phantom.size_scale = 0.6
+
+    c.cg.input_size = 48
+    c.cg.width = 4
+    c.cg.depth = 3
+    c.cg.batch_size = 2
+    c.cg.steps = 300
+    c.cg.ggo_steps = 60
+    c.cg.rpn_steps = 100
+    c.cg.num_candidates = 100
+
+    c.fpr.patch_size = 24
+    c.fpr.growth = 4
+    c.fpr.block_layers = (2, 2)
+    c.fpr.init_features = 8
+    c.fpr.batch_size = 16
+    c.fpr.steps = 400
+    c.fpr.finetune_steps = 150
+    c.fpr.seg_pretrain_steps = 100
+    c.fpr.eval_every = 100
+    c.fpr.kl_anneal_steps = 100
+
+    c.synth.patch_size = 16
+    c.synth.latent_dim = 16
+    c.synth.width = 8
+    c.synth.steps = 300
+    c.synth.n_critic = 2
+    c.synth.batch_size = 16
+    c.synth.lr = 3e-4
+    c.synth.min_diameter_mm = 4.0
+
+    c.pgd.batch_size = 32
+
+    c.pool.background_per_scan = 4
+    c.pool.syn_random_per_background = 2
+    c.pool.syn_pgd_per_background = 2
+    c.pool.num_noise = 256
+    c.pool.shard_size = 128
+
+    c.stress.num_synthetic = 128
+    c.stress.negatives_per_scan = 4
+    c.eval.bootstrap = 200
+    c.ckpt.every = 100
+    return c
