@@ -273,8 +273,7 @@ def read_seriesuids(path: str | os.PathLike) -> list[str]:
                 uid = check_seriesuid(rec[0], where)
                 if uid in first_line:
                     raise LUNA16FormatError(
-                        f"{where}: duplicated scan {uid!r} (first listed on line "
-                        f"{first_line[uid]})"
+                        f"{where}: duplicated scan {uid!r} (first listed on line {first_line[uid]})"
                     )
                 first_line[uid] = reader.line_num
                 uids.append(uid)
