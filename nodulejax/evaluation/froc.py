@@ -1,0 +1,523 @@
+"""LUNA16-exact FROC / CPM evaluation with bootstrap confidence intervals (paper Table 3).
+
+Implements the rules of the official LUNA16 script ``noduleCADEvaluationLUNA16.py``
+(Setio et al., 2017), which the paper's Table 3 numbers come from:
+
+* a mark (CAD detection) hits a finding when its squared distance in mm is strictly below
+  ``(d / 2) ** 2``; a diameter ``d < 0`` (unknown, ``annotations_excluded.csv``) means 10 mm;
+* findings of the excluded file are irrelevant: a mark on one that hits no included nodule is
+  neither a TP nor an FP (it is dropped);
+* an included nodule is detected with the probability of its most probable hitting mark;
+  further marks on it are dropped (not FPs); one mark may detect two nodules;
+* at most 100 marks per scan: when a scan has more, only the marks *strictly above* the
+  101st-highest probability are kept (so ties at that probability are all dropped);
+* every scan of the seriesuids file counts (``n_scans``), marks or not; annotations of scans not
+  listed are ignored; missed nodules stay in the denominator;
+* FPs/scan at threshold t = FP marks with probability >= t / n_scans;
+  sensitivity = detected nodules with probability >= t / all included nodules;
+* the FROC curve has one point per distinct probability (plus the origin), as sklearn's
+  ``roc_curve`` gives it; sensitivity at 1/8 .. 8 FPs/scan is ``np.interp`` over that curve
+  (at an FP rate the curve reaches with several points, ``np.interp`` takes the last, i.e. the
+  highest sensitivity); the CPM is their mean;
+* a run with no FP mark at all: like the official script, every curve point gets FPs/scan 0,
+  so ``np.interp`` returns the final sensitivity (detected / all nodules) at every FP rate;
+* bootstrap: scans drawn with replacement (same count as the seriesuids file), the whole
+  FROC recomputed per sample; the 95% interval is the official order statistic
+  ``sorted[floor(0.025 N)], sorted[floor(0.975 N)]``.
+
+Where the official script gives NaN or crashes we define: no detected nodule (including an
+empty predictions file) -> sensitivity 0 everywhere, CPM 0; no included nodule -> sensitivity 0.
+
+The bootstrap is vectorised: per-scan TP/FP entries are built once, sorted by probability
+once; a sample is a vector of per-scan multiplicities (bincount of the drawn indices), and its
+curve comes from cumulative sums of the multiplicities gathered along the sorted entries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nodulejax.errors import LUNA16FormatError
+
+__all__ = [
+    "FPS",
+    "MAX_MARKS",
+    "FrocEntries",
+    "match_marks",
+    "froc_curve",
+    "sensitivity_at",
+    "bootstrap_sensitivity",
+    "evaluate",
+    "evaluate_files",
+    "write_outputs",
+    "table3_row",
+    "main",
+]
+
+FPS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # FPs/scan of the CPM (paper Table 3)
+MAX_MARKS = 100  # LUNA16: marks kept per scan
+UNKNOWN_DIAMETER_MM = 10.0  # LUNA16: d < 0 means 10 mm
+CONFIDENCE = 0.95
+
+
+def fps_key(x: float) -> str:
+    """JSON key of an FP rate: 0.125 -> "0.125", 1.0 -> "1"."""
+    return f"{x:g}"
+
+
+@dataclass(frozen=True)
+class FrocEntries:
+    """The FROC samples of one evaluation, one row per detected nodule or FP mark.
+
+    ``scan (E,) int64`` index into the seriesuids list; ``score (E,) float64`` probability
+    (a detected nodule's is its best mark's); ``is_tp (E,) bool``; ``nodules_per_scan (S,)
+    int64`` included nodules of each scan (detected or missed). Counters are diagnostics."""
+
+    scan: np.ndarray
+    score: np.ndarray
+    is_tp: np.ndarray
+    nodules_per_scan: np.ndarray
+    n_marks_kept: int = 0
+    n_marks_capped: int = 0
+    n_irrelevant: int = 0
+    n_double: int = 0
+
+    @property
+    def n_scans(self) -> int:
+        return int(self.nodules_per_scan.shape[0])
+
+
+# ----------------------------------------------------------------------------------------
+# Input checks and grouping
+# ----------------------------------------------------------------------------------------
+
+
+def _check_seriesuids(seriesuids: Sequence[str], name: str) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for i, u in enumerate(seriesuids):
+        u = str(u)
+        if u in index:
+            raise LUNA16FormatError(
+                f"{name}: line {i + 1}: duplicated scan {u!r} (first listed on line "
+                f"{index[u] + 1})"
+            )
+        index[u] = i
+    if not index:
+        raise LUNA16FormatError(f"{name}: no scans listed")
+    return index
+
+
+def _check_predictions(pred, index: dict[str, int], name: str) -> np.ndarray:
+    """Scan index of every mark; refuses unknown scans and non-finite numbers ("row i" is
+    0-based in the arrays; line i + 2 of a CSV with a header)."""
+    uids = np.asarray(pred.seriesuid).astype(str).reshape(-1)
+    xyz = np.asarray(pred.xyz, np.float64).reshape(-1, 3)
+    prob = np.asarray(pred.probability, np.float64).reshape(-1)
+    if not (len(uids) == len(xyz) == len(prob)):
+        raise LUNA16FormatError(
+            f"{name}: seriesuid/xyz/probability lengths differ: {len(uids)}, {len(xyz)}, "
+            f"{len(prob)}"
+        )
+    bad = ~(np.isfinite(xyz).all(1) & np.isfinite(prob))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise LUNA16FormatError(
+            f"{name}: row {i} (line {i + 2}): non-finite coordinate or probability "
+            f"(xyz={xyz[i].tolist()}, probability={prob[i]})"
+        )
+    scan = np.empty(len(uids), np.int64)
+    for i, u in enumerate(uids):
+        s = index.get(u)
+        if s is None:
+            raise LUNA16FormatError(
+                f"{name}: row {i} (line {i + 2}): seriesuid {u!r} is not in the seriesuids list"
+            )
+        scan[i] = s
+    return scan
+
+
+def _group_findings(ann, index: dict[str, int], name: str):
+    """Findings of listed scans (others ignored, as the official script does), sorted by scan:
+    returns (xyz (M,3), radius^2 (M,), offsets (S+1,))."""
+    n_scans = len(index)
+    if ann is None:
+        return np.zeros((0, 3)), np.zeros(0), np.zeros(n_scans + 1, np.int64)
+    uids = np.asarray(ann.seriesuid).astype(str).reshape(-1)
+    xyz = np.asarray(ann.xyz, np.float64).reshape(-1, 3)
+    d = np.asarray(ann.diameter_mm, np.float64).reshape(-1)
+    bad = ~(np.isfinite(xyz).all(1) & np.isfinite(d))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise LUNA16FormatError(f"{name}: row {i} (line {i + 2}): non-finite coordinate/diameter")
+    scan = np.array([index.get(u, -1) for u in uids], np.int64)
+    keep = scan >= 0
+    scan, xyz, d = scan[keep], xyz[keep], d[keep]
+    order = np.argsort(scan, kind="stable")
+    d = np.where(d < 0.0, UNKNOWN_DIAMETER_MM, d)[order]
+    r2 = (d / 2.0) ** 2
+    offsets = np.r_[0, np.cumsum(np.bincount(scan, minlength=n_scans))]
+    return xyz[order], r2, offsets
+
+
+def _hits(marks: np.ndarray, centres: np.ndarray, r2: np.ndarray) -> np.ndarray:
+    """(marks, findings) bool: squared distance < r^2, summed x, y, z as the official script."""
+    dx = marks[:, None, 0] - centres[None, :, 0]
+    dy = marks[:, None, 1] - centres[None, :, 1]
+    dz = marks[:, None, 2] - centres[None, :, 2]
+    return dx * dx + dy * dy + dz * dz < r2[None, :]
+
+
+# ----------------------------------------------------------------------------------------
+# Matching (per scan) and the FROC curve
+# ----------------------------------------------------------------------------------------
+
+
+def match_marks(
+    annotations,
+    excluded,
+    seriesuids: Sequence[str],
+    predictions,
+    *,
+    max_marks: int = MAX_MARKS,
+    names: tuple[str, str, str, str] = ("annotations", "excluded", "seriesuids", "predictions"),
+) -> FrocEntries:
+    """Apply the LUNA16 hit rules scan by scan (module docstring) -> :class:`FrocEntries`.
+
+    ``annotations``/``excluded``: objects with ``seriesuid (N,)``, ``xyz (N,3)`` world mm,
+    ``diameter_mm (N,)`` (``nodulejax.data.luna16.Annotations``; ``excluded`` may be None);
+    ``predictions``: ``seriesuid (K,)``, ``xyz (K,3)``, ``probability (K,)``."""
+    index = _check_seriesuids(seriesuids, names[2])
+    n_scans = len(index)
+    m_scan = _check_predictions(predictions, index, names[3])
+    m_xyz = np.asarray(predictions.xyz, np.float64).reshape(-1, 3)
+    m_p = np.asarray(predictions.probability, np.float64).reshape(-1)
+    order = np.argsort(m_scan, kind="stable")
+    m_xyz, m_p = m_xyz[order], m_p[order]
+    m_off = np.r_[0, np.cumsum(np.bincount(m_scan, minlength=n_scans))]
+    a_xyz, a_r2, a_off = _group_findings(annotations, index, names[0])
+    e_xyz, e_r2, e_off = _group_findings(excluded, index, names[1])
+
+    scans, scores, tps = [], [], []
+    kept = capped = irrelevant = double = 0
+    for s in range(n_scans):
+        mx, mp = m_xyz[m_off[s] : m_off[s + 1]], m_p[m_off[s] : m_off[s + 1]]
+        if max_marks > 0 and len(mp) > max_marks:
+            thr = np.sort(mp)[::-1][max_marks]  # the (max_marks+1)-th highest
+            keep = mp > thr
+            capped += int(len(mp) - keep.sum())
+            mx, mp = mx[keep], mp[keep]
+        kept += len(mp)
+        if len(mp) == 0:
+            continue
+        fp = np.ones(len(mp), bool)
+        ax, ar2 = a_xyz[a_off[s] : a_off[s + 1]], a_r2[a_off[s] : a_off[s + 1]]
+        if len(ax):
+            hit = _hits(mx, ax, ar2)  # (marks, nodules)
+            found = hit.any(0)
+            best = np.where(hit, mp[:, None], -np.inf).max(0)[found]
+            scans.append(np.full(len(best), s))
+            scores.append(best)
+            tps.append(np.ones(len(best), bool))
+            on_nodule = hit.any(1)
+            double += int(hit.sum() - found.sum())
+            fp &= ~on_nodule
+        ex, er2 = e_xyz[e_off[s] : e_off[s + 1]], e_r2[e_off[s] : e_off[s + 1]]
+        if len(ex):
+            on_excluded = _hits(mx, ex, er2).any(1)
+            irrelevant += int((on_excluded & fp).sum())
+            fp &= ~on_excluded
+        scans.append(np.full(int(fp.sum()), s))
+        scores.append(mp[fp])
+        tps.append(np.zeros(int(fp.sum()), bool))
+
+    cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
+    return FrocEntries(
+        scan=cat(scans, np.int64),
+        score=cat(scores, np.float64),
+        is_tp=cat(tps, bool),
+        nodules_per_scan=np.diff(a_off).astype(np.int64),
+        n_marks_kept=kept,
+        n_marks_capped=capped,
+        n_irrelevant=irrelevant,
+        n_double=double,
+    )
+
+
+def _curve_from_counts(cum_tp, cum_fp, n_nodules, n_scans):
+    """FPs/scan and sensitivity of curve points from cumulative counts (..., P) that include
+    the origin point. fps = cum_fp / n_scans (the official ``fpr * n_fp / n_scans`` without
+    its rounding: exact ratios decide ties at the FP rates), except the official no-FP border
+    case (no FP at all -> every fps is 0); sens = cum_tp / n_nodules (0 if no nodule)."""
+    n_fp = cum_fp[..., -1:]
+    n_nod = np.asarray(n_nodules, np.float64)
+    if n_nod.ndim:
+        n_nod = n_nod[:, None]
+    fps = np.where(n_fp > 0, cum_fp / float(n_scans), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sens = np.where(n_nod > 0, cum_tp / np.maximum(n_nod, 1.0), 0.0)
+    return fps, sens
+
+
+def _sorted_entries(entries: FrocEntries):
+    order = np.argsort(-entries.score, kind="stable")
+    score = entries.score[order]
+    # last index of each run of equal probabilities (one curve point per distinct threshold)
+    ends = np.r_[np.nonzero(np.diff(score))[0], len(score) - 1] if len(score) else np.zeros(0, int)
+    return order, score, ends
+
+
+def froc_curve(entries: FrocEntries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FROC curve ``(fps_per_scan (P,), sensitivity (P,), thresholds (P,))``, P = distinct
+    probabilities + 1 (the origin, threshold +inf), as sklearn ``roc_curve`` + the official
+    ``computeFROC`` give it (without ``drop_intermediate``, which only removes collinear points
+    and so changes no interpolated value)."""
+    order, score, ends = _sorted_entries(entries)
+    tp = entries.is_tp[order]
+    cum_tp = np.r_[0.0, np.cumsum(tp, dtype=np.float64)[ends]]
+    cum_fp = np.r_[0.0, np.cumsum(~tp, dtype=np.float64)[ends]]
+    fps, sens = _curve_from_counts(cum_tp, cum_fp, float(entries.nodules_per_scan.sum()),
+                                   entries.n_scans)
+    return fps, sens, np.r_[np.inf, score[ends]]
+
+
+def sensitivity_at(fps: np.ndarray, sens: np.ndarray, targets=FPS) -> np.ndarray:
+    """Sensitivity at the given FPs/scan by linear interpolation of the curve (``np.interp``,
+    as the official script)."""
+    return np.interp(np.asarray(targets, np.float64), fps, sens)
+
+
+def _interp_rows(cum_fp, fps, sens, targets, n_scans):
+    """``np.interp(targets, fps[i], sens[i])`` for every row i at once, with the exact
+    integer test ``cum_fp <= targets * n_scans`` locating the bracketing points (rows are
+    non-decreasing in ``cum_fp``; at a repeated FP rate the last point counts, as np.interp)."""
+    nb, p = cum_fp.shape
+    q = np.floor(np.asarray(targets) * n_scans + 1e-9).astype(np.int64)  # FP-count limits
+    big = int(max(cum_fp.max(initial=0), q.max(initial=0))) + 2
+    off = np.arange(nb, dtype=np.int64)[:, None] * big
+    keys = (cum_fp.astype(np.int64) + off).ravel()
+    j = np.searchsorted(keys, (q[None, :] + off).ravel(), side="right").reshape(nb, -1) - 1
+    last = (j - off // big * p) == p - 1
+    jn = np.where(last, j, j + 1)
+    f, s = fps.ravel(), sens.ravel()
+    f0, f1, s0, s1 = f[j], f[jn], s[j], s[jn]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        val = s0 + (s1 - s0) * (np.asarray(targets)[None, :] - f0) / (f1 - f0)
+    return np.where(last | (f1 == f0), s0, val)
+
+
+def _boot_chunk(w, code, ends, nodules, targets, n_scans):
+    """Curves of the samples ``w`` (nb, S) multiplicities over the first ``ends[-1] + 1``
+    sorted entries; returns (sens at targets (nb, K), cum_fp at the last point (nb,))."""
+    nb = w.shape[0]
+    w64 = w.astype(np.int64)
+    table = np.concatenate([w64, w64 << 32], axis=1)  # FP entries count low, TP entries high
+    if len(ends):
+        c = np.cumsum(table[:, code[: ends[-1] + 1]], axis=1)[:, ends]
+    else:
+        c = np.zeros((nb, 0), np.int64)
+    c = np.concatenate([np.zeros((nb, 1), np.int64), c], axis=1)
+    cum_fp, cum_tp = c & 0xFFFFFFFF, c >> 32
+    fps, sens = _curve_from_counts(cum_tp.astype(np.float64), cum_fp.astype(np.float64),
+                                   nodules, n_scans)
+    return _interp_rows(cum_fp, fps, sens, targets, n_scans), cum_fp[:, -1]
+
+
+def bootstrap_sensitivity(
+    entries: FrocEntries, targets, n_samples: int = 1000, seed: int = 0, chunk: int = 128
+) -> np.ndarray:
+    """Sensitivity at ``targets`` FPs/scan for ``n_samples`` bootstrap resamples of the scans
+    (with replacement, as many as listed) -> (n_samples, len(targets)). Seeded with
+    ``np.random.default_rng(seed)``: same seed, same result.
+
+    Vectorised: the multiplicities W (B, S) come from one bincount of the drawn indices; the
+    entries are sorted by probability once, and a sample's curve counts are cumulative sums of
+    its multiplicities gathered along the sorted entries (TP and FP counts packed in one int64).
+    Only the prefix of entries up to about twice the largest target's FP count is summed; a
+    sample whose curve does not pass the largest target within it is redone in full."""
+    targets = np.asarray(targets, np.float64)
+    n_scans = entries.n_scans
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_scans, size=(n_samples, n_scans))
+    flat = (draws + n_scans * np.arange(n_samples)[:, None]).ravel()
+    w_all = np.bincount(flat, minlength=n_samples * n_scans).reshape(n_samples, n_scans)
+    per_scan = np.bincount(entries.scan, minlength=n_scans)
+    if per_scan.max(initial=0) * n_scans >= 2**31:
+        raise ValueError("too many FROC entries per scan for the packed bootstrap counts")
+    nodules = w_all @ entries.nodules_per_scan.astype(np.int64)  # (B,)
+    order, _, ends = _sorted_entries(entries)
+    code = entries.scan[order] + n_scans * entries.is_tp[order]
+    c_max = int(np.floor(targets.max(initial=0.0) * n_scans + 1e-9))
+    unweighted_fp = np.cumsum(~entries.is_tp[order])[ends] if len(ends) else np.zeros(0)
+    n_pref = min(int(np.searchsorted(unweighted_fp, 2 * c_max + 16)) + 1, len(ends))
+    out = np.empty((n_samples, len(targets)))
+    for b0 in range(0, n_samples, chunk):
+        sl = slice(b0, min(b0 + chunk, n_samples))
+        val, fp_end = _boot_chunk(w_all[sl], code, ends[:n_pref], nodules[sl], targets, n_scans)
+        redo = fp_end <= c_max if n_pref < len(ends) else np.zeros(len(val), bool)
+        if redo.any():
+            idx = np.nonzero(redo)[0]
+            val[idx], _ = _boot_chunk(w_all[sl][idx], code, ends, nodules[sl][idx], targets,
+                                      n_scans)
+        out[sl] = val
+    return out
+
+
+def _order_stat_ci(samples: np.ndarray, confidence: float = CONFIDENCE) -> np.ndarray:
+    """Official percentile interval along axis 0: sorted[floor(a N)], sorted[floor((1-a) N)]."""
+    n = samples.shape[0]
+    a = (1.0 - confidence) / 2.0
+    srt = np.sort(samples, axis=0)
+    lo = srt[min(int(math.floor(a * n)), n - 1)]
+    hi = srt[min(int(math.floor((1.0 - a) * n)), n - 1)]
+    return np.stack([lo, hi], axis=-1)
+
+
+# ----------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------
+
+
+def evaluate(
+    annotations,
+    excluded,
+    seriesuids: Sequence[str],
+    predictions,
+    *,
+    fps: Sequence[float] = FPS,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    max_marks: int = MAX_MARKS,
+    curve_points: int = 200,
+    names: tuple[str, str, str, str] = ("annotations", "excluded", "seriesuids", "predictions"),
+) -> dict:
+    """LUNA16 FROC evaluation of ``predictions`` -> JSON-able dict.
+
+    Keys: ``cpm``, ``sensitivity_at`` {"0.125": .., .., "8": ..}, ``cpm_ci`` [lo, hi] and
+    ``sensitivity_ci`` {key: [lo, hi]} (None when ``bootstrap == 0``), ``n_nodules``,
+    ``n_detected``, ``n_fp_marks``, ``n_scans``, ``n_marks`` (kept after the 100 cap),
+    ``curve`` {fps, sensitivity} (the full FROC curve), ``band`` {fps, lo, hi} (bootstrap
+    interval on a log grid 1/8..8, for the plot), ``bootstrap``, ``seed``."""
+    fps = tuple(float(x) for x in fps)
+    entries = match_marks(annotations, excluded, seriesuids, predictions,
+                          max_marks=max_marks, names=names)
+    curve_fps, curve_sens, _ = froc_curve(entries)
+    sens = sensitivity_at(curve_fps, curve_sens, fps)
+    res: dict = {
+        "cpm": float(np.mean(sens)),
+        "sensitivity_at": {fps_key(x): float(v) for x, v in zip(fps, sens)},
+        "cpm_ci": None,
+        "sensitivity_ci": None,
+        "n_nodules": int(entries.nodules_per_scan.sum()),
+        "n_detected": int(entries.is_tp.sum()),
+        "n_fp_marks": int((~entries.is_tp).sum()),
+        "n_scans": entries.n_scans,
+        "n_marks": int(entries.n_marks_kept),
+        "n_marks_capped": int(entries.n_marks_capped),
+        "n_marks_on_excluded": int(entries.n_irrelevant),
+        "curve": {"fps": curve_fps.tolist(), "sensitivity": curve_sens.tolist()},
+        "band": None,
+        "bootstrap": int(bootstrap),
+        "seed": int(seed),
+    }
+    if bootstrap > 0:
+        grid = np.geomspace(min(fps), max(fps), curve_points)
+        bs = bootstrap_sensitivity(entries, np.r_[fps, grid], bootstrap, seed)
+        ci_s = _order_stat_ci(bs[:, : len(fps)])
+        res["cpm_ci"] = _order_stat_ci(bs[:, : len(fps)].mean(1)).tolist()
+        res["sensitivity_ci"] = {fps_key(x): ci_s[i].tolist() for i, x in enumerate(fps)}
+        band = _order_stat_ci(bs[:, len(fps) :])
+        res["band"] = {"fps": grid.tolist(), "lo": band[:, 0].tolist(), "hi": band[:, 1].tolist()}
+    return res
+
+
+def evaluate_files(
+    annotations: str | os.PathLike,
+    excluded: str | os.PathLike | None,
+    seriesuids: str | os.PathLike,
+    predictions: str | os.PathLike,
+    **kwargs,
+) -> dict:
+    """:func:`evaluate` on LUNA16 CSV files (read by ``nodulejax.data.luna16``, which refuses
+    malformed rows, non-finite numbers, duplicate scans and marks on unlisted scans, naming
+    the file and line). ``excluded`` may be None (no excluded findings)."""
+    from nodulejax.data import luna16
+
+    uids = luna16.read_seriesuids(seriesuids)
+    ann = luna16.read_annotations(annotations)
+    exc = luna16.read_annotations(excluded) if excluded is not None else None
+    pred = luna16.read_predictions(predictions, known_uids=uids)
+    names = tuple(os.fspath(p) if p is not None else "excluded"
+                  for p in (annotations, excluded, seriesuids, predictions))
+    return evaluate(ann, exc, uids, pred, names=names, **kwargs)
+
+
+def table3_row(result: dict, name: str) -> str:
+    """Markdown row in the layout of the paper's Table 3:
+    ``| name | CPM (lo - hi) | sens@0.125 | .. | sens@8 |``."""
+    ci = result.get("cpm_ci")
+    cpm = f"{result['cpm']:.3f}" + (f" ({ci[0]:.3f} - {ci[1]:.3f})" if ci else "")
+    sens = [f"{v:.3f}" for v in result["sensitivity_at"].values()]
+    return "| " + " | ".join([name, cpm, *sens]) + " |"
+
+
+def table3_header(result_or_keys) -> str:
+    keys = list(result_or_keys["sensitivity_at"] if isinstance(result_or_keys, dict)
+                else result_or_keys)
+    head = "| Method | CPM (95% CI) | " + " | ".join(f"{k} FPs/scan" for k in keys) + " |"
+    return head + "\n|" + "---|" * (2 + len(keys))
+
+
+def write_outputs(result: dict, out_dir: str | os.PathLike, name: str = "run") -> None:
+    """Write ``froc.json`` (``result`` plus ``name``), ``froc.png`` and ``table3_row.md``."""
+    from nodulejax.evaluation.plots import plot_froc
+
+    os.makedirs(out_dir, exist_ok=True)
+    res = dict(result, name=name)
+    tmp = os.path.join(out_dir, "froc.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(res, f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, "froc.json"))
+    plot_froc(res, os.path.join(out_dir, "froc.png"), name=name)
+    with open(os.path.join(out_dir, "table3_row.md"), "w") as f:
+        f.write(table3_header(res) + "\n" + table3_row(res, name) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m nodulejax.evaluation.froc",
+        description="LUNA16-exact FROC/CPM evaluation with bootstrap confidence intervals.",
+    )
+    p.add_argument("--annotations", required=True)
+    p.add_argument("--excluded", default=None, help="annotations_excluded.csv (optional)")
+    p.add_argument("--seriesuids", required=True)
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default=None, help="row name (default: the --out folder name)")
+    a = p.parse_args(argv)
+    name = a.name or os.path.basename(os.path.normpath(a.out))
+    try:
+        res = evaluate_files(a.annotations, a.excluded, a.seriesuids, a.predictions,
+                             bootstrap=a.bootstrap, seed=a.seed)
+    except LUNA16FormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_outputs(res, a.out, name)
+    ci = res["cpm_ci"]
+    print(f"{name}: CPM {res['cpm']:.4f}" + (f" (95% CI {ci[0]:.4f} - {ci[1]:.4f})" if ci else "")
+          + f"; {res['n_detected']}/{res['n_nodules']} nodules, {res['n_fp_marks']} FP marks,"
+          f" {res['n_scans']} scans -> {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
