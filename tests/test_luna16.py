@@ -267,8 +267,10 @@ def test_dataset_missing_root(tmp_path):
 
 
 def test_dataset_load(tmp_path):
-    io = pytest.importorskip("nodulejax.data.io")
-    sitk = pytest.importorskip("SimpleITK")
+    import SimpleITK as sitk
+
+    from nodulejax.data import io
+
     arr = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) - 1000
     img = sitk.GetImageFromArray(arr)
     img.SetSpacing((0.7, 0.8, 2.5))  # ITK (x, y, z)
