@@ -21,7 +21,7 @@ def ann(*rows):
     """rows: (uid, x, y, z, d)."""
     if not rows:
         return Annotations(np.zeros(0, str), np.zeros((0, 3)), np.zeros(0))
-    u, x, y, z, d = zip(*rows)
+    u, x, y, z, d = zip(*rows, strict=True)
     return Annotations(np.array(u), np.stack([x, y, z], 1).astype(float), np.array(d, float))
 
 
@@ -29,7 +29,7 @@ def pred(*rows):
     """rows: (uid, x, y, z, p)."""
     if not rows:
         return Predictions(np.zeros(0, str), np.zeros((0, 3)), np.zeros(0))
-    u, x, y, z, p = zip(*rows)
+    u, x, y, z, p = zip(*rows, strict=True)
     return Predictions(np.array(u), np.stack([x, y, z], 1).astype(float), np.array(p, float))
 
 
@@ -77,8 +77,7 @@ def test_hit_radius_strict_and_negative_diameter_means_10mm():
     # d < 0: 10 mm, i.e. radius 5 (for an included and for an excluded finding)
     r = ev(ann(("a", 0, 0, 0, -1)), pred(("a", 0, 4.9, 0, 1), ("a", 0, 0, 5.0, 1)), uids)
     assert (r["n_detected"], r["n_fp_marks"]) == (1, 1)
-    r = ev(ann(), pred(("a", 0, 4.9, 0, 1), ("a", 0, 0, 5.0, 1)), uids,
-           e=ann(("a", 0, 0, 0, -1)))
+    r = ev(ann(), pred(("a", 0, 4.9, 0, 1), ("a", 0, 0, 5.0, 1)), uids, e=ann(("a", 0, 0, 0, -1)))
     assert (r["n_detected"], r["n_fp_marks"], r["n_marks_on_excluded"]) == (0, 1, 1)
 
 
@@ -222,9 +221,11 @@ def test_bad_files_name_file_and_line(tmp_path):
 def luna():
     if not os.path.exists(os.path.join(LUNA, "annotations.csv")):
         pytest.skip("LUNA16 CSVs not present")
-    return (read_annotations(os.path.join(LUNA, "annotations.csv")),
-            read_annotations(os.path.join(LUNA, "annotations_excluded.csv")),
-            read_seriesuids(os.path.join(LUNA, "seriesuids.csv")))
+    return (
+        read_annotations(os.path.join(LUNA, "annotations.csv")),
+        read_annotations(os.path.join(LUNA, "annotations_excluded.csv")),
+        read_seriesuids(os.path.join(LUNA, "seriesuids.csv")),
+    )
 
 
 def _random_marks(uids, per_scan, rng, pmax=0.9):
@@ -286,8 +287,9 @@ def _naive_bootstrap(entries, targets, n, seed):
             s.append(entries.score[m])
             t.append(entries.is_tp[m])
             nod.append(entries.nodules_per_scan[scan])
-        ent = froc.FrocEntries(np.concatenate(sc), np.concatenate(s), np.concatenate(t),
-                               np.array(nod))
+        ent = froc.FrocEntries(
+            np.concatenate(sc), np.concatenate(s), np.concatenate(t), np.array(nod)
+        )
         f, se, _ = froc.froc_curve(ent)
         out.append(froc.sensitivity_at(f, se, targets))
     return np.array(out)
@@ -299,10 +301,13 @@ def test_vectorised_bootstrap_matches_naive_resampling(fp_per_scan):
     s_n = 25
     uids = [f"s{i}" for i in range(s_n)]
     a = ann(*[(u, 0, 0, 100 * k, 6) for u in uids for k in range(rng.integers(0, 4))])
-    marks = [(a.seriesuid[i], *a.xyz[i], rng.random()) for i in range(len(a)) if rng.random() < .7]
+    marks = [(a.seriesuid[i], *a.xyz[i], rng.random()) for i in range(len(a)) if rng.random() < 0.7]
     # probabilities on a coarse grid: many ties between TPs and FPs
-    marks += [(u, 500, 0, 0, rng.integers(0, 20) / 20) for u in uids
-              for _ in range(rng.integers(0, 2 * fp_per_scan))]
+    marks += [
+        (u, 500, 0, 0, rng.integers(0, 20) / 20)
+        for u in uids
+        for _ in range(rng.integers(0, 2 * fp_per_scan))
+    ]
     ent = froc.match_marks(a, ann(), uids, pred(*marks))
     targets = np.r_[froc.FPS, np.geomspace(0.1, 9, 17)]
     fast = froc.bootstrap_sensitivity(ent, targets, 40, seed=3)
@@ -315,8 +320,11 @@ def test_bootstrap_seeded_and_interval_contains_estimate(luna):
     rng = np.random.default_rng(5)
     u, xyz, p = _random_marks(uids, 10, rng)
     keep = rng.random(len(a)) < 0.8
-    pr = Predictions(np.r_[a.seriesuid[keep], u], np.r_[a.xyz[keep], xyz],
-                     np.r_[rng.uniform(0.3, 1, keep.sum()), p])
+    pr = Predictions(
+        np.r_[a.seriesuid[keep], u],
+        np.r_[a.xyz[keep], xyz],
+        np.r_[rng.uniform(0.3, 1, keep.sum()), p],
+    )
     r1 = froc.evaluate(a, e, uids, pr, bootstrap=200, seed=7)
     r2 = froc.evaluate(a, e, uids, pr, bootstrap=200, seed=7)
     r3 = froc.evaluate(a, e, uids, pr, bootstrap=200, seed=8)
@@ -356,7 +364,7 @@ def test_cli_end_to_end(luna, tmp_path):
     sub = uids[:60]
     keep = np.isin(a.seriesuid, sub)
     lines = ["seriesuid,coordX,coordY,coordZ,probability"]
-    for uid, (x, y, z) in zip(a.seriesuid[keep], a.xyz[keep]):
+    for uid, (x, y, z) in zip(a.seriesuid[keep], a.xyz[keep], strict=True):
         lines.append(f"{uid},{x},{y},{z},{rng.uniform(0.2, 1)}")
     for uid in sub:
         for _ in range(5):
@@ -365,14 +373,39 @@ def test_cli_end_to_end(luna, tmp_path):
     pp = _write(tmp_path / "pred.csv", "\n".join(lines) + "\n")
     sp = _write(tmp_path / "uids.csv", "\n".join(sub) + "\n")
     out = tmp_path / "run"
-    rc = froc.main(["--annotations", os.path.join(LUNA, "annotations.csv"),
-                    "--excluded", os.path.join(LUNA, "annotations_excluded.csv"),
-                    "--seriesuids", sp, "--predictions", pp, "--out", str(out),
-                    "--bootstrap", "100", "--seed", "1", "--name", "beta+syn"])
+    rc = froc.main(
+        [
+            "--annotations",
+            os.path.join(LUNA, "annotations.csv"),
+            "--excluded",
+            os.path.join(LUNA, "annotations_excluded.csv"),
+            "--seriesuids",
+            sp,
+            "--predictions",
+            pp,
+            "--out",
+            str(out),
+            "--bootstrap",
+            "100",
+            "--seed",
+            "1",
+            "--name",
+            "beta+syn",
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "froc.json").read_text())
-    for k in ("cpm", "sensitivity_at", "cpm_ci", "sensitivity_ci", "n_nodules", "n_detected",
-              "n_fp_marks", "n_scans", "curve"):
+    for k in (
+        "cpm",
+        "sensitivity_at",
+        "cpm_ci",
+        "sensitivity_ci",
+        "n_nodules",
+        "n_detected",
+        "n_fp_marks",
+        "n_scans",
+        "curve",
+    ):
         assert k in res
     assert list(res["sensitivity_at"]) == KEYS
     assert res["n_scans"] == 60 and res["n_nodules"] == keep.sum()
@@ -383,6 +416,20 @@ def test_cli_end_to_end(luna, tmp_path):
     assert f"{res['cpm']:.3f} ({res['cpm_ci'][0]:.3f} - {res['cpm_ci'][1]:.3f})" in md[-1]
     # bad input: error exit code, message on stderr
     bad = _write(tmp_path / "bad.csv", lines[0] + "\nnot-a-scan,0,0,0,0.5\n")
-    assert froc.main(["--annotations", os.path.join(LUNA, "annotations.csv"), "--seriesuids",
-                      sp, "--predictions", bad, "--out", str(tmp_path / "x"),
-                      "--bootstrap", "0"]) == 2
+    assert (
+        froc.main(
+            [
+                "--annotations",
+                os.path.join(LUNA, "annotations.csv"),
+                "--seriesuids",
+                sp,
+                "--predictions",
+                bad,
+                "--out",
+                str(tmp_path / "x"),
+                "--bootstrap",
+                "0",
+            ]
+        )
+        == 2
+    )

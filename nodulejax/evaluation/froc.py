@@ -19,6 +19,9 @@ Implements the rules of the official LUNA16 script ``noduleCADEvaluationLUNA16.p
   ``roc_curve`` gives it; sensitivity at 1/8 .. 8 FPs/scan is ``np.interp`` over that curve
   (at an FP rate the curve reaches with several points, ``np.interp`` takes the last, i.e. the
   highest sensitivity); the CPM is their mean;
+* FPs/scan of a curve point is computed as the exact ratio FP count / n_scans (the official
+  ``fpr * n_fp / n_scans`` can land one ulp off an FP rate such as 111/888 = 1/8 and so pick
+  the other side of a vertical step; exact ratios make that tie deterministic);
 * a run with no FP mark at all: like the official script, every curve point gets FPs/scan 0,
   so ``np.interp`` returns the final sensitivity (detected / all nodules) at every FP rate;
 * bootstrap: scans drawn with replacement (same count as the seriesuids file), the whole
@@ -106,8 +109,7 @@ def _check_seriesuids(seriesuids: Sequence[str], name: str) -> dict[str, int]:
         u = str(u)
         if u in index:
             raise LUNA16FormatError(
-                f"{name}: line {i + 1}: duplicated scan {u!r} (first listed on line "
-                f"{index[u] + 1})"
+                f"{name}: line {i + 1}: duplicated scan {u!r} (first listed on line {index[u] + 1})"
             )
         index[u] = i
     if not index:
@@ -238,7 +240,7 @@ def match_marks(
         scores.append(mp[fp])
         tps.append(np.zeros(int(fp.sum()), bool))
 
-    cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
+    cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
     return FrocEntries(
         scan=cat(scans, np.int64),
         score=cat(scores, np.float64),
@@ -283,8 +285,9 @@ def froc_curve(entries: FrocEntries) -> tuple[np.ndarray, np.ndarray, np.ndarray
     tp = entries.is_tp[order]
     cum_tp = np.r_[0.0, np.cumsum(tp, dtype=np.float64)[ends]]
     cum_fp = np.r_[0.0, np.cumsum(~tp, dtype=np.float64)[ends]]
-    fps, sens = _curve_from_counts(cum_tp, cum_fp, float(entries.nodules_per_scan.sum()),
-                                   entries.n_scans)
+    fps, sens = _curve_from_counts(
+        cum_tp, cum_fp, float(entries.nodules_per_scan.sum()), entries.n_scans
+    )
     return fps, sens, np.r_[np.inf, score[ends]]
 
 
@@ -325,8 +328,9 @@ def _boot_chunk(w, code, ends, nodules, targets, n_scans):
         c = np.zeros((nb, 0), np.int64)
     c = np.concatenate([np.zeros((nb, 1), np.int64), c], axis=1)
     cum_fp, cum_tp = c & 0xFFFFFFFF, c >> 32
-    fps, sens = _curve_from_counts(cum_tp.astype(np.float64), cum_fp.astype(np.float64),
-                                   nodules, n_scans)
+    fps, sens = _curve_from_counts(
+        cum_tp.astype(np.float64), cum_fp.astype(np.float64), nodules, n_scans
+    )
     return _interp_rows(cum_fp, fps, sens, targets, n_scans), cum_fp[:, -1]
 
 
@@ -364,8 +368,9 @@ def bootstrap_sensitivity(
         redo = fp_end <= c_max if n_pref < len(ends) else np.zeros(len(val), bool)
         if redo.any():
             idx = np.nonzero(redo)[0]
-            val[idx], _ = _boot_chunk(w_all[sl][idx], code, ends, nodules[sl][idx], targets,
-                                      n_scans)
+            val[idx], _ = _boot_chunk(
+                w_all[sl][idx], code, ends, nodules[sl][idx], targets, n_scans
+            )
         out[sl] = val
     return out
 
@@ -406,13 +411,14 @@ def evaluate(
     ``curve`` {fps, sensitivity} (the full FROC curve), ``band`` {fps, lo, hi} (bootstrap
     interval on a log grid 1/8..8, for the plot), ``bootstrap``, ``seed``."""
     fps = tuple(float(x) for x in fps)
-    entries = match_marks(annotations, excluded, seriesuids, predictions,
-                          max_marks=max_marks, names=names)
+    entries = match_marks(
+        annotations, excluded, seriesuids, predictions, max_marks=max_marks, names=names
+    )
     curve_fps, curve_sens, _ = froc_curve(entries)
     sens = sensitivity_at(curve_fps, curve_sens, fps)
     res: dict = {
         "cpm": float(np.mean(sens)),
-        "sensitivity_at": {fps_key(x): float(v) for x, v in zip(fps, sens)},
+        "sensitivity_at": {fps_key(x): float(v) for x, v in zip(fps, sens, strict=True)},
         "cpm_ci": None,
         "sensitivity_ci": None,
         "n_nodules": int(entries.nodules_per_scan.sum()),
@@ -454,8 +460,10 @@ def evaluate_files(
     ann = luna16.read_annotations(annotations)
     exc = luna16.read_annotations(excluded) if excluded is not None else None
     pred = luna16.read_predictions(predictions, known_uids=uids)
-    names = tuple(os.fspath(p) if p is not None else "excluded"
-                  for p in (annotations, excluded, seriesuids, predictions))
+    names = tuple(
+        os.fspath(p) if p is not None else "excluded"
+        for p in (annotations, excluded, seriesuids, predictions)
+    )
     return evaluate(ann, exc, uids, pred, names=names, **kwargs)
 
 
@@ -469,8 +477,9 @@ def table3_row(result: dict, name: str) -> str:
 
 
 def table3_header(result_or_keys) -> str:
-    keys = list(result_or_keys["sensitivity_at"] if isinstance(result_or_keys, dict)
-                else result_or_keys)
+    keys = list(
+        result_or_keys["sensitivity_at"] if isinstance(result_or_keys, dict) else result_or_keys
+    )
     head = "| Method | CPM (95% CI) | " + " | ".join(f"{k} FPs/scan" for k in keys) + " |"
     return head + "\n|" + "---|" * (2 + len(keys))
 
@@ -506,16 +515,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     name = a.name or os.path.basename(os.path.normpath(a.out))
     try:
-        res = evaluate_files(a.annotations, a.excluded, a.seriesuids, a.predictions,
-                             bootstrap=a.bootstrap, seed=a.seed)
+        res = evaluate_files(
+            a.annotations,
+            a.excluded,
+            a.seriesuids,
+            a.predictions,
+            bootstrap=a.bootstrap,
+            seed=a.seed,
+        )
     except LUNA16FormatError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     write_outputs(res, a.out, name)
     ci = res["cpm_ci"]
-    print(f"{name}: CPM {res['cpm']:.4f}" + (f" (95% CI {ci[0]:.4f} - {ci[1]:.4f})" if ci else "")
-          + f"; {res['n_detected']}/{res['n_nodules']} nodules, {res['n_fp_marks']} FP marks,"
-          f" {res['n_scans']} scans -> {a.out}")
+    print(
+        f"{name}: CPM {res['cpm']:.4f}"
+        + (f" (95% CI {ci[0]:.4f} - {ci[1]:.4f})" if ci else "")
+        + f"; {res['n_detected']}/{res['n_nodules']} nodules, {res['n_fp_marks']} FP marks,"
+        f" {res['n_scans']} scans -> {a.out}"
+    )
     return 0
 
 

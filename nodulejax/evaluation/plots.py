@@ -23,13 +23,13 @@ def plot_froc(result: dict, path: str | os.PathLike, name: str = "run") -> None:
     grid = np.geomspace(xmin, xmax, 400)
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
     ci = result.get("cpm_ci")
-    label = f"{name} (CPM {result['cpm']:.3f}" + (
-        f", {ci[0]:.3f}-{ci[1]:.3f})" if ci else ")")
+    label = f"{name} (CPM {result['cpm']:.3f}" + (f", {ci[0]:.3f}-{ci[1]:.3f})" if ci else ")")
     ax.plot(grid, np.interp(grid, fps, sens), color="C0", lw=2, label=label)
     band = result.get("band")
     if band:
-        ax.fill_between(band["fps"], band["lo"], band["hi"], color="C0", alpha=0.2,
-                        label="95% bootstrap CI")
+        ax.fill_between(
+            band["fps"], band["lo"], band["hi"], color="C0", alpha=0.2, label="95% bootstrap CI"
+        )
     ax.plot(ticks, list(result["sensitivity_at"].values()), "o", color="C0", ms=4)
     ax.set_xscale("log", base=2)
     ax.set_xlim(xmin, xmax)
