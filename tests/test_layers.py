@@ -1,0 +1,119 @@
+"""Each 3D-conv lowering equals lax.conv_general_dilated (forward and gradients); pooling,
+up-sampling and the Conv3D module's parameter layout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from nodulejax.errors import ConfigError
+from nodulejax.models import layers
+
+jax.config.update("jax_enable_x64", False)
+
+
+def _ref(x, k, s):
+    return lax.conv_general_dilated(
+        x,
+        k,
+        (s, s, s),
+        "SAME",
+        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+        precision=lax.Precision.HIGHEST,
+    )
+
+
+CASES = [  # (shape (B,D,H,W,Cin), ksize, cout, stride)
+    ((2, 6, 7, 5, 3), 3, 4, 1),
+    ((2, 6, 7, 5, 3), 3, 4, 2),
+    ((1, 7, 6, 8, 2), 3, 3, 2),
+    ((1, 4, 4, 4, 2), 1, 3, 1),
+    ((1, 5, 6, 7, 2), 2, 3, 2),  # even kernel: asymmetric 'SAME' pads
+    ((1, 6, 5, 7, 2), 5, 2, 1),
+]
+
+
+@pytest.mark.parametrize("impl", ["2d", "2dcat", "xla3d"])
+@pytest.mark.parametrize("shape,ks,cout,s", CASES)
+def test_lowering_matches_conv_general_dilated(impl, shape, ks, cout, s):
+    rng = np.random.default_rng(hash((shape, ks, s)) % 2**32)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(ks, ks, ks, shape[-1], cout)), jnp.float32)
+    y_ref = _ref(x, k, s)
+    y = layers.conv3d(x, k, s, impl)
+    assert y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+
+    # gradients w.r.t. input and kernel of a random linear functional of the output
+    g = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
+    f_ref = lambda x, k: jnp.sum(_ref(x, k, s) * g)
+    f = lambda x, k: jnp.sum(layers.conv3d(x, k, s, impl) * g)
+    gx_r, gk_r = jax.grad(f_ref, (0, 1))(x, k)
+    gx, gk = jax.grad(f, (0, 1))(x, k)
+    np.testing.assert_allclose(gx, gx_r, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(gk, gk_r, rtol=1e-4, atol=1e-3)
+
+
+def test_auto_resolves_by_backend_and_override():
+    expect = "2dcat" if jax.default_backend() == "cpu" else "xla3d"
+    assert layers.resolve_conv_impl("auto") == expect
+    layers.set_default_conv_impl("xla3d")
+    try:
+        assert layers.resolve_conv_impl("auto") == "xla3d"
+        assert layers.resolve_conv_impl("2d") == "2d"  # explicit impl wins
+    finally:
+        layers.set_default_conv_impl("auto")
+    assert layers.resolve_conv_impl("auto") == expect
+    with pytest.raises(ConfigError):
+        layers.resolve_conv_impl("cudnn")
+
+
+def test_conv3d_module_params_portable_between_impls():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 8, 3))
+    m2 = layers.Conv3D(5, kernel_size=3, strides=2, impl="2d")
+    v = m2.init(jax.random.PRNGKey(1), x)
+    assert v["params"]["kernel"].shape == (3, 3, 3, 3, 5)
+    assert v["params"]["bias"].shape == (5,)
+    y2 = m2.apply(v, x)
+    y3 = layers.Conv3D(5, kernel_size=3, strides=2, impl="xla3d").apply(v, x)
+    assert y2.shape == (2, 4, 4, 4, 5)
+    np.testing.assert_allclose(y2, y3, rtol=1e-4, atol=1e-4)
+    # no bias
+    v = layers.Conv3D(4, use_bias=False).init(jax.random.PRNGKey(0), x)
+    assert set(v["params"]) == {"kernel"}
+
+
+def test_pooling_matches_reduce_window():
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 6, 4, 3))
+    ref_max = lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 2, 1), (1, 2, 2, 2, 1), "VALID")
+    ref_avg = lax.reduce_window(x, 0.0, lax.add, (1, 2, 2, 2, 1), (1, 2, 2, 2, 1), "VALID") / 8
+    np.testing.assert_allclose(layers.max_pool3d(x), ref_max, rtol=1e-6)
+    np.testing.assert_allclose(layers.avg_pool3d(x), ref_avg, rtol=1e-5, atol=1e-6)
+    # gradient of max pool goes to the arg-max voxel of each window (no ties in random data)
+    g = jax.grad(lambda x: layers.max_pool3d(x).sum())(x)
+    assert float(g.sum()) == pytest.approx(ref_max.size)
+    assert set(np.unique(np.asarray(g))) <= {0.0, 1.0}
+    # odd sizes fall back to 'SAME' pooling
+    assert layers.max_pool3d(jnp.ones((1, 5, 5, 5, 1))).shape == (1, 3, 3, 3, 1)
+    np.testing.assert_allclose(layers.global_avg_pool3d(x), x.mean(axis=(1, 2, 3)), rtol=1e-6)
+
+
+def test_upsampling():
+    x = jax.random.normal(jax.random.PRNGKey(3), (1, 3, 4, 2, 2))
+    up = layers.upsample3d(x, 2, "nearest")
+    assert up.shape == (1, 6, 8, 4, 2)
+    np.testing.assert_array_equal(up[:, ::2, ::2, ::2], x)
+    np.testing.assert_array_equal(up[:, 1::2, 1::2, 1::2], x)
+    tri = layers.upsample3d(jnp.ones((1, 2, 2, 2, 1)), 2, "trilinear")
+    np.testing.assert_allclose(tri, 1.0, rtol=1e-6)
+    # voxel shuffle is a permutation: each block of 8 channels fills one 2x2x2 block
+    y = jnp.arange(8.0).reshape(1, 1, 1, 1, 8)
+    vs = layers.voxel_shuffle(y, 2)
+    assert vs.shape == (1, 2, 2, 2, 1)
+    np.testing.assert_array_equal(np.sort(np.asarray(vs).ravel()), np.arange(8.0))
+    assert float(vs[0, 1, 0, 1, 0]) == 5.0  # (dz, dy, dx) = (1, 0, 1) -> channel 4 + 1
+    for mode in ("nearest", "trilinear", "shuffle"):
+        m = layers.UpConv3D(3, mode=mode, impl="2d")
+        v = m.init(jax.random.PRNGKey(0), x)
+        assert m.apply(v, x).shape == (1, 6, 8, 4, 3)
