@@ -115,17 +115,29 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return lab == int(np.argmax(sizes))
 
 
-def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
+def _fill_holes_per_slice(mask: np.ndarray, max_hole_px: float | None = None) -> np.ndarray:
+    """Fill 2D holes of each axial slice; with ``max_hole_px`` only holes up to that area."""
     out = np.empty_like(mask)
     for k in range(mask.shape[0]):
-        out[k] = ndimage.binary_fill_holes(mask[k]) if mask[k].any() else mask[k]
+        if not mask[k].any():
+            out[k] = mask[k]
+            continue
+        filled = ndimage.binary_fill_holes(mask[k])
+        if max_hole_px is not None:
+            holes = filled & ~mask[k]
+            lab, n = ndimage.label(holes)
+            if n:
+                big = np.flatnonzero(np.bincount(lab.ravel())[1:] > max_hole_px) + 1
+                filled &= ~np.isin(lab, big)
+        out[k] = filled
     return out
 
 
 def _airways(air, hu, body, spacing, superior_last, max_area_mm2, airway_hu, central_frac):
     """Trachea and main bronchi: per axial slice from the top, 2D air components that are small
-    (< ``max_area_mm2``) and either (a) central and dark (mean HU < ``airway_hu``; a seed), in
-    the upper 40% of the air's z-extent, or (b) overlap an airway component of the slice above.
+    (< ``max_area_mm2``) and either (a) central, round-ish (bounding box aspect <= 2) and, if
+    ``airway_hu`` is set, dark (mean HU below it), in the upper 40% of the air's z-extent (a
+    seed), or (b) overlap an airway component of the slice above.
     Tracking stops where a bronchus merges into a lung-sized component (the hilum)."""
     out = np.zeros_like(air)
     zs = np.flatnonzero(air.any(axis=(1, 2)))
@@ -155,12 +167,22 @@ def _airways(air, hu, body, spacing, superior_last, max_area_mm2, airway_hu, cen
             mid_x = 0.5 * (bxz[0] + bxz[-1]) if bxz.size else mid_x_all
             width = (bxz[-1] - bxz[0] + 1) if bxz.size else width_all
             seeding = abs(z - z_top) < seed_depth
+            boxes = ndimage.find_objects(lab)
             for i in range(1, n + 1):
                 if area[i] >= max_area_mm2:
                     continue
-                central = abs(cx[i] - mid_x) < central_frac * width
-                if overl[i] or (seeding and central and mhu[i] < airway_hu):
-                    cur |= lab == i
+                if not overl[i]:
+                    if not seeding or abs(cx[i] - mid_x) >= central_frac * width:
+                        continue
+                    if airway_hu is not None and mhu[i] >= airway_hu:
+                        continue
+                    ext = [
+                        (b.stop - b.start) * s
+                        for b, s in zip(boxes[i - 1], spacing[1:], strict=True)
+                    ]
+                    if max(ext) > 2.0 * min(ext):  # trachea is round-ish, not a lung tongue
+                        continue
+                cur |= lab == i
         out[z] = cur
         prev = cur
     return out
@@ -233,9 +255,10 @@ def lung_mask(
     smooth_mm: float = 1.0,
     closing_mm: float = 10.0,
     airway_max_area_mm2: float = 900.0,
-    airway_hu: float = -900.0,
+    airway_hu: float | None = None,
     central_frac: float = 0.15,
     min_lung_ml: float = 5.0,
+    max_hole_mm2: float = 1500.0,
 ) -> np.ndarray:
     """Classical lung mask -> bool ``(z, y, x)``: both lungs, trachea and main bronchi excluded,
     vessels and juxta-pleural nodules inside.
@@ -255,8 +278,10 @@ def lung_mask(
     (4) 3D components: the largest; if it spans both sides of the body midline it is split by
     erosion into two lungs, otherwise the largest component on the other side of the midline
     is the second lung (components under ``min_lung_ml`` are ignored); (5) per lung, a
-    morphological closing by a ``closing_mm`` ball and per-slice hole filling, so vessels and
-    juxta-pleural nodules lie inside; the airway lumen stays excluded.
+    morphological closing by a ``closing_mm`` ball and per-slice filling of holes up to
+    ``max_hole_mm2`` (vessels, nodules up to ~40 mm; not the diaphragm dome seen as a hole
+    near the lung base), so vessels and juxta-pleural nodules lie inside; the airway lumen
+    stays excluded and each lung keeps its largest connected piece.
     """
     if isinstance(volume_or_hu, CTVolume):
         hu = volume_or_hu.array
@@ -336,9 +361,10 @@ def lung_mask(
                     lungs.append(lab == other[0])
     out = np.zeros(hu.shape, bool)
     full = np.ones((3, 3, 3), bool)
+    max_hole_px = max_hole_mm2 / (sp[1] * sp[2])
     for lung in lungs:
-        m = _fill_holes_per_slice(_close(lung, sp, closing_mm)) & ~airway
+        m = _fill_holes_per_slice(_close(lung, sp, closing_mm), max_hole_px) & ~airway
         if out.any():  # keep the lungs apart where they touch (e.g. after a split)
             m &= ~ndimage.binary_dilation(out, structure=full)
-        out |= m
+        out |= _largest_component(m)  # drop crumbs cut off by the airway / separation
     return out
