@@ -1,0 +1,233 @@
+"""Scans prepared for training and detection: resampled, windowed, lung-masked, cached.
+
+``prepare_scan`` turns one LUNA16-layout scan into a :class:`PreparedScan` at the config's
+isotropic spacing (paper Section 3.1: 0.625 mm; the demo uses a coarser one): the image in
+[0, 1] (HU window of ``config.data.hu_window``), the classical lung mask, and every finding of
+the scan in voxel coordinates of the resampled grid: included nodules (``annotations.csv``),
+excluded findings (``annotations_excluded.csv``), labelled candidates (``candidates_V2.csv``)
+and, where the dataset has them (the phantom writes ``masks/<uid>.mhd``), nodule label masks.
+Where a dataset has no masks (LUNA16 itself), a nodule's mask is the sphere of its annotated
+diameter.
+
+Prepared scans are cached as ``.npz`` under ``cache_dir`` keyed by uid, spacing and window, so
+a re-run of the study (or another stage) reads them back instead of resampling again.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nodulejax.data import io, luna16, preprocess
+from nodulejax.errors import LUNA16FormatError
+
+NODULE_TYPES = ("solid", "part-solid", "ground-glass", "calcified", "unknown")
+
+
+@dataclass
+class PreparedScan:
+    """One scan at the working spacing. Arrays are ``(z, y, x)``; coordinates voxel ``zyx``.
+
+    Attributes:
+      uid, fold: LUNA16 seriesuid and subset number.
+      image: ``(Z, Y, X) float32`` in [0, 1] (windowed HU).
+      lung: ``(Z, Y, X) bool`` classical lung mask.
+      geometry: resampled :class:`~nodulejax.data.io.CTVolume` (its ``array`` is empty) for
+        world <-> voxel conversion.
+      nodules_zyx, nodules_diam_mm, nodule_types: included findings.
+      excluded_zyx, excluded_diam_mm: findings of ``annotations_excluded.csv``.
+      cand_zyx, cand_label: labelled candidates (``candidates_V2.csv``), may be empty.
+      seg: ``(Z, Y, X) uint8`` nodule label mask (0 background, i + 1 = nodule i) or None.
+    """
+
+    uid: str
+    fold: int
+    image: np.ndarray
+    lung: np.ndarray
+    geometry: io.CTVolume
+    nodules_zyx: np.ndarray
+    nodules_diam_mm: np.ndarray
+    nodule_types: np.ndarray
+    excluded_zyx: np.ndarray
+    excluded_diam_mm: np.ndarray
+    cand_zyx: np.ndarray
+    cand_label: np.ndarray
+    seg: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def spacing(self) -> float:
+        return float(self.geometry.spacing[0])
+
+    def nodule_mask(self) -> np.ndarray:
+        """``(Z, Y, X) uint8`` labels: the dataset's masks, or spheres of the diameters."""
+        if self.seg is not None:
+            return self.seg
+        return sphere_labels(self.image.shape, self.nodules_zyx,
+                             self.nodules_diam_mm / self.spacing)
+
+
+def sphere_labels(shape, centers_zyx, diameters_vox) -> np.ndarray:
+    """Label volume with a ball of the given diameter (voxels) at each centre (label i + 1)."""
+    out = np.zeros(shape, np.uint8)
+    for i, (c, d) in enumerate(zip(np.asarray(centers_zyx), np.asarray(diameters_vox))):
+        r = max(float(d) / 2.0, 0.5)
+        lo = np.maximum(np.floor(c - r).astype(int), 0)
+        hi = np.minimum(np.ceil(c + r).astype(int) + 1, shape)
+        if np.any(hi <= lo):
+            continue
+        zz, yy, xx = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij")
+        ball = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r
+        sub = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        sub[ball & (sub == 0)] = i + 1
+    return out
+
+
+def read_nodule_types(root: str) -> dict[tuple[str, int], str]:
+    """Nodule types from the phantom's ``nodules.csv`` keyed by (uid, rounded xyz hash).
+
+    Returns an empty dict when the file is absent (LUNA16 has no types).
+    """
+    path = os.path.join(root, "nodules.csv")
+    if not os.path.exists(path):
+        return {}
+    out = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        need = {"seriesuid", "coordX", "coordY", "coordZ", "type"}
+        if reader.fieldnames is None or not need <= set(reader.fieldnames):
+            raise LUNA16FormatError(f"{path}: line 1: expected columns {sorted(need)}, "
+                                    f"got {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                xyz = tuple(round(float(row[k]), 1) for k in ("coordX", "coordY", "coordZ"))
+            except ValueError as e:
+                raise LUNA16FormatError(f"{path}: line {line}: non-numeric coordinate") from e
+            if row["type"] not in NODULE_TYPES:
+                raise LUNA16FormatError(f"{path}: line {line}: unknown nodule type "
+                                        f"{row['type']!r}; expected one of {NODULE_TYPES}")
+            out[(row["seriesuid"], xyz)] = row["type"]
+    return out
+
+
+def read_nodule_labels(root: str) -> dict[tuple[str, tuple], int]:
+    """Mask label of each finding in the phantom's ``nodules.csv`` (column ``label``), keyed like
+    :func:`read_nodule_types`. Empty when the file or the column is absent."""
+    path = os.path.join(root, "nodules.csv")
+    if not os.path.exists(path):
+        return {}
+    out = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "label" not in reader.fieldnames:
+            return {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                xyz = tuple(round(float(row[k]), 1) for k in ("coordX", "coordY", "coordZ"))
+                out[(row["seriesuid"], xyz)] = int(row["label"])
+            except (KeyError, ValueError) as e:
+                raise LUNA16FormatError(f"{path}: line {line}: bad coordinate or label") from e
+    return out
+
+
+def _relabel(seg, uid, nod, labels):
+    """Mask labels of the dataset (phantom: row of nodules.csv, excluded findings included)
+    -> ``i + 1`` for included nodule ``i`` (annotations.csv order), 0 elsewhere."""
+    if seg is None or not labels or nod is None or len(nod) == 0:
+        return seg
+    keys = [(uid, tuple(round(float(v), 1) for v in xyz)) for xyz in nod.xyz]
+    if not all(k in labels for k in keys):
+        return seg
+    lut = np.zeros(max(int(seg.max()), max(labels[k] for k in keys)) + 1, np.uint8)
+    for i, k in enumerate(keys):
+        lut[labels[k]] = i + 1
+    return lut[seg]
+
+
+def _world_rows(table, uid, geometry):
+    """Rows of ``table`` for ``uid`` and their voxel ``zyx`` in ``geometry`` (or empty)."""
+    if table is None:
+        return np.zeros((0, 3)), None
+    sub = table.for_uid(uid)
+    if len(sub) == 0:
+        return np.zeros((0, 3)), sub
+    return np.atleast_2d(geometry.world_to_voxel(sub.xyz)), sub
+
+
+def _cache_path(cache_dir, uid, spacing, window):
+    tag = f"{spacing:g}mm_{window[0]:g}_{window[1]:g}".replace("-", "m")
+    return os.path.join(cache_dir, tag, f"{uid}.npz")
+
+
+def prepare_scan(dataset: luna16.Luna16Dataset, uid: str, *, spacing: float,
+                 window=(-1000.0, 400.0), cache_dir: str | None = None,
+                 types: dict | None = None) -> PreparedScan:
+    """Load, resample to ``spacing`` mm, window and lung-mask one scan (cached)."""
+    path = _cache_path(cache_dir, uid, spacing, window) if cache_dir else None
+    if path and os.path.exists(path):
+        return _load_cached(path, dataset, uid, types)
+    vol = dataset.load(uid)
+    res = preprocess.resample(vol, spacing)
+    lung = preprocess.lung_mask(res.array, res.spacing)
+    # float16 precision (~0.7 HU) whether or not the scan is cached, so a cache hit returns
+    # exactly the arrays of the first call
+    image = preprocess.window(res.array, *window).astype(np.float16).astype(np.float32)
+    seg = None
+    mask_path = os.path.join(dataset.root, "masks", f"{uid}.mhd")
+    if os.path.exists(mask_path):
+        m = io.load_ct(mask_path)
+        seg = preprocess.resample(m, spacing, order=0).array.astype(np.uint8)
+        if seg.shape != image.shape:
+            raise LUNA16FormatError(f"{mask_path}: mask grid {seg.shape} differs from the scan's "
+                                    f"{image.shape} after resampling")
+    geometry = io.CTVolume(np.zeros((0, 0, 0), np.float32), res.spacing, res.origin,
+                           res.direction, vol.path)
+    scan = _assemble(dataset, uid, image, lung, geometry, seg, types)
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp.npz"
+        np.savez_compressed(tmp, image=image.astype(np.float16), lung=lung,
+                            seg=seg if seg is not None else np.zeros((0,), np.uint8),
+                            spacing=res.spacing, origin=res.origin, direction=res.direction)
+        os.replace(tmp, path)
+    return scan
+
+
+def _load_cached(path, dataset, uid, types):
+    with np.load(path) as z:
+        image = z["image"].astype(np.float32)
+        lung = z["lung"]
+        seg = z["seg"] if z["seg"].size else None
+        geometry = io.CTVolume(np.zeros((0, 0, 0), np.float32), z["spacing"], z["origin"],
+                               z["direction"], dataset.path(uid))
+    return _assemble(dataset, uid, image, lung, geometry, seg, types)
+
+
+def _assemble(dataset, uid, image, lung, geometry, seg, types) -> PreparedScan:
+    nod_zyx, nod = _world_rows(dataset.annotations, uid, geometry)
+    exc_zyx, exc = _world_rows(dataset.excluded, uid, geometry)
+    cand_zyx, cand = _world_rows(dataset.candidates, uid, geometry)
+    seg = _relabel(seg, uid, nod, read_nodule_labels(str(dataset.root)) if seg is not None
+                   else {})
+    types = types or {}
+    nod_types = np.array(
+        [types.get((uid, tuple(round(float(v), 1) for v in xyz)), "unknown")
+         for xyz in (nod.xyz if len(nod_zyx) else [])], dtype=object)
+    return PreparedScan(
+        uid=uid, fold=dataset.fold_of(uid), image=image, lung=lung, geometry=geometry,
+        nodules_zyx=nod_zyx, nodules_diam_mm=(nod.diameter_mm if len(nod_zyx) else np.zeros(0)),
+        nodule_types=nod_types, excluded_zyx=exc_zyx,
+        excluded_diam_mm=(exc.diameter_mm if len(exc_zyx) else np.zeros(0)),
+        cand_zyx=cand_zyx, cand_label=(cand.label if len(cand_zyx) else np.zeros(0, int)),
+        seg=seg)
+
+
+def prepare_folds(dataset: luna16.Luna16Dataset, folds, *, spacing: float, window,
+                  cache_dir: str | None = None) -> list[PreparedScan]:
+    """Every scan of ``folds``, prepared (see :func:`prepare_scan`)."""
+    types = read_nodule_types(str(dataset.root))
+    return [prepare_scan(dataset, uid, spacing=spacing, window=window, cache_dir=cache_dir,
+                         types=types) for uid in dataset.uids(folds)]

@@ -1,0 +1,34 @@
+"""Train nodulejax models, or run the whole study (the README's main command).
+
+    python train.py --config configs/demo.py --workdir runs/demo            # whole study
+    python train.py --config configs/demo.py --workdir runs/demo --config.stage=cg
+    python train.py --config configs/experiments.py:beta+syn,demo --workdir runs/demo \
+        --config.stage=fpr_augmented --config.fpr.lr=3e-4
+
+Every config field can be overridden from the command line (ml_collections config_flags).
+Stages are resumable: a re-run skips finished stages and a killed stage resumes from its last
+checkpoint (see nodulejax/study.py).
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: data, checkpoints, logs, report.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    import jax
+
+    from nodulejax import study
+
+    logging.info("JAX devices: %s", jax.devices())
+    study.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
