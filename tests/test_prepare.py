@@ -143,25 +143,30 @@ def test_nodule_cutouts_zero_far_from_nodule(scans):
 
 
 def test_cg_crop_heatmap_peaks_at_nodules(scans):
+    from nodulejax.detection_losses import heatmap_target
+
     rng = np.random.default_rng(0)
     size, sigma = 24, 2.0
-    b = cg_crop_batch(scans, size, 8, rng, sigma_vox=sigma, pos_frac=1.0)
-    assert b["image"].shape == b["heatmap"].shape == (8, size, size, size)
-    assert np.all(b["heatmap"] <= 1.0 + 1e-6) and np.all(b["heatmap"] >= 0)
+    b = cg_crop_batch(scans, size, 8, rng, pos_frac=1.0)
+    assert b["image"].shape == (8, size, size, size)
+    assert b["boxes"].shape[:2] == b["valid"].shape and b["boxes"].shape[2] == 4
     seen = 0
-    for img, hm, boxes in zip(b["image"], b["heatmap"], b["boxes"], strict=True):
-        assert len(boxes) >= 1  # pos_frac=1: jitter of a quarter crop keeps the nodule inside
-        for z, y, x, _d in boxes:
+    for img, boxes, valid in zip(b["image"], b["boxes"], b["valid"], strict=True):
+        assert valid.any()  # pos_frac=1: jitter of a quarter crop keeps the nodule inside
+        hm = np.asarray(heatmap_target((size,) * 3, boxes[:, :3], sigma, valid=valid))
+        assert 0.0 <= hm.min() and hm.max() <= 1.0 + 1e-6
+        for z, y, x, d in boxes[valid]:
+            assert 0 <= z < size and 0 <= y < size and 0 <= x < size and d > 0
             r = tuple(np.round([z, y, x]).astype(int))
             if not all(0 <= v < size for v in r):
                 continue
-            # exp(-|0.5|^2 * 3 / (2 sigma^2)) >= 0.9 at the nearest voxel
-            assert hm[r] > 0.9
-            assert img[r] > 0.25  # a nodule is brighter than aerated lung (~0.1)
+            assert hm[r] > 0.99  # the blob peaks (= 1) at the nodule centre
+            assert img[r] > 0.25  # a nodule there: brighter than aerated lung (~0.1)
             seen += 1
-        assert np.isclose(hm.max(), 1.0, atol=0.1)
+        assert np.isclose(hm.max(), 1.0, atol=1e-3)
     assert seen >= 8
-    # without nodules the heatmap is empty
-    neg = cg_crop_batch(scans, size, 4, np.random.default_rng(1), sigma_vox=sigma, pos_frac=0.0)
-    for hm, boxes in zip(neg["heatmap"], neg["boxes"], strict=True):
-        assert (hm.max() > 0.5) == (len(boxes) > 0)
+    # random lung crops: the target is empty exactly when no nodule is inside the crop
+    neg = cg_crop_batch(scans, size, 4, np.random.default_rng(1), pos_frac=0.0)
+    for boxes, valid in zip(neg["boxes"], neg["valid"], strict=True):
+        hm = np.asarray(heatmap_target((size,) * 3, boxes[:, :3], sigma, valid=valid))
+        assert (hm.max() > 0.5) == bool(valid.any())
