@@ -27,7 +27,8 @@ apart from ``latest/`` rather than mixing metric and metric-less checkpoints in 
 interfere: ``latest/`` is purely "last N", ``best/`` purely "best 1".
 
 Config guard: resuming compares the saved config with the current one field by field
-(dotted paths). Fields matching ``RESUMABLE_FIELDS`` may differ (run length, logging,
+(dotted paths), restricted to the model's ``relevant_fields`` when given (e.g. CG passes
+``("seed", "data.*", "cg.*", "runtime.dtype")``). Fields matching ``RESUMABLE_FIELDS`` may differ (run length, logging,
 checkpoint cadence, host-side data loading, evaluation-only settings); any other difference
 (model, data, optimiser, augmentation, seed, a field present on one side only) raises
 ``CheckpointError`` listing every differing field with its saved and current value.
@@ -53,6 +54,7 @@ from nodulejax.errors import CheckpointError
 # wrote a checkpoint and the run that resumes it. Everything else must match exactly.
 RESUMABLE_FIELDS: tuple[str, ...] = (
     "name",
+    "stage",  # which stage train.py runs does not change a model's training
     "ckpt.*",  # checkpoint cadence / retention
     "train.log_every",
     "train.multi_host",
@@ -116,21 +118,31 @@ def _flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
 _MISSING = "<absent>"
 
 
-def config_diff(saved: Any, current: Any, resumable_fields: Iterable[str] = RESUMABLE_FIELDS):
-    """[(field, saved_value, current_value)] for every non-resumable differing field."""
+def _matches(key: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def config_diff(saved: Any, current: Any, resumable_fields: Iterable[str] = RESUMABLE_FIELDS,
+                relevant_fields: Iterable[str] | None = None):
+    """[(field, saved_value, current_value)] for every differing field that matters.
+
+    A field matters when it matches ``relevant_fields`` (fnmatch patterns on dotted paths,
+    None = every field) and no ``resumable_fields`` pattern."""
     a, b = _flatten(config_to_dict(saved)), _flatten(config_to_dict(current))
     pats = tuple(resumable_fields)
+    rel = None if relevant_fields is None else tuple(relevant_fields)
     diffs = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, _MISSING), b.get(key, _MISSING)
-        if va != vb and not any(fnmatch.fnmatchcase(key, p) for p in pats):
+        if va != vb and not _matches(key, pats) and (rel is None or _matches(key, rel)):
             diffs.append((key, va, vb))
     return diffs
 
 
-def check_config(saved, current, *, directory: str, resumable_fields=RESUMABLE_FIELDS) -> None:
-    """Raise CheckpointError naming every differing field (see RESUMABLE_FIELDS)."""
-    diffs = config_diff(saved, current, resumable_fields)
+def check_config(saved, current, *, directory: str, resumable_fields=RESUMABLE_FIELDS,
+                 relevant_fields=None) -> None:
+    """Raise CheckpointError naming every differing field that matters (see config_diff)."""
+    diffs = config_diff(saved, current, resumable_fields, relevant_fields)
     if diffs:
         lines = "\n".join(f"  {k}: checkpoint={va!r} current={vb!r}" for k, va, vb in diffs)
         raise CheckpointError(
@@ -216,11 +228,15 @@ class ModelCheckpoints:
       best_metric, best_mode: the validation metric ranking ``best/`` (``"max"``/``"min"``).
       async_save: orbax async writes (arrays are copied off-device before ``save`` returns).
       resumable_fields: config fields allowed to differ on resume.
+      relevant_fields: the fields this model depends on (patterns, e.g. ``("seed", "data.*",
+        "cg.*")`` for CG); None compares every field. A stage trainer passes its blocks so
+        that, say, changing ``fpr.lr`` does not block resuming the CG training.
     """
 
     def __init__(self, directory: str, *, config: Any = None, keep: int = 3,
                  best_metric: str | None = None, best_mode: str = "max",
-                 async_save: bool = True, resumable_fields=RESUMABLE_FIELDS):
+                 async_save: bool = True, resumable_fields=RESUMABLE_FIELDS,
+                 relevant_fields: Iterable[str] | None = None):
         if keep < 1:
             raise CheckpointError(f"ckpt.keep must be >= 1, got {keep}")
         if best_mode not in ("max", "min"):
@@ -229,6 +245,7 @@ class ModelCheckpoints:
         self.config = config_to_dict(config)
         self.best_metric, self.best_mode = best_metric, best_mode
         self.resumable_fields = tuple(resumable_fields)
+        self.relevant_fields = None if relevant_fields is None else tuple(relevant_fields)
         self._latest = ocp.CheckpointManager(
             os.path.join(self.directory, "latest"),
             options=ocp.CheckpointManagerOptions(
@@ -313,7 +330,8 @@ class ModelCheckpoints:
                                   f"meta/config): {type(e).__name__}: {e}") from e
         if check:
             check_config(saved_config, self.config, directory=where,
-                         resumable_fields=self.resumable_fields)
+                         resumable_fields=self.resumable_fields,
+                         relevant_fields=self.relevant_fields)
         try:
             raw = mngr.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(_abstract(template))))["state"]
@@ -363,12 +381,15 @@ class ModelCheckpoints:
 
 # ----------------------------------------------------------------------------- consumers
 def restore_latest(workdir: str, model_name: str, template, config=None, *,
-                   resumable_fields=RESUMABLE_FIELDS) -> Restored | None:
-    """Restore ``WORKDIR/checkpoints/<model_name>/latest``'s newest step, or None."""
+                   resumable_fields=RESUMABLE_FIELDS, relevant_fields=None) -> Restored | None:
+    """Restore ``WORKDIR/checkpoints/<model_name>/latest``'s newest step, or None.
+
+    With ``config`` the saved config is checked as in ``ModelCheckpoints.restore``."""
     d = model_dir(workdir, model_name)
     if not os.path.isdir(os.path.join(d, "latest")):
         return None
-    with ModelCheckpoints(d, config=config, resumable_fields=resumable_fields) as m:
+    with ModelCheckpoints(d, config=config, resumable_fields=resumable_fields,
+                          relevant_fields=relevant_fields) as m:
         return m.restore_latest(template, check=config is not None)
 
 

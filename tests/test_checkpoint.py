@@ -105,6 +105,14 @@ def test_config_change_is_refused_naming_fields(tmp_path):
     with ModelCheckpoints(d, config=ok) as m:
         assert m.restore_latest(st).step == 3
     assert restore_latest(str(tmp_path), "nothing_here", st, CFG) is None
+    # a model compares only the fields it depends on (relevant_fields)
+    other_stage = dict(CFG, cg={"lr": 9.0})  # another stage's block changed
+    assert config_diff(CFG, other_stage) != []
+    with ModelCheckpoints(d, config=other_stage, relevant_fields=("seed", "fpr.*")) as m:
+        assert m.restore_latest(st).step == 3
+    with ModelCheckpoints(d, config=changed, relevant_fields=("seed", "fpr.*")) as m:
+        with pytest.raises(CheckpointError, match=r"fpr\.lr"):
+            m.restore_latest(st)
 
 
 def test_keep_latest_n(tmp_path):

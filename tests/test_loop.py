@@ -165,7 +165,7 @@ def test_early_stopping_best_checkpoint_and_logs(tiny, tmp_path):
         return {"auc": next(scores)}
 
     r = _fit(tiny, wd, 10, eval_fn=eval_fn, eval_every=1, best_metric="auc", patience=2,
-             log_every=1)
+             log_every=1, lr_fn=lambda i: 0.5 ** i)
     assert r.stopped_early and r.step == 4 and r.best_step == 2 and r.best_metric == 0.9
     with ModelCheckpoints(model_dir(wd, "tiny"), config=tiny[0], best_metric="auc") as m:
         assert m.best_step() == 2 and m.latest_step() == 4
@@ -175,6 +175,7 @@ def test_early_stopping_best_checkpoint_and_logs(tiny, tmp_path):
     assert [x["step"] for x in recs if x["split"] == "val"] == [1, 2, 3, 4]
     assert all(np.isfinite(x["loss"]) and x["steps_per_sec"] > 0
                for x in recs if x["split"] == "train" and x["step"] > 1)
+    assert [x["lr"] for x in recs if x["split"] == "train"] == [1.0, 0.5, 0.25, 0.125]
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(f"{wd}/logs/tiny"))
 
 

@@ -123,10 +123,11 @@ def fit(
     mesh: jax.sharding.Mesh | None = None,
     lr_fn: Callable[[int], float] | None = None,
     donate: bool = True,
-    async_save: bool = True,
-    progress: bool = True,
+    async_save: bool | None = None,
+    progress: bool | None = None,
     logdir: str | None = None,
     resumable_fields=RESUMABLE_FIELDS,
+    relevant_fields=None,
     handle_signals: bool = True,
     on_step: Callable[[int, Any], None] | None = None,
 ) -> FitResult:
@@ -144,10 +145,12 @@ def fit(
       workdir, model_name: checkpoints in ``WORKDIR/checkpoints/<model_name>`` and logs in
         ``logdir`` (default ``WORKDIR/logs/<model_name>``).
       config: the run config (stored in every checkpoint, compared on resume: a resumed run
-        whose config differs outside ``resumable_fields`` raises CheckpointError).
+        whose config differs in a field matching ``relevant_fields`` (None: any field) and
+        not ``resumable_fields`` raises CheckpointError naming the fields).
         ``log_every``, ``ckpt_every``, ``keep``, ``prefetch``, ``num_workers`` default to
         ``config.train.log_every``, ``config.ckpt.every``, ``config.ckpt.keep``,
-        ``config.data.prefetch``, ``config.data.num_workers``.
+        ``config.data.prefetch``, ``config.data.num_workers``; ``async_save`` and
+        ``progress`` to ``config.ckpt.async_save`` and ``config.train.progress``.
       key: base PRNG key (typed or raw); restored from the checkpoint on resume.
       eval_fn: ``(state, step) -> {metric: float}`` run every ``eval_every`` steps and after
         the last step; logged as ``val/<metric>``.
@@ -176,11 +179,14 @@ def fit(
     keep = keep or _cfg(config, "ckpt", "keep", 3)
     prefetch = _cfg(config, "data", "prefetch", 2) if prefetch is None else prefetch
     num_workers = num_workers or _cfg(config, "data", "num_workers", 1)
+    async_save = _cfg(config, "ckpt", "async_save", True) if async_save is None else async_save
+    progress = _cfg(config, "train", "progress", True) if progress is None else progress
     mesh = shd.make_mesh() if mesh is None else mesh
 
     ckpt = ModelCheckpoints(model_dir(workdir, model_name), config=config, keep=keep,
                             best_metric=best_metric, best_mode=best_mode,
-                            async_save=async_save, resumable_fields=resumable_fields)
+                            async_save=async_save, resumable_fields=resumable_fields,
+                            relevant_fields=relevant_fields)
     state = shd.replicate(state, mesh)
     restored = ckpt.restore_latest(state)
     loop_state = {"best": None, "best_step": None, "bad_evals": 0, "stopped": False}
