@@ -116,11 +116,13 @@ def get_config() -> ml_collections.ConfigDict:
     t.inloop_target = "frozen"  # "frozen" baseline or "current" model for in-loop PGD
     t.log_every = 50
     t.multi_host = False  # call jax.distributed.initialize()
+    t.progress = True  # tqdm progress bar (throughput, ETA); logs are written either way
 
     # --- checkpoints ----------------------------------------------------------------------------
     c.ckpt = k = ml_collections.ConfigDict()
     k.keep = 3
     k.every = 500
+    k.async_save = True  # orbax writes in the background (arrays copied off-device first)
 
     # --- evaluation and stress tests ---------------------------------------------------------
     c.eval = e = ml_collections.ConfigDict()
