@@ -15,6 +15,9 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "default"
     c.seed = 0
+    # which stage train.py runs: "study" (everything, resumable) or one of
+    # cg, fpr_seg_pretrain, fpr, fpr_finetune, synth, fpr_augmented, detect, evaluate, report
+    c.stage = "study"
 
     # --- data ---------------------------------------------------------------------------
     c.data = d = ml_collections.ConfigDict()
@@ -32,7 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
     p.num_scans = 40
     p.num_subsets = 10
     p.seed = 0
-    p.shape_scale = 1.0  # 1.0 = adult chest; smaller values shrink the body, not the nodules
+    p.shape_scale = 1.0  # (unused; superseded by size_scale below)
+    p.size_scale = 0.6  # 1.0 = adult chest; 0.6 -> body ~200 mm wide; nodules keep real mm sizes
+    p.max_voxels = 3_000_000  # per scan; spacing coarsened by one common factor above this
 
     # --- candidate generation (Section 3.1): ResUNet blob heatmaps + RPN head --------------
     c.cg = g = ml_collections.ConfigDict()
@@ -50,13 +55,25 @@ def get_config() -> ml_collections.ConfigDict:
     g.num_candidates = 100  # K candidates per scan after NMS (Section 5.2)
     g.nms_radius_mm = 5.0
     g.window_overlap = 0.25  # sliding-window overlap fraction for whole-scan inference
+    g.window_size = 0  # sliding-window side in voxels (0 -> input_size)
+    g.blend = "gaussian"  # window blending weights: "gaussian" (sigma = side/8) or "linear"
+    g.infer_batch_size = 2  # windows per forward pass in whole-scan inference
+    g.rpn_candidates = 20  # RPN boxes per scan (after NMS) offered to the union
+    g.rpn_iou = 0.1  # RPN box NMS IoU threshold
+    g.ggo_types = ("ground-glass", "part-solid")  # nodule types of the GGO fine-tune
 
     # --- false-positive reduction (Section 3.1): DenseUNet + CE or Beta head ----------------
     c.fpr = f = ml_collections.ConfigDict()
     f.patch_size = 64  # voxels per side at data.spacing (paper: 64^3 at 0.625 mm)
-    f.growth = 12
-    f.block_layers = (2, 2, 2)
+    # paper size (models/denseunet.py): 470.52k params (Table 2: 455.98k, +3.2%) and
+    # 17.76 GMACs at 64^3 (Table 2: 17.24, +3.0%), exact per-layer count (layers.count_macs)
+    f.growth = (9, 16, 20, 32)  # dense growth rate per resolution level (int or per level)
+    f.block_layers = (2, 2, 2, 2)  # conv layers per dense block; last level = bottleneck
     f.init_features = 16
+    f.compression = 0.5  # channel factor of the down transitions (DenseNet-BC theta)
+    f.cls_hidden = 32  # hidden width of the shallow classifier head
+    f.norm_groups = 4  # max GroupNorm groups (no batch statistics: pure apply, see denseunet)
+    f.up_mode = "nearest"  # "nearest" | "trilinear" | "resize_conv" | "shuffle"
     f.head = "beta"  # "ce" (sigmoid + BCE) or "beta" (evidential Beta head)
     f.kl_anneal_steps = 1000  # steps over which the Beta KL weight ramps 0 -> 1
     f.lr = 1e-3
@@ -93,6 +110,9 @@ def get_config() -> ml_collections.ConfigDict:
     q.image_step = 0.01
     q.image_steps = 20
     q.noise_eps = 0.3  # radius around a uniform-noise start (attack 3)
+    q.noise_step = 0.05  # PGD step for attack 3 (20 steps can cross the 0.3 ball)
+    q.latent_norm = "linf"  # ball of the latent search (paper: ||delta|| <= eps, unspecified)
+    q.image_norm = "linf"  # ball of the image-space attacks 2-4
     q.batch_size = 16
 
     # --- augmentation pool (Section 4) ---------------------------------------------------------
