@@ -189,7 +189,7 @@ def synthesize_nodules(
     ``threshold`` is the fusion mask threshold (c.synth.mask_threshold). With ``search=False``
     the PGD outputs equal the random ones (no PGD is run)."""
     b = backgrounds.shape[0]
-    latent_dim = int(getattr(generator, "latent_dim"))
+    latent_dim = int(generator.latent_dim)
     k_z, k_pgd = _split_keys(key, b)
     z = jax.vmap(lambda k: jax.random.normal(k, (latent_dim,)))(k_z)
     synth = _synth_fn(generator)
@@ -200,9 +200,15 @@ def synthesize_nodules(
         return SynthResult(z, z, nod_r, nod_r, x_r, x_r, p_r, p_r)
     loss_fn = _latent_loss_fn(fpr_model, head, generator)
     z_adv, _, _ = pgd_with_losses(
-        loss_fn, z, k_pgd, eps=eps, step_size=step_size, steps=steps, norm=norm, bounds=None,
-        loss_args=(fpr_vars, gen_vars, backgrounds, jnp.float32(threshold),
-                   jnp.float32(kl_weight)),
+        loss_fn,
+        z,
+        k_pgd,
+        eps=eps,
+        step_size=step_size,
+        steps=steps,
+        norm=norm,
+        bounds=None,
+        loss_args=(fpr_vars, gen_vars, backgrounds, jnp.float32(threshold), jnp.float32(kl_weight)),
     )
     nod_a, x_a = synth(gen_vars, z_adv, backgrounds, threshold)
     return SynthResult(z, z_adv, nod_r, nod_a, x_r, x_a, p_r, prob(fpr_vars, x_a))
@@ -248,8 +254,15 @@ def perturb_patches(
     b = x.shape[0]
     labels = jnp.full((b,), label, jnp.float32)
     x_adv, _, _ = pgd_with_losses(
-        _image_loss_fn(fpr_model, head), x, key, eps=eps, step_size=step_size, steps=steps,
-        norm=norm, bounds=(0.0, 1.0), random_start=random_start,
+        _image_loss_fn(fpr_model, head),
+        x,
+        key,
+        eps=eps,
+        step_size=step_size,
+        steps=steps,
+        norm=norm,
+        bounds=(0.0, 1.0),
+        random_start=random_start,
         loss_args=(fpr_vars, labels, jnp.float32(kl_weight)),
     )
     prob = _prob_fn(fpr_model, head)
@@ -280,8 +293,7 @@ def adversarial_noise(
     ``eps`` (default c.pgd.noise_eps) to make the FPR fire. prob_before is on the noise."""
     k_start, k_pgd = _split_keys(key, n)
     x0 = uniform_noise_patches(k_start, n, patch_size)
-    return perturb_patches(k_pgd, fpr_model, fpr_vars, x0, 0.0, eps=eps, step_size=step_size,
-                           **kw)
+    return perturb_patches(k_pgd, fpr_model, fpr_vars, x0, 0.0, eps=eps, step_size=step_size, **kw)
 
 
 # --- non-adversarial stress noises ---------------------------------------------------------------
@@ -296,7 +308,7 @@ def _uniform(keys, x, a):
 @jax.jit
 def _poisson(keys, x, s):
     lam = jnp.clip(x, 0.0, 1.0) * s
-    p = jax.vmap(lambda k, l: jax.random.poisson(k, l, l.shape))(keys, lam)
+    p = jax.vmap(lambda k, m: jax.random.poisson(k, m, m.shape))(keys, lam)
     return jnp.clip(p.astype(jnp.float32) / s, 0.0, 1.0)
 
 

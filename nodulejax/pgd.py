@@ -151,7 +151,9 @@ def _pgd_jit(
     return x, loss_fn(x0, *loss_args), loss_fn(x, *loss_args)
 
 
-def _run(loss_fn, x, key, eps, step_size, steps, norm, bounds, random_start, loss_args, with_losses):
+def _run(
+    loss_fn, x, key, eps, step_size, steps, norm, bounds, random_start, loss_args, with_losses
+):
     norm, bounds = _check(norm, bounds)
     x = jnp.asarray(x)
     if x.ndim < 1 or x.shape[0] == 0:
@@ -208,9 +210,7 @@ def pgd_with_losses(
     Returns:
       ``x_adv`` (same shape and dtype as ``x``), ``loss_fn`` at ``x`` and at ``x_adv`` ``(B,)``.
     """
-    return _run(
-        loss_fn, x, key, eps, step_size, steps, norm, bounds, random_start, loss_args, True
-    )
+    return _run(loss_fn, x, key, eps, step_size, steps, norm, bounds, random_start, loss_args, True)
 
 
 def pgd(

@@ -93,7 +93,9 @@ def test_perturb_positives_lowers_and_negatives_raise_confidence(setup):
     r = attacks.perturb_positives(jax.random.PRNGKey(0), model, params, pos, **kw)
     _inside(r.x_adv, pos, 0.05)
     assert float(r.prob_after.mean()) < float(r.prob_before.mean()) - 0.05
-    np.testing.assert_allclose(r.prob_before, attacks.fpr_probabilities(model, params, pos, head=HEAD), rtol=1e-5)
+    np.testing.assert_allclose(
+        r.prob_before, attacks.fpr_probabilities(model, params, pos, head=HEAD), rtol=1e-5
+    )
     r = attacks.perturb_negatives(jax.random.PRNGKey(0), model, params, neg, **kw)
     _inside(r.x_adv, neg, 0.05)
     assert float(r.prob_after.mean()) > float(r.prob_before.mean()) + 0.05
@@ -101,8 +103,9 @@ def test_perturb_positives_lowers_and_negatives_raise_confidence(setup):
 
 def test_adversarial_noise_fires(setup):
     model, params, *_ = setup
-    r = attacks.adversarial_noise(jax.random.PRNGKey(3), model, params, 16, P, head=HEAD,
-                                  eps=0.3, step_size=0.05, steps=10)
+    r = attacks.adversarial_noise(
+        jax.random.PRNGKey(3), model, params, 16, P, head=HEAD, eps=0.3, step_size=0.05, steps=10
+    )
     assert r.x_adv.shape == (16, P, P, P, 1)
     assert float(r.x_adv.min()) >= 0 and float(r.x_adv.max()) <= 1
     assert float(r.prob_after.mean()) > float(r.prob_before.mean())
@@ -124,8 +127,9 @@ def test_synthesize_nodules_pgd_is_harder_than_random(setup):
     outside = attacks.center_fit(r.nodule_pgd, P) <= 0.1
     assert bool(jnp.all(jnp.where(outside, r.x_pgd == bg, True)))
     # no search: random == pgd; same key -> same codes
-    r0 = attacks.synthesize_nodules(jax.random.PRNGKey(4), model, params, gen, gvars, bg,
-                                    search=False, **kw)
+    r0 = attacks.synthesize_nodules(
+        jax.random.PRNGKey(4), model, params, gen, gvars, bg, search=False, **kw
+    )
     assert bool(jnp.all(r0.z == r.z)) and bool(jnp.all(r0.x_pgd == r0.x_random))
     np.testing.assert_allclose(r0.prob_random, r.prob_random, rtol=1e-6)
 

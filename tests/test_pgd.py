@@ -57,9 +57,7 @@ def trained():
         u, s = opt.update(g, s)
         return (optax.apply_updates(p, u), s), loss
 
-    (params, _), losses = jax.jit(lambda p: jax.lax.scan(step, (p, opt.init(p)), None, 300))(
-        params
-    )
+    (params, _), losses = jax.jit(lambda p: jax.lax.scan(step, (p, opt.init(p)), None, 300))(params)
     acc = float(jnp.mean((_mlp_apply(params, x) > 0) == (y > 0)))
     assert acc > 0.95, acc
     return params, jnp.asarray(x[:64]), jnp.asarray(y[:64])
@@ -72,16 +70,32 @@ def test_constraints_hold_after_every_step(trained, norm):
     eps = jnp.linspace(0.02, 0.5, b) if norm == "linf" else jnp.linspace(0.1, 2.0, b)
     key = jax.random.PRNGKey(1)
     for k in range(0, 7):
-        xa, _, _ = pgd_with_losses(classifier_loss, x, key, eps=eps, step_size=eps / 3, steps=k,
-                                   norm=norm, loss_args=(params, y))
+        xa, _, _ = pgd_with_losses(
+            classifier_loss,
+            x,
+            key,
+            eps=eps,
+            step_size=eps / 3,
+            steps=k,
+            norm=norm,
+            loss_args=(params, y),
+        )
         d = (xa - x).reshape(b, -1)
         size = jnp.max(jnp.abs(d), 1) if norm == "linf" else jnp.linalg.norm(d, axis=1)
         assert bool(jnp.all(size <= eps + 1e-5)), (k, size - eps)
         assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
     # the step count is traced: the sweep compiled one executable for this (loss, norm)
     before = pgd_mod._pgd_jit._cache_size()
-    pgd_with_losses(classifier_loss, x, key, eps=eps, step_size=eps / 3, steps=11, norm=norm,
-                    loss_args=(params, y))
+    pgd_with_losses(
+        classifier_loss,
+        x,
+        key,
+        eps=eps,
+        step_size=eps / 3,
+        steps=11,
+        norm=norm,
+        loss_args=(params, y),
+    )
     assert pgd_mod._pgd_jit._cache_size() == before
 
 
@@ -90,8 +104,14 @@ def test_attack_raises_loss_of_trained_classifier(trained, norm):
     params, x, y = trained
     eps = 0.1 if norm == "linf" else 0.5
     xa, before, after = pgd_with_losses(
-        classifier_loss, x, jax.random.PRNGKey(2), eps=eps, step_size=eps / 4, steps=10,
-        norm=norm, loss_args=(params, y),
+        classifier_loss,
+        x,
+        jax.random.PRNGKey(2),
+        eps=eps,
+        step_size=eps / 4,
+        steps=10,
+        norm=norm,
+        loss_args=(params, y),
     )
     np.testing.assert_allclose(before, classifier_loss(x, params, y), rtol=1e-5)
     np.testing.assert_allclose(after, classifier_loss(xa, params, y), rtol=1e-5)
@@ -108,8 +128,14 @@ def test_batch_equals_one_at_a_time(trained, norm):
     kw = dict(step_size=0.03, steps=5, norm=norm)
     xb, _, _ = pgd_with_losses(classifier_loss, x, keys, eps=eps, loss_args=(params, y), **kw)
     for i in (0, 17, 40):
-        xi, _, _ = pgd_with_losses(classifier_loss, x[i : i + 1], keys[i : i + 1],
-                                   eps=eps[i : i + 1], loss_args=(params, y[i : i + 1]), **kw)
+        xi, _, _ = pgd_with_losses(
+            classifier_loss,
+            x[i : i + 1],
+            keys[i : i + 1],
+            eps=eps[i : i + 1],
+            loss_args=(params, y[i : i + 1]),
+            **kw,
+        )
         np.testing.assert_allclose(xb[i : i + 1], xi, atol=1e-6)
     # a single key: example i's start comes from fold_in(key, i), whatever else is in the batch
     key = jax.random.PRNGKey(4)
@@ -124,8 +150,16 @@ def test_same_key_same_output_different_key_differs(trained):
     params, x, y = trained
 
     def run(seed, rs=True):
-        return pgd_with_losses(classifier_loss, x, jax.random.PRNGKey(seed), eps=0.1,
-                               step_size=0.02, steps=3, random_start=rs, loss_args=(params, y))[0]
+        return pgd_with_losses(
+            classifier_loss,
+            x,
+            jax.random.PRNGKey(seed),
+            eps=0.1,
+            step_size=0.02,
+            steps=3,
+            random_start=rs,
+            loss_args=(params, y),
+        )[0]
 
     a, b, c = run(5), run(5), run(6)
     assert bool(jnp.all(a == b))
@@ -139,8 +173,9 @@ def test_linear_loss_linf_goes_to_the_corner():
     w = jnp.asarray(rng.standard_normal(50), jnp.float32)
     x0 = jnp.asarray(rng.uniform(0.3, 0.7, (4, 50)), jnp.float32)
     eps = jnp.array([0.01, 0.05, 0.1, 0.2])
-    xa = pgd(linear_loss, x0, jax.random.PRNGKey(0), eps=eps, step_size=eps / 2, steps=6,
-             loss_args=(w,))
+    xa = pgd(
+        linear_loss, x0, jax.random.PRNGKey(0), eps=eps, step_size=eps / 2, steps=6, loss_args=(w,)
+    )
     np.testing.assert_allclose(xa, x0 + eps[:, None] * jnp.sign(w), atol=1e-6)
 
 
@@ -149,38 +184,86 @@ def test_linear_loss_l2_goes_along_w():
     w = jnp.asarray(rng.standard_normal(50), jnp.float32)
     x0 = jnp.asarray(rng.uniform(0.3, 0.7, (4, 50)), jnp.float32)
     eps = jnp.array([0.05, 0.1, 0.2, 0.3])
-    xa = pgd(linear_loss, x0, jax.random.PRNGKey(0), eps=eps, step_size=eps, steps=8, norm="l2",
-             random_start=False, loss_args=(w,))
+    xa = pgd(
+        linear_loss,
+        x0,
+        jax.random.PRNGKey(0),
+        eps=eps,
+        step_size=eps,
+        steps=8,
+        norm="l2",
+        random_start=False,
+        loss_args=(w,),
+    )
     np.testing.assert_allclose(xa, x0 + eps[:, None] * w / jnp.linalg.norm(w), atol=1e-5)
 
 
 def test_unbounded_latent_and_bounds_clip():
     w = jnp.array([1.0, -1.0, 2.0])
     z0 = jnp.array([[0.99, 0.01, 3.0], [-5.0, 5.0, 0.0]])
-    za = pgd(linear_loss, z0, jax.random.PRNGKey(0), eps=0.5, step_size=0.25, steps=6,
-             bounds=None, loss_args=(w,))
+    za = pgd(
+        linear_loss,
+        z0,
+        jax.random.PRNGKey(0),
+        eps=0.5,
+        step_size=0.25,
+        steps=6,
+        bounds=None,
+        loss_args=(w,),
+    )
     np.testing.assert_allclose(za, z0 + 0.5 * jnp.sign(w), atol=1e-6)
     x0 = jnp.array([[0.99, 0.01, 0.5]])
-    xa = pgd(linear_loss, x0, jax.random.PRNGKey(0), eps=0.5, step_size=0.25, steps=6,
-             loss_args=(w,))
+    xa = pgd(
+        linear_loss, x0, jax.random.PRNGKey(0), eps=0.5, step_size=0.25, steps=6, loss_args=(w,)
+    )
     np.testing.assert_allclose(xa, [[1.0, 0.0, 1.0]], atol=1e-6)
 
 
 def test_zero_gradient_and_eps_are_safe():
     x0 = jnp.full((2, 5), 0.5)
-    xa = pgd(lambda x: jnp.zeros(x.shape[0]), x0, jax.random.PRNGKey(0), eps=0.0, step_size=0.1,
-             steps=3, norm="l2")
+    xa = pgd(
+        lambda x: jnp.zeros(x.shape[0]),
+        x0,
+        jax.random.PRNGKey(0),
+        eps=0.0,
+        step_size=0.1,
+        steps=3,
+        norm="l2",
+    )
     assert bool(jnp.all(jnp.isfinite(xa))) and bool(jnp.all(xa == x0))
 
 
 def test_bad_arguments_raise():
     x = jnp.zeros((2, 3))
     with pytest.raises(ConfigError, match="norm"):
-        pgd(linear_loss, x, jax.random.PRNGKey(0), eps=0.1, step_size=0.1, steps=1, norm="l1",
-            loss_args=(jnp.ones(3),))
+        pgd(
+            linear_loss,
+            x,
+            jax.random.PRNGKey(0),
+            eps=0.1,
+            step_size=0.1,
+            steps=1,
+            norm="l1",
+            loss_args=(jnp.ones(3),),
+        )
     with pytest.raises(ConfigError, match="bounds"):
-        pgd(linear_loss, x, jax.random.PRNGKey(0), eps=0.1, step_size=0.1, steps=1,
-            bounds=(1.0, 0.0), loss_args=(jnp.ones(3),))
+        pgd(
+            linear_loss,
+            x,
+            jax.random.PRNGKey(0),
+            eps=0.1,
+            step_size=0.1,
+            steps=1,
+            bounds=(1.0, 0.0),
+            loss_args=(jnp.ones(3),),
+        )
     with pytest.raises(ConfigError, match="keys"):
-        pgd(linear_loss, x, jax.random.split(jax.random.PRNGKey(0), 3), eps=0.1, step_size=0.1,
-            steps=1, loss_args=(jnp.ones(3),))
+        pgd(
+            linear_loss,
+            x,
+            jax.random.split(jax.random.PRNGKey(0), 3),
+            eps=0.1,
+            step_size=0.1,
+            steps=1,
+            loss_args=(jnp.ones(3),),
+        )
