@@ -28,10 +28,11 @@ interfere: ``latest/`` is purely "last N", ``best/`` purely "best 1".
 
 Config guard: resuming compares the saved config with the current one field by field
 (dotted paths), restricted to the model's ``relevant_fields`` when given (e.g. CG passes
-``("seed", "data.*", "cg.*", "runtime.dtype")``). Fields matching ``RESUMABLE_FIELDS`` may differ (run length, logging,
-checkpoint cadence, host-side data loading, evaluation-only settings); any other difference
-(model, data, optimiser, augmentation, seed, a field present on one side only) raises
-``CheckpointError`` listing every differing field with its saved and current value.
+``("seed", "data.*", "cg.*", "runtime.dtype")``). Fields matching ``RESUMABLE_FIELDS`` may
+differ (run length, logging, checkpoint cadence, host-side data loading, evaluation-only
+settings); any other difference (model, data, optimiser, augmentation, seed, a field present
+on one side only) raises ``CheckpointError`` listing every differing field with its saved
+and current value.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ import fnmatch
 import json
 import os
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -303,7 +305,8 @@ class ModelCheckpoints:
         if self._best is None:
             raise CheckpointError("save_best needs ModelCheckpoints(best_metric=...)")
         if self.best_metric not in metrics:
-            raise CheckpointError(f"metrics {sorted(metrics)} lack best_metric {self.best_metric!r}")
+            raise CheckpointError(
+                f"metrics {sorted(metrics)} lack best_metric {self.best_metric!r}")
         if step in self._best.all_steps():
             return False
         pos = step if data_position is None else data_position
@@ -428,6 +431,6 @@ def load_params(workdir: str, model_name: str, which: str = "best"):
             return state["params"]
         if hasattr(state, "params"):
             return state.params
-        raise CheckpointError(f"checkpoint {where} holds no 'params' entry "
-                              f"(top-level keys: {sorted(state) if isinstance(state, Mapping) else type(state)})")
+        top = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+        raise CheckpointError(f"checkpoint {where} holds no 'params' entry (top level: {top})")
     raise CheckpointError(f"no {which} checkpoint for model {model_name!r} under {d}")

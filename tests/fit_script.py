@@ -52,7 +52,7 @@ def init_state(cfg):
     return _init_fn(cfg.fpr.width)(cfg.seed), optax.adam(cfg.fpr.lr)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _init_fn(width):
     tx = optax.adam(1.0)  # the Adam state's structure and values do not depend on lr
 

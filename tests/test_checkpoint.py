@@ -43,7 +43,7 @@ def _state(scale=1.0):
 def _equal_bitwise(a, b):
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(la, lb):
+    for x, y in zip(la, lb, strict=True):
         if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
             assert jax.random.key_impl(x) == jax.random.key_impl(y)
             x, y = jax.random.key_data(x), jax.random.key_data(y)

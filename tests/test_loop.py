@@ -265,7 +265,8 @@ def test_prefetch_yields_the_same_batches_in_order():
     inline = list(Prefetcher(fn, start=5, stop=30, depth=0))
     with Prefetcher(fn, start=5, stop=30, depth=4, num_workers=3) as p:
         ahead = list(p)
-    assert len(inline) == 25 and all(np.array_equal(a, b) for a, b in zip(inline, ahead))
+    assert len(inline) == 25
+    assert all(np.array_equal(a, b) for a, b in zip(inline, ahead, strict=True))
 
 
 def test_prefetch_propagates_errors_and_shuts_down():

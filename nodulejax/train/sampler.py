@@ -26,7 +26,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class BatchIndices:
     index: np.ndarray
     seed: np.ndarray
 
-    def take(self, process_index: int, process_count: int) -> "BatchIndices":
+    def take(self, process_index: int, process_count: int) -> BatchIndices:
         """This process's contiguous share of the global batch (multi-host data loading)."""
         b = len(self.index)
         if b % process_count:
@@ -188,7 +189,7 @@ def nested_ratios(top: Sequence[float], *parts: Sequence[float]) -> list[float]:
     if len(top) != len(parts):
         raise ConfigError(f"{len(top)} top-level ratios but {len(parts)} sub-ratio lists")
     out = []
-    for t, p in zip(top, parts):
+    for t, p in zip(top, parts, strict=True):
         s = float(sum(p))
         if s <= 0:
             raise ConfigError(f"sub-ratios {list(p)} must have a positive sum")
