@@ -47,6 +47,15 @@ def get_config() -> ml_collections.ConfigDict:
     g.blob_sigma_mm = 2.5  # std of the same-size Gaussian blob at each centre
     g.anchors_mm = (5.0, 10.0, 20.0, 30.0)  # cube anchor sizes for the RPN head
     g.rpn_width = 32
+    g.width_growth = 2.0  # ResUNet channels per level: round(width * width_growth**level)
+    g.widths = ()  # explicit ResUNet channels per level; non-empty overrides width/depth/growth
+    g.rpn_stride = 2  # RPN head grid stride in input voxels (its first conv is strided)
+    g.rpn_pos_iou = 0.5  # anchor matching (nodulejax.boxes.match_anchors)
+    g.rpn_neg_iou = 0.2
+    g.rpn_num_samples = 256  # anchors per volume in the objectness loss (about)
+    g.rpn_pos_fraction = 0.5
+    g.rpn_nms_iou = 0.1  # 3D NMS IoU threshold of RPN proposals
+    g.rpn_pre_nms = 2000  # top-scoring boxes entering NMS
     g.lr = 1e-3
     g.batch_size = 2
     g.steps = 20000

@@ -125,3 +125,10 @@ class ResUNet3D(nn.Module):
         features = h
         logits = Conv3D(1, 1, 1, impl=self.conv_impl, name="head")(GNReLU(name="head_norm")(h))
         return logits, features
+
+
+def build_resunet(cg, conv_impl: str = "auto") -> ResUNet3D:
+    """ResUNet3D from config block c.cg (width, depth, width_growth, widths)."""
+    return ResUNet3D(width=int(cg.width), depth=int(cg.depth), conv_impl=conv_impl,
+                     growth=float(cg.get("width_growth", 2.0)),
+                     widths=tuple(int(w) for w in cg.get("widths", ())))

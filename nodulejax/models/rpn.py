@@ -104,3 +104,12 @@ def rpn_proposals(objectness, deltas, anchors, max_output: int = 100,
     boxes = jnp.where(valid[:, None], decoded[safe], 0.0)
     scores = jnp.where(valid, jax.nn.sigmoid(objectness[safe]), 0.0)
     return boxes, scores, valid
+
+
+def build_rpn(cg, conv_impl: str = "auto") -> ResUNetRPN:
+    """ResUNetRPN from config block c.cg (backbone fields + anchors_mm, rpn_width, rpn_stride)."""
+    return ResUNetRPN(width=int(cg.width), depth=int(cg.depth),
+                      num_anchors=len(tuple(cg.anchors_mm)), rpn_width=int(cg.rpn_width),
+                      rpn_stride=int(cg.get("rpn_stride", 2)), conv_impl=conv_impl,
+                      growth=float(cg.get("width_growth", 2.0)),
+                      widths=tuple(int(w) for w in cg.get("widths", ())))
