@@ -7,7 +7,7 @@ Candidate generator widths are chosen so the parameter counts and MACs land near
   cannot reach its MACs-per-parameter ratio (~4.7e5 MACs/param), so channels grow slowly.
 * RPN = backbone + head (Table 2's 276.93k minus the ResUNet's 143.92k leaves ~133k for the
   head): stride-2 3x3x3 conv 16->64, 3x3x3 conv 64->64, 1x1 objectness (4 anchors) and deltas
-  -> 281.5k params, 108 GMACs at 128^3 (paper 113.91; its "129x128x128" input is read as a typo).
+  -> 281.6k params, 108.2 GMACs at 128^3 (paper 113.91; its "129x128x128" input is read as a typo).
 The FPR (c.fpr) numbers belong to the DenseUNet3D owner's fields of the base config.
 """
 

@@ -82,7 +82,7 @@ def test_nms_boxes_keeps_best_of_overlap_and_both_far():
     scores = jnp.array([0.6, 0.9, 0.5, 0.1])
     idx, sc, valid = bx.nms_boxes(boxes, scores, iou_threshold=0.3, max_output=10)
     assert idx.shape == (10,)
-    kept = [int(i) for i, v in zip(idx, valid) if v]
+    kept = [int(i) for i, v in zip(idx, valid, strict=True) if v]
     assert kept == [1, 2, 3]  # 0 is suppressed by the higher-scoring 1; far boxes stay
     assert np.all(np.asarray(idx)[~np.asarray(valid)] == -1)
     idx2, _, valid2 = bx.nms_boxes(boxes, scores, 0.3, max_output=2)
@@ -95,9 +95,9 @@ def test_nms_boxes_keeps_best_of_overlap_and_both_far():
 def test_nms_points_by_distance():
     pts = jnp.array([[0.0, 0, 0], [0.0, 0, 3], [0.0, 0, 20]])
     idx, _, valid = bx.nms_points(pts, jnp.array([0.5, 0.8, 0.3]), radius=5.0, max_output=5)
-    assert [int(i) for i, v in zip(idx, valid) if v] == [1, 2]
+    assert [int(i) for i, v in zip(idx, valid, strict=True) if v] == [1, 2]
     idx, _, valid = bx.nms_points(pts, jnp.array([0.5, 0.8, 0.3]), radius=2.0, max_output=5)
-    assert [int(i) for i, v in zip(idx, valid) if v] == [1, 0, 2]
+    assert [int(i) for i, v in zip(idx, valid, strict=True) if v] == [1, 0, 2]
 
 
 def test_heatmap_peaks_finds_blobs_and_suppresses_in_mm():
@@ -106,14 +106,15 @@ def test_heatmap_peaks_finds_blobs_and_suppresses_in_mm():
     centres = np.array([[4, 5, 6], [12, 10, 3], [12, 10, 6]])
     heights = (1.0, 0.8, 0.6)
     h = jnp.max(jnp.stack([hgt * heatmap_target((16, 16, 16), c[None], 1.0)
-                           for hgt, c in zip(heights, centres)]), axis=0)
+                           for hgt, c in zip(heights, centres, strict=True)]), axis=0)
     zyx, scores, valid = bx.heatmap_peaks(h, k=5, spacing_mm=1.0, radius_mm=2.0)
-    found = {tuple(int(t) for t in p) for p, v in zip(zyx, valid) if v}
+    found = {tuple(int(t) for t in p) for p, v in zip(zyx, valid, strict=True) if v}
     assert {tuple(c) for c in centres} <= found
     assert len(found) == int(valid.sum()) <= 5
     # with 2 mm voxels the two centres 3 voxels apart are 6 mm apart: suppressed at 8 mm
     zyx, _, valid = bx.heatmap_peaks(h, k=5, spacing_mm=2.0, radius_mm=8.0)
     assert int(valid.sum()) == 2
-    assert {tuple(int(t) for t in p) for p, v in zip(zyx, valid) if v} == {(4, 5, 6), (12, 10, 3)}
+    kept = {tuple(int(t) for t in p) for p, v in zip(zyx, valid, strict=True) if v}
+    assert kept == {(4, 5, 6), (12, 10, 3)}
     zyx, _, valid = bx.heatmap_peaks(h, k=1, spacing_mm=1.0, radius_mm=2.0)
     assert zyx.shape == (1, 3) and bool(valid[0])

@@ -82,7 +82,8 @@ def test_heatmap_target_properties():
     masked = heatmap_target((12, 12, 12), np.array([[3.0, 4.0, 5.0], [8.0, 8.0, 8.0]]), sigma,
                             valid=np.array([True, False]))
     # only the first blob is left: at (8, 8, 8) its value exp(-(25 + 16 + 9) / 8)
-    assert float(masked[8, 8, 8]) == pytest.approx(math.exp(-50 / 8), rel=1e-4) and float(masked[3, 4, 5]) == pytest.approx(1.0)
+    assert float(masked[8, 8, 8]) == pytest.approx(math.exp(-50 / 8), rel=1e-4)
+    assert float(masked[3, 4, 5]) == pytest.approx(1.0)
 
 
 def test_focal_loss_hand_computed():

@@ -47,7 +47,7 @@ def _groups(channels: int, max_groups: int = 8) -> int:
 def upsample_to(x, shape_dhw):
     """Nearest-neighbour x2 upsampling of (B, d, h, w, C), cropped to (B, *shape_dhw, C)."""
     b, d, h, w, c = x.shape
-    fz, fy, fx = (math.ceil(t / s) for t, s in zip(shape_dhw, (d, h, w)))
+    fz, fy, fx = (math.ceil(t / s) for t, s in zip(shape_dhw, (d, h, w), strict=False))
     x = jnp.repeat(jnp.repeat(jnp.repeat(x, fz, axis=1), fy, axis=2), fx, axis=3)
     return x[:, : shape_dhw[0], : shape_dhw[1], : shape_dhw[2], :]
 

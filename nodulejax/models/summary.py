@@ -168,8 +168,8 @@ def load_config(path: str):
 
 def format_table(ours: dict) -> str:
     """Markdown table: Table 2 of the paper beside our numbers."""
-    lines = ["| Network | Input | #Param (paper) | #Param (ours) | MACs G (paper) | MACs G (ours) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| Network | Input | #Param (paper) | #Param (ours) | MACs G (paper) "
+             "| MACs G (ours) |", "|---|---|---|---|---|---|"]
     for key, row in ours.items():
         paper = PAPER_TABLE2[key]
         extra = f" (XLA {row['xla_gmacs']:.2f})" if "xla_gmacs" in row else ""
