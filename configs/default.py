@@ -132,6 +132,8 @@ def get_config() -> ml_collections.ConfigDict:
     o.perturb_per_positive = 1
     o.num_noise = 100000
     o.shard_size = 1024
+    o.max_tries = 8  # latent draws per synthetic item to find one >= synth.min_diameter_mm
+    o.kl_weight = 1.0  # Beta-loss KL weight of the attack objective (end of annealing)
 
     # --- augmented fine-tuning (Section 3.3) ----------------------------------------------------
     c.train = t = ml_collections.ConfigDict()
@@ -145,6 +147,7 @@ def get_config() -> ml_collections.ConfigDict:
     t.inloop_target = "frozen"  # "frozen" baseline or "current" model for in-loop PGD
     t.log_every = 50
     t.multi_host = False  # call jax.distributed.initialize()
+    t.rows = ()  # Table 3 rows the study trains/evaluates (empty: all; baselines always)
     t.progress = True  # tqdm progress bar (throughput, ETA); logs are written either way
 
     # --- checkpoints ----------------------------------------------------------------------------
@@ -162,6 +165,15 @@ def get_config() -> ml_collections.ConfigDict:
     r.negatives_per_scan = 10
     r.uniform_levels = (0.0, 0.3, 0.6, 0.9)
     r.poisson_scales = (50.0, 5.0)
+    r.num_noise = 0  # Table 6 noise patches; 0 -> as many as the negative patches
+    r.attack_target = "fpr_baseline-beta-finetune"  # model attacked for Table 4 / PGD negatives
+    r.noise_target = "self"  # Table 5 Adv. / Table 6 PGD noise: "self" or a model name
+    r.seed = 1  # stress-test draws (backgrounds, latent codes, noise), apart from c.seed
+
+    # --- two-moons toy experiment (Section 5.1, Fig. 7) -------------------------------------------
+    c.toy = y = ml_collections.ConfigDict()
+    y.mlp_steps = 1500
+    y.vae_steps = 2000
 
     # --- runtime ------------------------------------------------------------------------------
     c.runtime = u = ml_collections.ConfigDict()

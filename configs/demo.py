@@ -27,9 +27,9 @@ def get_config():
     c.cg.num_candidates = 100
 
     c.fpr.patch_size = 24
-    c.fpr.growth = 4
-    c.fpr.block_layers = (2, 2)
-    c.fpr.init_features = 8
+    c.fpr.growth = (4, 8, 8)
+    c.fpr.block_layers = (1, 2, 2)
+    c.fpr.init_features = 4
     c.fpr.batch_size = 16
     c.fpr.steps = 400
     c.fpr.finetune_steps = 150
@@ -58,4 +58,6 @@ def get_config():
     c.stress.negatives_per_scan = 4
     c.eval.bootstrap = 200
     c.ckpt.every = 100
+    c.toy.mlp_steps = 800
+    c.toy.vae_steps = 800
     return c

@@ -22,7 +22,7 @@ def get_config():
     c.cg.num_candidates = 20
 
     c.fpr.patch_size = 16
-    c.fpr.growth = 2
+    c.fpr.growth = (2, 2)
     c.fpr.block_layers = (1, 1)
     c.fpr.init_features = 4
     c.fpr.batch_size = 4
@@ -52,4 +52,7 @@ def get_config():
     c.stress.negatives_per_scan = 1
     c.eval.bootstrap = 10
     c.ckpt.every = 2
+    c.toy.mlp_steps = 50
+    c.toy.vae_steps = 50
+    c.train.rows = ("beta+syn", "beta+perturb")
     return c
