@@ -117,7 +117,8 @@ class Study:
         p = d.phantom
         summary = phantom.generate_dataset(self.data_root, int(p.num_scans), int(p.seed),
                                            size_scale=float(p.size_scale),
-                                           num_subsets=int(p.num_subsets))
+                                           num_subsets=int(p.num_subsets),
+                                           max_voxels=int(p.max_voxels))
         summary.pop("uids", None)
         return summary
 
