@@ -34,6 +34,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from nodulejax.errors import ConfigError
@@ -215,3 +216,37 @@ class UpConv3D(nn.Module):
             return voxel_shuffle(y, self.factor)
         x = upsample3d(x, self.factor, self.mode)
         return Conv3D(self.features, self.kernel_size, impl=self.impl)(x)
+
+
+def count_macs(module: nn.Module, *args, method=None, **kwargs) -> dict:
+    """Exact multiply-accumulate count of ``module.init(key, *args, **kwargs)``'s forward.
+
+    Counts every :class:`Conv3D` (``output voxels * k^3 * Cin * Cout`` per example batch) and
+    ``flax.linen.Dense`` (``rows * in * out``), traced abstractly (``jax.eval_shape``, no
+    compute). Element-wise work (norms, activations, pooling) is not counted, as in the usual
+    MAC tables (paper Table 2). Returns ``{"macs": int, "params": int, "layers": [...]}``.
+    """
+    layers_out = []
+
+    def interceptor(next_fun, call_args, call_kwargs, context):
+        out = next_fun(*call_args, **call_kwargs)
+        mod = context.module
+        if context.method_name != "__call__":
+            return out
+        x = call_args[0]
+        if isinstance(mod, Conv3D):
+            k = mod.kernel_size
+            macs = int(np.prod(out.shape[:-1])) * k**3 * x.shape[-1] * mod.features
+            layers_out.append((mod.path, "Conv3D", tuple(out.shape), macs))
+        elif isinstance(mod, nn.Dense):
+            macs = int(np.prod(x.shape[:-1])) * x.shape[-1] * mod.features
+            layers_out.append((mod.path, "Dense", tuple(out.shape), macs))
+        return out
+
+    def init(*a):
+        with nn.intercept_methods(interceptor):
+            return module.init(jax.random.PRNGKey(0), *a, method=method, **kwargs)
+
+    shapes = jax.eval_shape(init, *args)
+    params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(shapes["params"]))
+    return {"macs": sum(m for *_, m in layers_out), "params": params, "layers": layers_out}
