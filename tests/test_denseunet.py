@@ -105,8 +105,8 @@ def test_adam_step_lowers_loss_and_grad_finite(models, batch, which):
 def test_from_config_demo_and_default():
     c = default.get_config()
     m = denseunet.from_config(c.fpr, conv_impl="2dcat")
-    assert m.growth == c.fpr.growth and m.head == c.fpr.head
-    c.fpr.growth, c.fpr.block_layers = 3, (1, 1)
+    assert m.growth == tuple(c.fpr.growth) and m.head == c.fpr.head
+    c.fpr.growth, c.fpr.block_layers = (3, 3), (1, 1)
     m = denseunet.from_config(c.fpr)
     v = jax.eval_shape(m.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 8, 1)))
     assert "params" in v

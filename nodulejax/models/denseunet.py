@@ -28,7 +28,7 @@ output (and so its PGD attack) does not depend on the rest of the batch. The pap
 batch normalisation as one cause of adversarial vulnerability; GroupNorm avoids it.
 ``norm_groups`` is the largest divisor of the channel count not above the configured value.
 
-Paper size (configs/default.py ``c.fpr``): init_features 28, growth 14, block_layers
+Paper size (configs/default.py ``c.fpr``): init_features 28, growth 14 at every level, block_layers
 (1, 2, 3, 3), compression 0.5, cls_hidden 32 -> 450.1k parameters (Table 2: 455.98k) and
 17.17 GMACs at 64^3 (Table 2: 17.24 G) by the exact per-layer count of
 ``layers.count_macs`` (convs + dense layers); XLA's cost analysis gives ~1.7% fewer because
