@@ -74,11 +74,11 @@ def get_config() -> ml_collections.ConfigDict:
     # --- false-positive reduction (Section 3.1): DenseUNet + CE or Beta head ----------------
     c.fpr = f = ml_collections.ConfigDict()
     f.patch_size = 64  # voxels per side at data.spacing (paper: 64^3 at 0.625 mm)
-    # paper size (models/denseunet.py): 470.52k params (Table 2: 455.98k, +3.2%) and
-    # 17.76 GMACs at 64^3 (Table 2: 17.24, +3.0%), exact per-layer count (layers.count_macs)
-    f.growth = (9, 16, 20, 32)  # dense growth rate per resolution level (int or per level)
-    f.block_layers = (2, 2, 2, 2)  # conv layers per dense block; last level = bottleneck
-    f.init_features = 16
+    # paper size (models/denseunet.py): 450.1k params (Table 2: 455.98k, -1.3%) and
+    # 17.17 GMACs at 64^3 (Table 2: 17.24, -0.4%), exact per-layer count (layers.count_macs)
+    f.growth = (14, 14, 14, 14)  # dense growth rate, one per level (a tuple; len = levels)
+    f.block_layers = (1, 2, 3, 3)  # conv layers per dense block, one per level; last = bottleneck
+    f.init_features = 28
     f.compression = 0.5  # channel factor of the down transitions (DenseNet-BC theta)
     f.cls_hidden = 32  # hidden width of the shallow classifier head
     f.norm_groups = 4  # max GroupNorm groups (no batch statistics: pure apply, see denseunet)
@@ -108,6 +108,9 @@ def get_config() -> ml_collections.ConfigDict:
     s.batch_size = 16
     s.steps = 20000
     s.mask_threshold = 0.1  # fusion mask: synthetic voxel > threshold (in [0,1] intensity)
+    s.max_width = 128  # channel cap of the VAE / critic levels (width * 2^level)
+    s.critic_width = 16  # first-level width of the spectrally normalised critic
+    s.sn_power_iterations = 8  # Gram-matrix squarings per spectral-norm estimate (critic.py)
     s.min_diameter_mm = 6.0  # synthetic nodules smaller than this are filtered out
 
     # --- PGD (Sections 3.2-3.3) --------------------------------------------------------------
@@ -177,6 +180,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # --- runtime ------------------------------------------------------------------------------
     c.runtime = u = ml_collections.ConfigDict()
-    u.conv_impl = "auto"  # "auto" | "xla3d" | "2d": 3D conv lowering (see models/layers.py)
+    u.conv_impl = "auto"  # "auto" | "xla3d" | "2d" | "2dcat": 3D conv lowering (models/layers.py;
+    #   auto = 2dcat on CPU, xla3d on GPU/TPU)
     u.dtype = "float32"  # compute dtype ("bfloat16" on GPU)
     return c
