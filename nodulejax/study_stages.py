@@ -113,14 +113,25 @@ def _test_seriesuids(study) -> str:
 
 
 def stage_detect(study):
-    from nodulejax import detect
+    """Whole-scan CG on the test scans (candidates cached once), each FPR model scores them:
+    one LUNA16 submission CSV per Table 3 row in WORKDIR/eval/predictions/."""
+    from nodulejax import checkpoint
+    from nodulejax.detect_cli import detect_scans, load_cg_params, write_rows
 
     out_dir = _eval_dir(study, "predictions")
-    rows = _rows(study)
-    info = detect.detect_study(study.config, study.workdir, study.scans("test"),
-                               {name: fpr_model_name(name) for name in rows}, out_dir,
-                               experiment_config=lambda n: experiment_config(study.config, n))
-    return info
+    scans = study.scans("test")
+    cache = os.path.join(study.workdir, "candidates")
+    cg_params = load_cg_params(study.workdir)
+    _, info = detect_scans(study.config, scans, cg_params=cg_params, cache_dir=cache)
+    out = {"candidate_sensitivity": info["sensitivity"],
+           "mean_candidates": info["candidates_per_scan"], "candidates": info, "models": {}}
+    for name in _rows(study):
+        cfg = experiment_config(study.config, name)
+        params = checkpoint.load_params(study.workdir, fpr_model_name(name), which="best")
+        rows, info = detect_scans(cfg, scans, fpr_params=params, cache_dir=cache)
+        write_rows(os.path.join(out_dir, f"{name}.csv"), rows)
+        out["models"][name] = {"marks": len(rows), "seconds_per_scan": info["seconds_per_scan"]}
+    return out
 
 
 def stage_evaluate(study):
