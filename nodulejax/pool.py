@@ -1,0 +1,616 @@
+"""The precomputed adversarial augmentation pool (paper Section 4; written by ``attack.py pool``).
+
+"All the augmentation patches ... were pre-computed and randomly sampled during the FPR model
+training by attacking the baseline network (baseline-beta-finetune)". Four kinds, one folder
+each, in the layout :class:`PoolReader` (and ``nodulejax.train.augment``) reads::
+
+    POOL/manifest.json                      config fingerprint, plan, finished shards
+    POOL/<kind>/shard_00000.npz ...         x (n, P, P, P) float16 in [0, 1] + metadata (n, ...)
+
+* ``syn_random`` / ``syn_pgd``: synthetic nodules (Section 3.2, Eqs. 7-9) fused into
+  ``c.pool.background_per_scan`` lung background patches per training scan (inside the lung
+  mask, at least nodule radius + half a patch from every finding), ``c.pool.syn_*_per_background``
+  per background; ``syn_pgd`` searches the latent code with PGD (``c.pgd.latent_*``: eps 0.15,
+  step 0.05, 20 steps). Nodules below ``c.synth.min_diameter_mm`` are filtered out: each item
+  tries up to ``c.pool.max_tries`` latent draws for one that passes; a PGD nodule that shrinks
+  below the threshold is dropped (its item index is then missing from the shard).
+* ``perturb``: ``c.pool.perturb_per_positive`` PGD-perturbed copies of every real positive
+  (Eqs. 10-11, Fig. 6 top, ``c.pgd.image_*``).
+* ``noise``: ``c.pool.num_noise`` adversarial noise patches (Fig. 6 middle, ``c.pgd.noise_*``).
+
+Determinism: item ``i`` of a kind uses the key ``fold_in(fold_in(PRNGKey(c.seed), KIND_ID), i)``
+and its own background / positive, so a sample never depends on the batch it ran in, on the
+shard layout or on restarts. Batches have the fixed size ``c.pgd.batch_size`` (a short last batch
+is padded with copies of its last item, then cut), so re-running a shard is bitwise identical.
+
+Resume: each shard is written to a hidden temp file, fsynced and renamed; only then is the
+manifest rewritten (temp + fsync + rename). A killed run restarted with the same config
+recomputes exactly the shards the manifest does not list. A manifest whose fingerprint
+(relevant config fields, FPR/generator parameter digests, the training scan uids) differs
+from the current run raises :class:`~nodulejax.errors.PoolError`.
+
+Per-sample metadata (arrays of length n in every shard): ``item`` (index within the kind),
+``seed`` (c.seed), ``key`` (n, 2) uint32 raw key data, ``attack`` (str), ``eps``, ``steps``,
+``prob_before`` / ``prob_after`` (FPR probability of "nodule" before / after the attack;
+for ``syn_random`` both are the score of the random nodule), ``uid`` and ``center_zyx``
+(source scan and voxel centre, ``""`` / -1 for noise), ``diameter_mm`` (synthetic nodule's
+equivalent-sphere diameter, NaN otherwise) and, for ``syn_pgd``, ``diameter_before_mm`` and
+``tries`` (which latent draw passed the diameter filter).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nodulejax import attacks
+from nodulejax.errors import ConfigError, NoduleJaxError, PoolError
+
+POOL_KINDS = ("syn_random", "syn_pgd", "perturb", "noise")
+KIND_ID = {"syn_random": 1, "syn_pgd": 2, "perturb": 3, "noise": 4}
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+ATTACK_TARGET = "fpr_baseline-beta-finetune"  # the paper attacks this model (Section 4)
+
+# config fields that decide the pool's content (fnmatch patterns); pgd.batch_size only changes
+# how items are grouped, so a resumed run may use another one.
+RELEVANT_FIELDS = ("seed", "data.spacing", "data.hu_window", "fpr.patch_size", "fpr.growth",
+                   "fpr.block_layers", "fpr.init_features", "fpr.compression", "fpr.cls_hidden",
+                   "fpr.norm_groups", "fpr.up_mode", "synth.patch_size", "synth.latent_dim",
+                   "synth.width", "synth.mask_threshold", "synth.min_diameter_mm",
+                   "pgd.latent_*", "pgd.image_*", "pgd.noise_*", "pool.*")
+
+log = logging.getLogger(__name__)
+
+
+class FPRHandle(NamedTuple):
+    """A loaded FPR classifier: flax module, variables ``{"params": ...}``, head."""
+
+    model: Any
+    variables: Any
+    head: str
+    name: str = ""
+
+
+class GenHandle(NamedTuple):
+    """The synthesizer's generator: a module with ``decode(z)`` and ``latent_dim``, variables."""
+
+    model: Any
+    variables: Any
+
+
+# --------------------------------------------------------------------------- model loading
+def fpr_head(config, model_name: str) -> str:
+    """Head of checkpoint ``fpr_<row>`` from its Table 3 row; ``config.fpr.head`` otherwise."""
+    try:
+        from configs.experiments import EXPERIMENTS
+        from nodulejax.train.fpr import model_name as row_model_name
+    except ImportError:  # pragma: no cover - configs package not importable
+        return str(config.fpr.head)
+    for row, spec in EXPERIMENTS.items():
+        if row_model_name(row) == model_name:
+            return spec["head"]
+    return str(config.fpr.head)
+
+
+def canonical_model_name(name: str) -> str:
+    """``"beta+syn"`` -> ``"fpr_beta+syn"``; names starting with ``fpr`` pass through."""
+    name = name.strip()
+    if name.startswith("fpr"):
+        return name
+    from nodulejax.train.fpr import model_name as row_model_name
+
+    return row_model_name(name)
+
+
+def load_fpr(config, workdir: str, model_name: str) -> FPRHandle:
+    """The trained FPR ``model_name`` (``checkpoint.load_params``, best checkpoint)."""
+    from nodulejax import checkpoint
+    from nodulejax.train.fpr import fpr_model
+
+    model_name = canonical_model_name(model_name)
+    head = fpr_head(config, model_name)
+    params = checkpoint.load_params(workdir, model_name, "best")
+    return FPRHandle(fpr_model(config, head), {"params": params}, head, model_name)
+
+
+def load_generator(config, workdir: str) -> GenHandle:
+    """The VAE decoder of the ``synth`` checkpoint (``load_params(workdir, "synth")["vae"]``)."""
+    from nodulejax import checkpoint
+    from nodulejax.train.synth import SYNTH_MODEL, vae_model
+
+    params = checkpoint.load_params(workdir, SYNTH_MODEL, "best")
+    if "vae" not in params:
+        raise PoolError(f"checkpoint {SYNTH_MODEL!r} under {workdir} has no 'vae' params "
+                        f"(keys {sorted(params)})")
+    return GenHandle(vae_model(config), {"params": params["vae"]})
+
+
+def params_digest(tree) -> str:
+    """sha256 of a pytree's leaves (paths, dtypes, shapes, bytes): identifies trained weights."""
+    h = hashlib.sha256()
+    for path, leaf in sorted(jax.tree_util.tree_flatten_with_path(tree)[0],
+                             key=lambda t: jax.tree_util.keystr(t[0])):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- host-side patches
+def background_patches(scans, patch_size: int, per_scan: int, seed: int, salt: int = 0xB6):
+    """Lung background patches without a finding (Section 4): ``per_scan`` centres per scan in
+    the lung mask, at least (finding radius + half a patch) voxels from every included and
+    excluded finding (halved if the lung is too small). Scan ``s`` draws from
+    ``default_rng([seed, salt, crc32(uid)])``, so it does not depend on the other scans.
+
+    Returns ``x (N, P, P, P) float32``, ``uid (N,) str``, ``center (N, 3) int64`` (zyx)."""
+    from nodulejax.data.patches import extract_patch
+
+    xs, uids, cen = [], [], []
+    for s in scans:
+        cz = np.concatenate([np.reshape(s.nodules_zyx, (-1, 3)),
+                             np.reshape(s.excluded_zyx, (-1, 3))])
+        d = np.concatenate([np.ravel(s.nodules_diam_mm), np.ravel(s.excluded_diam_mm)])
+        r = np.maximum(d, 0) / 2 / s.spacing + patch_size / 2
+        rng = np.random.default_rng([seed, salt, zlib.crc32(s.uid.encode())])
+        try:
+            c = attacks.sample_background_centers(s.lung, cz, per_scan, r, rng)
+        except ConfigError:
+            c = attacks.sample_background_centers(s.lung, cz, per_scan, r / 2, rng)
+        for ci in c:
+            xs.append(extract_patch(s.image, ci, patch_size, 0.0).astype(np.float32))
+            uids.append(s.uid)
+            cen.append(ci)
+    p = patch_size
+    return (np.stack(xs) if xs else np.zeros((0, p, p, p), np.float32),
+            np.asarray(uids, dtype=str), np.asarray(cen, np.int64).reshape(-1, 3))
+
+
+def positive_patches(scans, patch_size: int):
+    """Real nodule patches at the included nodules' centres (as ``fpr_patches`` positives):
+    ``x (N, P, P, P) float32``, ``uid (N,)``, ``center (N, 3) int64`` (rounded zyx)."""
+    from nodulejax.data.patches import extract_patch
+
+    xs, uids, cen = [], [], []
+    for s in scans:
+        for c in np.reshape(s.nodules_zyx, (-1, 3)):
+            xs.append(extract_patch(s.image, c, patch_size, 0.0).astype(np.float32))
+            uids.append(s.uid)
+            cen.append(np.round(c))
+    p = patch_size
+    return (np.stack(xs) if xs else np.zeros((0, p, p, p), np.float32),
+            np.asarray(uids, dtype=str), np.asarray(cen, np.int64).reshape(-1, 3))
+
+
+# --------------------------------------------------------------------------- batching, keys
+def item_keys(seed: int, kind_id: int, items) -> np.ndarray:
+    """Raw keys (n, 2) uint32: ``fold_in(fold_in(PRNGKey(seed), kind_id), item)``."""
+    base = jax.random.fold_in(jax.random.PRNGKey(int(seed)), int(kind_id))
+    items = jnp.asarray(np.asarray(items, np.uint32))
+    return np.asarray(jax.vmap(lambda i: jax.random.fold_in(base, i))(items))
+
+
+def map_batches(fn: Callable[..., dict], arrays: tuple, batch: int) -> dict:
+    """Apply ``fn(*batch_arrays) -> {name: (b, ...)}`` over fixed-size batches of ``arrays``
+    (each (n, ...)); a short last batch is padded with copies of its last row, then cut."""
+    n = len(arrays[0])
+    out: dict[str, list] = {}
+    for i in range(0, n, batch):
+        part = [np.asarray(a[i:i + batch]) for a in arrays]
+        m = len(part[0])
+        if m < batch:
+            part = [np.concatenate([a, np.repeat(a[-1:], batch - m, 0)]) for a in part]
+        for k, v in fn(*part).items():
+            out.setdefault(k, []).append(np.asarray(v)[:m])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- synthetic nodules
+@jax.jit
+def _z_of(keys, dummy_latent):
+    """Prior codes of attacks.synthesize_nodules for per-example keys: normal(split(k)[0])."""
+    k_z = jax.vmap(lambda k: jax.random.split(k, 2)[0])(keys)
+    return jax.vmap(lambda k: jax.random.normal(k, dummy_latent.shape))(k_z)
+
+
+_DECODE_CACHE: dict = {}
+
+
+def _voxels_fn(generator):
+    if generator not in _DECODE_CACHE:
+        def f(gen_vars, z, threshold):
+            nod = generator.apply(gen_vars, z, method="decode")
+            return jnp.sum(nod > threshold, axis=tuple(range(1, nod.ndim)))
+        _DECODE_CACHE[generator] = jax.jit(f)
+    return _DECODE_CACHE[generator]
+
+
+def _diam(voxels, spacing) -> np.ndarray:
+    return np.cbrt(6.0 * np.asarray(voxels, np.float64) * float(spacing) ** 3 / np.pi)
+
+
+def synthesize_filtered(keys, fpr: FPRHandle, gen: GenHandle, backgrounds, config, *,
+                        search: bool) -> dict:
+    """Synthetic nodules of Section 3.2 with the diameter filter of Section 5.3.1.
+
+    For each item key ``k``, the latent draws of the keys ``fold_in(k, t)``, t < c.pool.max_tries,
+    are decoded and the first whose nodule reaches ``c.synth.min_diameter_mm`` is used
+    (``attacks.synthesize_nodules`` with that key; with ``search`` the code is PGD-searched
+    against ``fpr``). keys (B, 2) uint32, backgrounds (B, P, P, P) in [0, 1].
+
+    Returns numpy arrays: ``x_random``/``x_pgd`` (B, P, P, P), ``prob_random``/``prob_pgd``,
+    ``diam_random``/``diam_pgd`` (mm), ``ok_random``/``ok_pgd`` (diameter >= min), ``tries``
+    (index of the draw used), ``key`` (B, 2) the key passed to synthesize_nodules."""
+    c = config
+    thr, dmin = float(c.synth.mask_threshold), float(c.synth.min_diameter_mm)
+    spacing = float(c.data.spacing)
+    tries = max(int(c.pool.get("max_tries", 1)), 1)
+    keys = jnp.asarray(keys)
+    b = keys.shape[0]
+    latent = jnp.zeros((int(gen.model.latent_dim),), jnp.float32)
+    cand = jax.vmap(lambda k: jax.vmap(lambda t: jax.random.fold_in(k, t))(
+        jnp.arange(tries, dtype=jnp.uint32)))(keys)  # (B, T, 2)
+    flat = cand.reshape((b * tries,) + cand.shape[2:])
+    z = _z_of(flat, latent)
+    vox = np.asarray(_voxels_fn(gen.model)(gen.variables, z, jnp.float32(thr))).reshape(b, tries)
+    ok = _diam(vox, spacing) >= dmin
+    t_used = np.where(ok.any(1), np.argmax(ok, 1), 0)
+    chosen = cand[jnp.arange(b), jnp.asarray(t_used)]
+    bg = jnp.asarray(backgrounds, jnp.float32)[..., None]
+    q = c.pgd
+    r = attacks.synthesize_nodules(
+        chosen, fpr.model, fpr.variables, gen.model, gen.variables, bg, head=fpr.head,
+        threshold=thr, kl_weight=float(c.pool.get("kl_weight", 1.0)), eps=float(q.latent_eps),
+        step_size=float(q.latent_step), steps=int(q.latent_steps), norm=str(q.latent_norm),
+        search=search)
+    z_used = np.asarray(z).reshape(b, tries, -1)[np.arange(b), t_used]
+    if not np.allclose(np.asarray(r.z), z_used, atol=1e-6):
+        raise NoduleJaxError("pool: attacks.synthesize_nodules no longer derives z as "
+                             "normal(split(key)[0]); update nodulejax.pool._z_of")
+    d_r = attacks.nodule_diameter_mm(r.nodule_random, thr, spacing)
+    d_p = attacks.nodule_diameter_mm(r.nodule_pgd, thr, spacing)
+    return {"x_random": np.asarray(r.x_random)[..., 0], "x_pgd": np.asarray(r.x_pgd)[..., 0],
+            "prob_random": np.asarray(r.prob_random), "prob_pgd": np.asarray(r.prob_pgd),
+            "nod_random": np.asarray(r.nodule_random)[..., 0],
+            "nod_pgd": np.asarray(r.nodule_pgd)[..., 0],
+            "diam_random": d_r, "diam_pgd": d_p, "ok_random": d_r >= dmin, "ok_pgd": d_p >= dmin,
+            "tries": t_used.astype(np.int32), "key": np.asarray(chosen)}
+
+
+# --------------------------------------------------------------------------- one kind's items
+class _Context(NamedTuple):
+    config: Any
+    fpr: FPRHandle
+    gen: GenHandle | None
+    bg: tuple  # (x, uid, center)
+    pos: tuple  # (x, uid, center)
+
+
+def plan(config, n_backgrounds: int, n_positives: int) -> dict[str, int]:
+    """Number of work items per kind (before the diameter filter)."""
+    o = config.pool
+    return {"syn_random": n_backgrounds * int(o.syn_random_per_background),
+            "syn_pgd": n_backgrounds * int(o.syn_pgd_per_background),
+            "perturb": n_positives * int(o.perturb_per_positive),
+            "noise": int(o.num_noise)}
+
+
+def _compute(kind: str, items: np.ndarray, ctx: _Context) -> dict:
+    """All samples of ``items`` (indices within ``kind``) as numpy arrays incl. ``keep``."""
+    c, fpr = ctx.config, ctx.fpr
+    q = c.pgd
+    p = int(c.fpr.patch_size)
+    n = len(items)
+    keys = item_keys(int(c.seed), KIND_ID[kind], items)
+    kl = float(c.pool.get("kl_weight", 1.0))
+    meta: dict[str, np.ndarray] = {
+        "item": items.astype(np.int64), "seed": np.full(n, int(c.seed), np.int64),
+        "uid": np.full(n, "", dtype="<U64"), "center_zyx": np.full((n, 3), -1, np.int64),
+        "diameter_mm": np.full(n, np.nan, np.float32)}
+    bs = int(q.batch_size)
+    if kind in ("syn_random", "syn_pgd"):
+        per = int(c.pool.syn_random_per_background if kind == "syn_random"
+                  else c.pool.syn_pgd_per_background)
+        bi = items // per
+        search = kind == "syn_pgd"
+
+        def fn(k, b_idx):
+            return synthesize_filtered(k, fpr, ctx.gen, ctx.bg[0][b_idx], c, search=search)
+
+        r = map_batches(fn, (keys, bi), bs)
+        sel = "pgd" if search else "random"
+        x, keep = r[f"x_{sel}"], r[f"ok_{sel}"] & r["ok_random"]
+        meta.update(uid=ctx.bg[1][bi].astype("<U64"), center_zyx=ctx.bg[2][bi],
+                    diameter_mm=r[f"diam_{sel}"].astype(np.float32), key=r["key"],
+                    prob_before=r["prob_random"], prob_after=r[f"prob_{sel}"],
+                    tries=r["tries"])
+        if search:
+            meta.update(diameter_before_mm=r["diam_random"].astype(np.float32),
+                        eps=np.full(n, float(q.latent_eps), np.float32),
+                        steps=np.full(n, int(q.latent_steps), np.int32),
+                        attack=np.full(n, "latent_pgd", "<U16"))
+        else:
+            meta.update(eps=np.zeros(n, np.float32), steps=np.zeros(n, np.int32),
+                        attack=np.full(n, "random_code", "<U16"))
+        return {"x": x, "keep": keep, **meta}
+    if kind == "perturb":
+        pi = items // int(c.pool.perturb_per_positive)
+
+        def fn(k, idx):
+            r = attacks.perturb_positives(
+                jnp.asarray(k), fpr.model, fpr.variables, jnp.asarray(ctx.pos[0][idx])[..., None],
+                head=fpr.head, kl_weight=kl, eps=float(q.image_eps),
+                step_size=float(q.image_step), steps=int(q.image_steps), norm=str(q.image_norm))
+            return {"x": np.asarray(r.x_adv)[..., 0], "pb": r.prob_before, "pa": r.prob_after}
+
+        r = map_batches(fn, (keys, pi), bs)
+        meta.update(uid=ctx.pos[1][pi].astype("<U64"), center_zyx=ctx.pos[2][pi],
+                    eps=np.full(n, float(q.image_eps), np.float32))
+    elif kind == "noise":
+        def fn(k):
+            r = attacks.adversarial_noise(
+                jnp.asarray(k), fpr.model, fpr.variables, len(k), p, head=fpr.head,
+                kl_weight=kl, eps=float(q.noise_eps), step_size=float(q.noise_step),
+                steps=int(q.image_steps), norm=str(q.image_norm))
+            return {"x": np.asarray(r.x_adv)[..., 0], "pb": r.prob_before, "pa": r.prob_after}
+
+        r = map_batches(fn, (keys,), bs)
+        meta.update(eps=np.full(n, float(q.noise_eps), np.float32))
+    else:
+        raise PoolError(f"unknown pool kind {kind!r}; expected one of {POOL_KINDS}")
+    meta.update(key=keys, prob_before=r["pb"], prob_after=r["pa"],
+                steps=np.full(n, int(q.image_steps), np.int32),
+                attack=np.full(n, "image_pgd_pos" if kind == "perturb" else "noise_pgd", "<U16"))
+    return {"x": r["x"], "keep": np.ones(n, bool), **meta}
+
+
+# --------------------------------------------------------------------------- files
+def _fsync_dir(d: str) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
+    d, base = os.path.split(path)
+    tmp = os.path.join(d, f".{base}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(d)
+
+
+def shard_path(pool_dir: str, kind: str, index: int) -> str:
+    return os.path.join(pool_dir, kind, f"shard_{index:05d}.npz")
+
+
+def _write_shard(path: str, arrays: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def read_manifest(pool_dir: str) -> dict | None:
+    path = os.path.join(pool_dir, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise PoolError(f"{path}: unreadable pool manifest ({type(e).__name__}: {e})") from e
+
+
+def _write_manifest(pool_dir: str, manifest: dict) -> None:
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    _atomic_write(os.path.join(pool_dir, MANIFEST), lambda f: f.write(data))
+
+
+def fingerprint(config, fpr: FPRHandle, gen: GenHandle | None, train_uids) -> dict:
+    """What decides the pool's content: relevant config fields, weights, training scans."""
+    from nodulejax.checkpoint import _flatten, _matches, config_to_dict
+
+    flat = _flatten(config_to_dict(config))
+    fields = {k: v for k, v in sorted(flat.items()) if _matches(k, RELEVANT_FIELDS)
+              and k != "pgd.batch_size"}
+    return {"format": FORMAT_VERSION, "config": fields, "fpr_model": fpr.name,
+            "fpr_head": fpr.head, "fpr_params": params_digest(fpr.variables),
+            "generator_params": None if gen is None else params_digest(gen.variables),
+            "train_uids": hashlib.sha256("\n".join(sorted(train_uids)).encode()).hexdigest()[:16],
+            "num_train_scans": len(train_uids)}
+
+
+def _diff(a, b, prefix=""):
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: pool={va!r} current={vb!r}")
+    return out
+
+
+# --------------------------------------------------------------------------- the pool
+def build_pool(config, workdir: str, train_scans, *,
+               fpr_model_name: str = ATTACK_TARGET, out_dir: str | None = None,
+               fpr: FPRHandle | None = None, generator: GenHandle | None = None,
+               kinds=POOL_KINDS, progress: bool = True,
+               on_shard: Callable[[str, int], None] | None = None) -> str:
+    """Precompute (or finish) the augmentation pool; returns its folder.
+
+    Args:
+      config: run config (``c.pool``, ``c.pgd``, ``c.synth``, ``c.fpr``, ``c.seed``).
+      workdir: run folder holding ``checkpoints/<fpr_model_name>`` and ``checkpoints/synth``.
+      train_scans: ``PreparedScan`` list (backgrounds and positives come from them).
+      fpr_model_name: attacked FPR checkpoint (paper: baseline-beta-finetune).
+      out_dir: pool folder (default ``WORKDIR/pool``).
+      fpr, generator: already loaded models (skip loading from ``workdir``).
+      kinds: which kinds to build (default all four).
+      progress: tqdm bar over samples (throughput in samples/s).
+      on_shard: ``on_shard(kind, shard_index)`` after each shard is committed.
+    Raises PoolError if ``out_dir`` holds a pool of another config / models / scans.
+    """
+    c = config
+    out_dir = os.path.abspath(out_dir or os.path.join(workdir, "pool"))
+    bad = [k for k in kinds if k not in POOL_KINDS]
+    if bad:
+        raise ConfigError(f"build_pool: unknown kinds {bad}; expected a subset of {POOL_KINDS}")
+    shard_size, bs = int(c.pool.shard_size), int(c.pgd.batch_size)
+    if shard_size < 1 or bs < 1:
+        raise ConfigError(f"config.pool.shard_size={shard_size} and config.pgd.batch_size={bs} "
+                          "must be >= 1")
+    fpr = fpr or load_fpr(c, workdir, fpr_model_name)
+    needs_gen = any(k.startswith("syn") for k in kinds)
+    if needs_gen and generator is None:
+        generator = load_generator(c, workdir)
+    p = int(c.fpr.patch_size)
+    scans = list(train_scans)
+    bg = background_patches(scans, p, int(c.pool.background_per_scan), int(c.seed)) \
+        if needs_gen else (np.zeros((0, p, p, p), np.float32), np.zeros(0, str),
+                           np.zeros((0, 3), np.int64))
+    pos = positive_patches(scans, p)
+    counts = plan(c, len(bg[0]), len(pos[0]))
+    counts = {k: (counts[k] if k in kinds else 0) for k in POOL_KINDS}
+    fp = fingerprint(c, fpr, generator if needs_gen else None, [s.uid for s in scans])
+    fp["kinds"] = list(kinds)
+    shards = {k: math.ceil(n / shard_size) for k, n in counts.items()}
+    man = read_manifest(out_dir)
+    if man is not None:
+        diffs = _diff(man.get("fingerprint", {}), fp)
+        if diffs:
+            raise PoolError(f"{os.path.join(out_dir, MANIFEST)}: the pool was built with a "
+                            f"different config, models or scans ({len(diffs)} difference(s)):\n  "
+                            + "\n  ".join(diffs) + "\nuse another out_dir or delete the pool")
+    else:
+        man = {"fingerprint": fp, "done": {k: [] for k in POOL_KINDS}, "kept": {}}
+    man.update(items=counts, shards=shards, shard_size=shard_size, complete=False)
+    os.makedirs(out_dir, exist_ok=True)
+    _write_manifest(out_dir, man)
+    ctx = _Context(c, fpr, generator, bg, pos)
+    total = sum(counts.values())
+    done_items = sum(min(shard_size, counts[k] - s * shard_size)
+                     for k in POOL_KINDS for s in man["done"].get(k, []))
+    from tqdm.auto import tqdm
+
+    t0, new = time.time(), 0
+    with tqdm(total=total, initial=done_items, unit="sample", disable=not progress,
+              desc="pool", dynamic_ncols=True) as bar:
+        for kind in POOL_KINDS:
+            done = set(man["done"].get(kind, []))
+            for s in range(shards[kind]):
+                if s in done and os.path.exists(shard_path(out_dir, kind, s)):
+                    continue
+                items = np.arange(s * shard_size, min((s + 1) * shard_size, counts[kind]))
+                bar.set_postfix(kind=kind, shard=s)
+                r = _compute(kind, items, ctx)
+                keep = r.pop("keep")
+                arrays = {k: v[keep] for k, v in r.items()}
+                arrays["x"] = arrays["x"].astype(np.float16)
+                _write_shard(shard_path(out_dir, kind, s), arrays)
+                man["done"][kind] = sorted(done | {s})
+                done.add(s)
+                man.setdefault("kept", {})[f"{kind}/{s}"] = [int(keep.sum()), len(items)]
+                _write_manifest(out_dir, man)
+                new += len(items)
+                bar.update(len(items))
+                if on_shard is not None:
+                    on_shard(kind, s)
+    man["complete"] = True
+    _write_manifest(out_dir, man)
+    dt = time.time() - t0
+    if new:
+        log.info("pool: %d samples in %.1f s (%.2f samples/s) -> %s", new, dt, new / dt, out_dir)
+    with open(os.path.join(out_dir, "timing.json"), "w") as f:
+        json.dump({"samples": new, "seconds": dt, "samples_per_s": new / dt if dt else None}, f)
+    return out_dir
+
+
+# --------------------------------------------------------------------------- reading
+class PoolReader:
+    """Read a pool: ``PoolReader(pool_dir).arrays(kind) -> (x (N, P, P, P) float16, meta)``.
+
+    The interface of ``nodulejax.train.augment.PoolReader``: ``meta`` maps each per-sample
+    array's name to its concatenation over the shards (N, ...). With a manifest (pools written
+    by :func:`build_pool`) only its finished shards are read, in shard order, and an unfinished
+    pool raises PoolError; without one, every ``<kind>/*.npz`` in name order is read."""
+
+    def __init__(self, pool_dir: str, *, require_complete: bool = True):
+        if not pool_dir or not os.path.isdir(pool_dir):
+            raise PoolError(f"augmentation pool folder {pool_dir!r} does not exist "
+                            "(run `attack.py --mode pool` first)")
+        self.pool_dir = pool_dir
+        self.manifest = read_manifest(pool_dir)
+        if self.manifest is not None and require_complete and not self.manifest.get("complete"):
+            raise PoolError(f"{os.path.join(pool_dir, MANIFEST)}: the pool is unfinished "
+                            "(re-run `attack.py --mode pool` to resume it)")
+        self._cache: dict[str, tuple[np.ndarray, dict]] = {}
+
+    def _shards(self, kind: str) -> list[str]:
+        if self.manifest is None:
+            import glob
+
+            return sorted(glob.glob(os.path.join(self.pool_dir, kind, "*.npz")))
+        return [shard_path(self.pool_dir, kind, s)
+                for s in sorted(self.manifest["done"].get(kind, []))]
+
+    def kinds(self) -> list[str]:
+        return [k for k in POOL_KINDS if self._shards(k)]
+
+    def arrays(self, kind: str) -> tuple[np.ndarray, dict]:
+        if kind not in POOL_KINDS:
+            raise PoolError(f"pool kind {kind!r}: expected one of {POOL_KINDS}")
+        if kind in self._cache:
+            return self._cache[kind]
+        paths = self._shards(kind)
+        if not paths:
+            raise PoolError(f"{os.path.join(self.pool_dir, kind)}: no shards for pool kind "
+                            f"{kind!r} (present: {self.kinds()})")
+        xs, metas = [], {}
+        for path in paths:
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    x = z["x"]
+                    if x.ndim == 5 and x.shape[-1] == 1:
+                        x = x[..., 0]
+                    if x.ndim != 4:
+                        raise PoolError(f"{path}: 'x' must be (n, P, P, P), got {x.shape}")
+                    if xs and x.shape[1:] != xs[0].shape[1:]:
+                        raise PoolError(f"{path}: patch shape {x.shape[1:]} differs from the "
+                                        f"earlier shards' {xs[0].shape[1:]}")
+                    xs.append(x.astype(np.float16))
+                    for k in z.files:
+                        if k != "x" and z[k].ndim >= 1 and len(z[k]) == len(x):
+                            metas.setdefault(k, []).append(z[k])
+            except PoolError:
+                raise
+            except Exception as e:  # noqa: BLE001 - missing / truncated shard
+                raise PoolError(f"{path}: unreadable pool shard: {type(e).__name__}: {e}") from e
+        x = np.concatenate(xs)
+        meta = {k: np.concatenate(v) for k, v in metas.items() if len(v) == len(xs)}
+        self._cache[kind] = (x, meta)
+        return x, meta
+
+
+__all__ = ["build_pool", "PoolReader", "FPRHandle", "GenHandle", "load_fpr", "load_generator",
+           "fpr_head", "canonical_model_name", "background_patches", "positive_patches",
+           "synthesize_filtered", "map_batches", "item_keys", "plan", "fingerprint",
+           "read_manifest", "shard_path", "params_digest", "POOL_KINDS", "ATTACK_TARGET"]
