@@ -1,0 +1,375 @@
+"""Augmentation sources of the adversarially augmented FPR fine-tuning (paper Sections 3.3, 4).
+
+Each batch of ``fpr_augmented`` mixes five groups with fixed ratios (``BalancedSampler``):
+
+    0 real positives   1 synthetic positives   2 adversarial positives
+    3 real negatives   4 adversarial negatives
+
+with ``c.fpr.pos_fraction`` (paper: 0.5) of the batch positive, positives split by
+``c.train.pos_ratios`` (real / synthetic / adversarial, paper 0.5 / 0.25 / 0.25) and negatives
+by ``c.train.neg_ratios`` (real / adversarial, paper 0.5 / 0.5). A source the Table 3 row does
+not use gives its share to the real patches (:func:`group_ratios`). What fills each group:
+
+* synthetic positives: ``syn="random"`` -> G(z), z ~ N(0, I); ``syn="pgd"`` -> latent PGD
+  (Eqs. 7-9), both fused into lung background patches.
+* adversarial positives / negatives: ``perturb=True`` -> real positives perturbed by PGD
+  (Eqs. 10-11, Fig. 6 top) / pure adversarial noise (Fig. 6 middle); ``poisson=True`` ->
+  real positives / negatives with Poisson noise at a scale drawn per example from
+  ``c.train.poisson_scales`` (paper Section 5.3.2: x50 and x5 rescale; Section 4: "the same
+  ratio ... as used for the adversarial noise patches").
+
+Where the adversarial patches come from (``c.train.aug_source``):
+
+* ``"pool"``: precomputed by ``attack.py pool`` against baseline-beta-finetune (Section 4),
+  read with :class:`PoolReader`; the host gathers them like real patches.
+* ``"inloop"``: the host puts a background patch (synthetic slot), the real positive
+  (perturbed slot) or nothing (noise slot) into the batch with a ``kind`` code, and
+  :func:`make_inloop_augment` runs the PGD engine inside the jitted train step against a frozen
+  copy of the initial model (``c.train.inloop_target = "frozen"``) or the current parameters
+  (``"current"``, gradients stopped). Poisson noise is always drawn inside the step.
+
+Every host batch is a pure function of the step (sampler indices and per-example seeds), and
+in-step randomness comes from the step key, so both modes resume exactly.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nodulejax.errors import ConfigError, PoolError
+
+# kind codes carried in the batch: what the train step still has to do to the patch
+PLAIN, SYN_RANDOM, SYN_PGD, PERTURB, NOISE, POISSON = 0, 1, 2, 3, 4, 5
+KIND_NAMES = {PLAIN: "plain", SYN_RANDOM: "syn_random", SYN_PGD: "syn_pgd", PERTURB: "perturb",
+              NOISE: "noise", POISSON: "poisson"}
+GROUPS = ("pos_real", "pos_syn", "pos_adv", "neg_real", "neg_adv")
+GROUP_LABELS = np.array([1, 1, 1, 0, 0], np.int32)
+POOL_KINDS = ("syn_random", "syn_pgd", "perturb", "noise")
+
+
+# --------------------------------------------------------------------------- pool reader
+try:  # the pool writer's reader (manifest-aware), same interface
+    from nodulejax.pool import PoolReader
+except ImportError:  # pragma: no cover - minimal reader of the same layout
+
+    class PoolReader:
+        """Read the augmentation pool written by ``attack.py pool``.
+
+        Minimal on-disk interface (until ``nodulejax.pool`` fixes its own): one folder per kind,
+        ``POOL_DIR/<kind>/*.npz`` shards in name order, each with ``x (n, P, P, P)`` (float16/32 in
+        [0, 1], optionally a trailing channel of 1) and any per-sample metadata arrays of length
+        ``n`` (e.g. ``seed``, ``prob_before``, ``prob_after``). ``arrays(kind)`` concatenates the
+        shards: ``x (N, P, P, P) float16`` and ``meta {name: (N,) array}``.
+        """
+
+        def __init__(self, pool_dir: str):
+            if not pool_dir or not os.path.isdir(pool_dir):
+                raise PoolError(f"augmentation pool folder {pool_dir!r} does not exist "
+                                "(run `attack.py pool` first)")
+            self.pool_dir = pool_dir
+            self._cache: dict[str, tuple[np.ndarray, dict]] = {}
+
+        def _shards(self, kind: str) -> list[str]:
+            return sorted(glob.glob(os.path.join(self.pool_dir, kind, "*.npz")))
+
+        def kinds(self) -> list[str]:
+            return [k for k in POOL_KINDS if self._shards(k)]
+
+        def arrays(self, kind: str) -> tuple[np.ndarray, dict]:
+            if kind not in POOL_KINDS:
+                raise PoolError(f"pool kind {kind!r}: expected one of {POOL_KINDS}")
+            if kind in self._cache:
+                return self._cache[kind]
+            shards = self._shards(kind)
+            if not shards:
+                raise PoolError(f"{os.path.join(self.pool_dir, kind)}: no shards for pool kind "
+                                f"{kind!r} (present: {self.kinds()})")
+            xs, metas = [], {}
+            for path in shards:
+                try:
+                    with np.load(path, allow_pickle=False) as z:
+                        if "x" not in z.files:
+                            raise PoolError(f"{path}: shard has no 'x' array (has {z.files})")
+                        x = z["x"]
+                        if x.ndim == 5 and x.shape[-1] == 1:
+                            x = x[..., 0]
+                        if x.ndim != 4 or len(set(x.shape[1:])) != 1:
+                            raise PoolError(f"{path}: 'x' must be (n, P, P, P), got {x.shape}")
+                        if xs and x.shape[1:] != xs[0].shape[1:]:
+                            raise PoolError(f"{path}: patch shape {x.shape[1:]} differs from the "
+                                            f"earlier shards' {xs[0].shape[1:]}")
+                        xs.append(x.astype(np.float16))
+                        for k in z.files:
+                            if k != "x" and z[k].ndim >= 1 and len(z[k]) == len(x):
+                                metas.setdefault(k, []).append(z[k])
+                except PoolError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - corrupt / truncated shard
+                    raise PoolError(f"{path}: unreadable pool shard: "
+                                    f"{type(e).__name__}: {e}") from e
+            x = np.concatenate(xs)
+            meta = {k: np.concatenate(v) for k, v in metas.items() if len(v) == len(xs)}
+            self._cache[kind] = (x, meta)
+            return x, meta
+
+
+def write_pool_shard(pool_dir: str, kind: str, index: int, x, **meta) -> str:
+    """Write one shard in the :class:`PoolReader` layout (tests, small tools)."""
+    d = os.path.join(pool_dir, kind)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, f"shard_{index:05d}.npz")
+    np.savez(path, x=np.asarray(x, np.float16), **{k: np.asarray(v) for k, v in meta.items()})
+    return path
+
+
+# --------------------------------------------------------------------------- ratios
+def group_ratios(config, row: dict | None = None) -> list[float]:
+    """Flattened ratios of the five groups for a Table 3 row (``config.train`` by default).
+
+    Unused sources give their share to the real patches of the same label, e.g. beta+syn:
+    positives 0.75 / 0.25 / 0, negatives 1 / 0 -> ``[.375, .125, 0, .5, 0]`` at 50/50.
+    """
+    t = config.train
+    syn = (row or {}).get("syn", t.syn)
+    perturb = (row or {}).get("perturb", t.perturb)
+    poisson = (row or {}).get("poisson", t.poisson)
+    if syn not in ("none", "random", "pgd"):
+        raise ConfigError(f"config.train.syn={syn!r}: expected 'none', 'random' or 'pgd'")
+    pr = [float(v) for v in t.pos_ratios]
+    nr = [float(v) for v in t.neg_ratios]
+    if len(pr) != 3 or len(nr) != 2 or min(pr + nr) < 0:
+        raise ConfigError(f"config.train.pos_ratios={tuple(pr)} must be 3 and neg_ratios="
+                          f"{tuple(nr)} 2 non-negative numbers")
+    adv = perturb or poisson
+    if syn == "none":
+        pr[0], pr[1] = pr[0] + pr[1], 0.0
+    if not adv:
+        pr[0], pr[2] = pr[0] + pr[2], 0.0
+        nr[0], nr[1] = nr[0] + nr[1], 0.0
+    if sum(pr) <= 0 or sum(nr) <= 0:
+        raise ConfigError(f"config.train.pos_ratios={tuple(t.pos_ratios)} / neg_ratios="
+                          f"{tuple(t.neg_ratios)} leave no positives or no negatives")
+    f = float(config.fpr.get("pos_fraction", 0.5))
+    return [f * v / sum(pr) for v in pr] + [(1 - f) * v / sum(nr) for v in nr]
+
+
+# --------------------------------------------------------------------------- host sources
+def sample_backgrounds(scans, patch_size: int, per_scan: int, seed: int) -> np.ndarray:
+    """Lung background patches without a nodule (Section 4): ``per_scan`` centres per scan in
+    the lung mask, at least (nodule radius + half a patch) from every finding. (N, P, P, P)."""
+    from nodulejax.attacks import sample_background_centers
+    from nodulejax.data.patches import extract_patch
+
+    out = []
+    for i, s in enumerate(scans):
+        finds = [s.nodules_zyx] + ([s.excluded_zyx] if len(s.excluded_zyx) else [])
+        diam = [s.nodules_diam_mm] + ([s.excluded_diam_mm] if len(s.excluded_diam_mm) else [])
+        cz = np.concatenate(finds).reshape(-1, 3)
+        r = np.maximum(np.concatenate(diam), 0) / 2 / s.spacing + patch_size / 2
+        rng = np.random.default_rng([seed, 0xB6, i])
+        try:
+            cen = sample_background_centers(s.lung, cz, per_scan, r, rng)
+        except ConfigError:
+            cen = sample_background_centers(s.lung, cz, per_scan, r / 2, rng)
+        out += [extract_patch(s.image, c, patch_size, 0.0).astype(np.float16) for c in cen]
+    return np.stack(out) if out else np.zeros((0,) + (patch_size,) * 3, np.float16)
+
+
+class GroupSource:
+    """One sampling group: patches (or None for patches made in the step), label, kind."""
+
+    def __init__(self, name: str, x: np.ndarray | None, label: int, kind: int, size: int):
+        self.name, self.x, self.label, self.kind, self.size = name, x, label, kind, int(size)
+
+
+def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | None = None,
+                  seed: int = 0, virtual_size: int = 1024) -> list[GroupSource]:
+    """The five groups' sources for a row. ``real``: ``fpr_patches`` dict (``x``, ``y``).
+
+    Groups with ratio 0 get size 0. ``virtual_size`` is the index range of a group whose
+    patches are generated from nothing inside the step (in-loop adversarial noise)."""
+    ratios = group_ratios(config, row)
+    syn, perturb, poisson = row["syn"], row["perturb"], row["poisson"]
+    mode = config.train.aug_source
+    if mode not in ("pool", "inloop"):
+        raise ConfigError(f"config.train.aug_source={mode!r}: expected 'pool' or 'inloop'")
+    pos, neg = real["x"][real["y"] == 1], real["x"][real["y"] == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        raise ConfigError(f"FPR training needs positive and negative patches, got {len(pos)} "
+                          f"positives and {len(neg)} negatives")
+    needs_pool = mode == "pool" and (ratios[1] > 0 or (perturb and not poisson))
+    reader = PoolReader(pool_dir) if needs_pool else None
+    src = [GroupSource("pos_real", pos, 1, PLAIN, len(pos))]
+    # synthetic positives
+    if ratios[1] == 0:
+        src.append(GroupSource("pos_syn", None, 1, PLAIN, 0))
+    elif mode == "pool":
+        x, _ = reader.arrays("syn_pgd" if syn == "pgd" else "syn_random")
+        src.append(GroupSource("pos_syn", x, 1, PLAIN, len(x)))
+    else:
+        if scans is None:
+            raise ConfigError("in-loop synthetic nodules need the training scans for backgrounds")
+        bg = sample_backgrounds(scans, pos.shape[1], int(config.pool.background_per_scan), seed)
+        src.append(GroupSource("pos_syn", bg, 1, SYN_PGD if syn == "pgd" else SYN_RANDOM,
+                               len(bg)))
+    # adversarial positives and negatives
+    adv = {}
+    for name, label, real_x, ratio, pool_kind, inloop_kind in (
+            ("pos_adv", 1, pos, ratios[2], "perturb", PERTURB),
+            ("neg_adv", 0, neg, ratios[4], "noise", NOISE)):
+        if ratio == 0:
+            adv[name] = GroupSource(name, None, label, PLAIN, 0)
+        elif poisson:
+            adv[name] = GroupSource(name, real_x, label, POISSON, len(real_x))
+        elif mode == "pool":
+            x, _ = reader.arrays(pool_kind)
+            adv[name] = GroupSource(name, x, label, PLAIN, len(x))
+        elif inloop_kind == PERTURB:
+            adv[name] = GroupSource(name, real_x, label, PERTURB, len(real_x))
+        else:
+            adv[name] = GroupSource(name, None, label, NOISE, virtual_size)
+    src += [adv["pos_adv"], GroupSource("neg_real", neg, 0, PLAIN, len(neg)), adv["neg_adv"]]
+    p = pos.shape[1]
+    for s in src:
+        if s.x is not None and s.x.shape[1:] != (p, p, p):
+            raise PoolError(f"augmentation group {s.name}: patches {s.x.shape[1:]} differ from "
+                            f"the FPR patch size {(p, p, p)} (config.fpr.patch_size)")
+    return src
+
+
+def gather_batch(sources: list[GroupSource], idx, *, augment: bool, patch_size: int) -> dict:
+    """Host batch for ``BatchIndices`` ``idx``: ``x (B, P, P, P) float32``, ``y (B,) int32``,
+    ``kind (B,) int32``. Each patch gets the cube symmetry drawn from its own seed (flips and
+    90-degree rotations, Section 3.1) when ``augment``."""
+    from nodulejax.data.patches import random_flip_rot
+
+    b = len(idx.group)
+    x = np.zeros((b,) + (patch_size,) * 3, np.float32)
+    y = np.zeros(b, np.int32)
+    kind = np.zeros(b, np.int32)
+    for i in range(b):
+        s = sources[int(idx.group[i])]
+        y[i], kind[i] = s.label, s.kind
+        if s.x is not None:
+            p = s.x[int(idx.index[i])]
+            x[i] = random_flip_rot(p, int(idx.seed[i])) if augment else p
+    return {"x": x, "y": y, "kind": kind}
+
+
+def max_counts(sampler, sources) -> dict[int, int]:
+    """Largest number of examples of each in-step kind in any batch of the sampler's cycle
+    (static sizes for the in-step attacks)."""
+    out: dict[int, int] = {}
+    for step in range(sampler.cycle):
+        c = sampler.counts(step)
+        per_kind: dict[int, int] = {}
+        for g, s in enumerate(sources):
+            if s.kind != PLAIN and c[g]:
+                per_kind[s.kind] = per_kind.get(s.kind, 0) + int(c[g])
+        for k, n in per_kind.items():
+            out[k] = max(out.get(k, 0), n)
+    return out
+
+
+# --------------------------------------------------------------------------- in-step generation
+def poisson_icdf(key, lam, kmax: int):
+    """Poisson(lam) samples by inverse CDF, truncated at ``kmax`` (elementwise, lam >= 0).
+
+    ``k = #{j < kmax : CDF(j) < u}``, u ~ U(0, 1), the pmf accumulated in a ``fori_loop``
+    (O(voxels) memory). Exact up to the tail mass beyond kmax; XLA:CPU compiles it in a
+    fraction of the time of ``jax.random.poisson``'s rejection sampler."""
+    u = jax.random.uniform(key, lam.shape, jnp.float32)
+    loglam = jnp.log(jnp.maximum(lam, 1e-30))
+
+    def body(j, carry):
+        cdf, count = carry
+        jf = j.astype(jnp.float32)
+        logp = -lam + jnp.where(jf > 0, jf * loglam, 0.0) - jax.lax.lgamma(jf + 1.0)
+        cdf = cdf + jnp.exp(logp)
+        return cdf, count + (cdf < u).astype(jnp.float32)
+
+    zero = jnp.zeros(lam.shape, jnp.float32)
+    return jax.lax.fori_loop(0, kmax, body, (zero, zero))[1]
+
+
+def _poisson_scaled(key, x, scales):
+    """``clip(Poisson(x s) / s, 0, 1)`` per example with ``s`` drawn from ``scales`` (the same
+    noise as ``attacks.poisson_noise``, Table 5's x50 / x5 rescale). x (n, P, P, P, 1)."""
+    smax = max(scales)
+    kmax = int(np.ceil(smax + 12 * np.sqrt(smax) + 12))  # tail mass < 1e-12 at lam = smax
+    keys = jax.random.split(key, x.shape[0])
+
+    def one(k, xi):
+        ks, kp = jax.random.split(k)
+        s = jnp.asarray(scales, jnp.float32)[jax.random.randint(ks, (), 0, len(scales))]
+        lam = jnp.clip(xi, 0.0, 1.0) * s
+        return jnp.clip(poisson_icdf(kp, lam, kmax) / s, 0.0, 1.0)
+
+    return jax.vmap(one)(keys, x)
+
+
+def make_inloop_augment(config, fpr_model, *, head: str, counts: dict[int, int],
+                        generator=None) -> Any:
+    """Build ``augment(x, kind, key, target_vars, gen_vars, kl_weight) -> x`` for the train step.
+
+    x: (B, P, P, P, 1) float32; kind: (B,) int32 codes. For each kind with a static maximum
+    count ``counts[kind]`` the matching examples are gathered (``jnp.nonzero(..., size=n)``,
+    padding index B dropped on scatter), transformed and written back:
+    SYN_* -> ``attacks.synthesize_nodules`` on the backgrounds (``search`` for SYN_PGD),
+    PERTURB -> ``attacks.perturb_positives``, NOISE -> ``attacks.adversarial_noise``,
+    POISSON -> Poisson noise. All PGD settings from ``config.pgd``; gradients are stopped.
+    """
+    from nodulejax import attacks
+
+    q = config.pgd
+    p = int(config.fpr.patch_size)
+    scales = tuple(float(s) for s in config.train.get("poisson_scales", (50.0, 5.0)))
+    thr = float(config.synth.mask_threshold)
+    if (SYN_RANDOM in counts or SYN_PGD in counts) and generator is None:
+        raise ConfigError("in-loop synthetic nodules need the trained synthesizer (generator)")
+
+    def augment(x, kind, key, target_vars, gen_vars, kl_weight):
+        b = x.shape[0]
+        target_vars = jax.lax.stop_gradient(target_vars)
+        for code, n in sorted(counts.items()):
+            if n == 0:
+                continue
+            k = jax.random.fold_in(key, code)
+            (idx,) = jnp.nonzero(kind == code, size=n, fill_value=b)
+            sub = x.at[idx].get(mode="fill", fill_value=0.0)
+            if code in (SYN_RANDOM, SYN_PGD):
+                r = attacks.synthesize_nodules(
+                    k, fpr_model, target_vars, generator, gen_vars, sub, head=head,
+                    threshold=thr, kl_weight=kl_weight, eps=q.latent_eps,
+                    step_size=q.latent_step, steps=int(q.latent_steps), norm=q.latent_norm,
+                    search=code == SYN_PGD)
+                new = r.x_pgd if code == SYN_PGD else r.x_random
+            elif code == PERTURB:
+                new = attacks.perturb_positives(
+                    k, fpr_model, target_vars, sub, head=head, kl_weight=kl_weight,
+                    eps=q.image_eps, step_size=q.image_step, steps=int(q.image_steps),
+                    norm=q.image_norm).x_adv
+            elif code == NOISE:
+                new = attacks.adversarial_noise(
+                    k, fpr_model, target_vars, n, p, head=head, kl_weight=kl_weight,
+                    eps=q.noise_eps, step_size=q.noise_step, steps=int(q.image_steps),
+                    norm=q.image_norm).x_adv
+            elif code == POISSON:
+                new = _poisson_scaled(k, sub, scales)
+            else:
+                raise ConfigError(f"unknown augmentation kind {code}")
+            x = x.at[idx].set(jax.lax.stop_gradient(new).astype(x.dtype), mode="drop")
+        return x
+
+    return augment
+
+
+__all__ = ["PoolReader", "write_pool_shard", "group_ratios", "build_sources", "gather_batch",
+           "max_counts", "make_inloop_augment", "sample_backgrounds", "GroupSource", "GROUPS",
+           "KIND_NAMES", "PLAIN", "SYN_RANDOM", "SYN_PGD", "PERTURB", "NOISE", "POISSON"]

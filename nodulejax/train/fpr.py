@@ -1,0 +1,396 @@
+"""FPR trainers: segmentation pretraining, the Table 3 baselines and augmented fine-tunes.
+
+Paper Section 3.1: the false-positive-reduction network is a DenseUNet pre-trained with nodule
+segmentation, then trained as a classifier on candidate patches (Adam, lr 1e-3) with 50/50
+positive/negative sampling until convergence (early stopping on the validation fold, Section 4).
+Section 3.3 / Table 3: the CE baseline is fine-tuned with the Beta loss
+(baseline-beta-finetune), which is then fine-tuned with the adversarial augmentations
+(``nodulejax.train.augment``).
+
+Stages and checkpoints (one directory per model, ``nodulejax.checkpoint.model_dir``):
+
+* :func:`train_fpr_seg` -> ``fpr_seg``: soft Dice + BCE on ``seg_patches``.
+* :func:`train_fpr_experiment` -> ``fpr_<row>`` for every row of ``configs/experiments.py``
+  (``fpr_baseline-ce``, ``fpr_beta+syn``, ``fpr_beta+syn-random``...), initialised from the
+  row's ``init_from`` model (:func:`init_params`: every parameter whose path and shape match is
+  copied, the rest - the Beta head replacing the CE head, the classifier on top of the
+  segmentation network - keeps its fresh initialisation).
+* :func:`evaluate_fpr` -> ``{"auc", "loss"}``; ROC AUC by rank statistics (:func:`roc_auc`).
+
+Beta KL annealing: ``kl_weight = min(1, step / c.fpr.kl_anneal_steps)`` counted from the start
+of each stage. Patches get a random cube symmetry (flips and 90-degree rotations) drawn from a
+per-example seed of the step (``sampler.aug_seeds``), so runs resume exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import traverse_util
+
+from nodulejax import checkpoint as ckpt
+from nodulejax import losses
+from nodulejax.data.patches import random_flip_rot
+from nodulejax.data.patchsets import fpr_patches, seg_patches
+from nodulejax.errors import CheckpointError, ConfigError
+from nodulejax.train import augment as aug
+from nodulejax.train.loop import fit
+from nodulejax.train.sampler import BalancedSampler, IndexSampler
+
+SEG_MODEL = "fpr_seg"
+
+
+# --------------------------------------------------------------------------- models, names
+def fpr_model(config, head: str | None = None):
+    """DenseUNet3D from ``config.fpr`` (head overridden by ``head``)."""
+    from nodulejax.models import denseunet
+
+    f = config.fpr.to_dict() if hasattr(config.fpr, "to_dict") else dict(config.fpr)
+    if head is not None:
+        f["head"] = head
+    return denseunet.from_config(f, conv_impl=config.runtime.get("conv_impl", "auto"))
+
+
+def model_name(row: str) -> str:
+    """Checkpoint name of a Table 3 row: ``fpr_<row>`` with spaces/parentheses -> ``-``
+    (``"beta+syn (random)"`` -> ``"fpr_beta+syn-random"``)."""
+    from configs.experiments import canonical_name
+
+    name = canonical_name(row).replace(" (", "-").replace("(", "-").replace(")", "")
+    return "fpr_" + name.replace(" ", "-")
+
+
+def _row(name: str) -> tuple[str, dict]:
+    from configs.experiments import EXPERIMENTS, canonical_name
+
+    name = canonical_name(name)
+    return name, dict(EXPERIMENTS[name])
+
+
+def row_config(config, name: str):
+    """A copy of ``config`` with the Table 3 row ``name`` applied (``apply_experiment``)."""
+    from configs.experiments import apply_experiment
+
+    return apply_experiment(config.copy_and_resolve_references(), name)
+
+
+# --------------------------------------------------------------------------- metrics
+def roc_auc(scores, labels) -> float:
+    """ROC AUC = P(score of a random positive > score of a random negative) + 0.5 P(tie),
+    from the Mann-Whitney U statistic with average ranks for ties. NaN if a class is empty."""
+    s = np.asarray(scores, np.float64).ravel()
+    y = np.asarray(labels).ravel().astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    ranks = np.empty(len(s), np.float64)
+    # average 1-based rank over each run of equal scores
+    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = first + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+@functools.lru_cache(maxsize=16)
+def _eval_fn(model, head: str):
+    def f(params, x, y):
+        out = model.apply({"params": params}, x[..., None], task="cls")
+        return losses.fpr_prob(out, head=head), losses.fpr_loss(out, y, head=head, kl_weight=1.0)
+
+    return jax.jit(f)
+
+
+def fpr_scores(params, config, x, *, head: str | None = None, batch_size: int | None = None):
+    """(probabilities (N,), per-example loss inputs) of patches ``x (N, P, P, P)``."""
+    probs, _ = _scores_losses(params, config, x, np.zeros(len(x), np.int32), head, batch_size)
+    return probs
+
+
+def _scores_losses(params, config, x, y, head, batch_size):
+    head = head or config.fpr.head
+    model = fpr_model(config, head)
+    fn = _eval_fn(model, head)
+    bs = int(batch_size or 2 * config.fpr.batch_size)
+    probs, ls = [], []
+    for i in range(0, len(x), bs):
+        xb = np.asarray(x[i:i + bs], np.float32)
+        yb = np.asarray(y[i:i + bs], np.float32)
+        n = len(xb)
+        if n < bs:  # fixed shape: one compilation
+            xb = np.concatenate([xb, np.zeros((bs - n,) + xb.shape[1:], np.float32)])
+            yb = np.concatenate([yb, np.zeros(bs - n, np.float32)])
+        p, loss = jax.device_get(fn(params, xb, yb))
+        probs.append(p[:n])
+        ls.append(loss[:n])
+    if not probs:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(probs), np.concatenate(ls)
+
+
+def evaluate_fpr(params, config, scans_or_patches, *, head: str | None = None) -> dict:
+    """ROC AUC and mean loss (KL weight 1) of ``params`` on candidate patches.
+
+    ``scans_or_patches``: a list of PreparedScans (patches cut with ``fpr_patches``) or a dict
+    with ``x (N, P, P, P)`` and ``y (N,)``. Returns ``{"auc", "loss", "n_pos", "n_neg"}``.
+    """
+    data = scans_or_patches
+    if not isinstance(data, dict):
+        data = fpr_patches(list(data), int(config.fpr.patch_size))
+    x, y = data["x"], np.asarray(data["y"])
+    probs, ls = _scores_losses(params, config, x, y, head, None)
+    return {"auc": roc_auc(probs, y), "loss": float(np.mean(ls)) if len(ls) else float("nan"),
+            "n_pos": int((y == 1).sum()), "n_neg": int((y == 0).sum())}
+
+
+# --------------------------------------------------------------------------- initialisation
+def transfer_params(fresh, source) -> tuple[dict, list[str], list[str]]:
+    """Copy every leaf of ``source`` whose path and shape match a leaf of ``fresh``.
+
+    Returns ``(params, copied_paths, kept_fresh_paths)`` (paths '/'-joined)."""
+    dst = traverse_util.flatten_dict(jax.device_get(fresh), sep="/")
+    src = traverse_util.flatten_dict(jax.device_get(source), sep="/")
+    copied, kept = [], []
+    for k, v in dst.items():
+        if k in src and np.shape(src[k]) == np.shape(v):
+            dst[k] = np.asarray(src[k], np.asarray(v).dtype)
+            copied.append(k)
+        else:
+            kept.append(k)
+    return traverse_util.unflatten_dict(dst, sep="/"), copied, kept
+
+
+def _load(workdir: str, name: str, needed_by: str):
+    try:
+        return ckpt.load_params(workdir, name, "best")
+    except CheckpointError as e:
+        raise CheckpointError(f"{needed_by} initialises from model {name!r}, which has no "
+                              f"checkpoint under {workdir}: train it first ({e})") from e
+
+
+def init_model(model, seed: int, patch_size: int, task: str = "cls") -> dict:
+    """Fresh ``params`` of a DenseUNet3D (jitted init with an ``rbg`` key from ``seed``: XLA
+    compiles RngBitGenerator far faster than threefry's initialiser graph on CPU)."""
+    p = int(patch_size)
+    init = _jitted_init(model, task)
+    return jax.device_get(init(jax.random.key(int(seed), impl="rbg"),
+                               jnp.zeros((1, p, p, p, 1), jnp.float32))["params"])
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model, task):
+    return jax.jit(functools.partial(model.init, task=task))
+
+
+def init_params(config, workdir: str, row: str, seed: int) -> tuple[dict, dict]:
+    """Initial classifier params of Table 3 row ``row``: fresh DenseUNet3D(head) params with
+    every matching tensor copied from the row's ``init_from`` model (``fpr_seg`` or a row).
+    Returns ``(params, info)``, info = {"init_from", "copied", "fresh"} (path lists)."""
+    name, r = _row(row)
+    p = int(config.fpr.patch_size)
+    model = fpr_model(config, r["head"])
+    fresh = init_model(model, seed, p, task="cls")
+    src_name = SEG_MODEL if r["init_from"] == "fpr_seg" else model_name(r["init_from"])
+    src = _load(workdir, src_name, model_name(name))
+    params, copied, kept = transfer_params(fresh, src)
+    if not copied:
+        raise CheckpointError(f"model {src_name!r} shares no parameter with {model_name(name)!r}"
+                              " (different config.fpr widths?)")
+    return params, {"init_from": src_name, "copied": copied, "fresh": kept}
+
+
+# --------------------------------------------------------------------------- segmentation
+def seg_loss(logits, mask):
+    """Soft Dice + BCE (per example mean), logits/mask (B, P, P, P, 1) -> scalar."""
+    m = mask.astype(logits.dtype)
+    bce = jnp.mean(jax.nn.softplus(logits) - m * logits)
+    p = jax.nn.sigmoid(logits)
+    ax = tuple(range(1, logits.ndim))
+    dice = (2 * jnp.sum(p * m, ax) + 1.0) / (jnp.sum(p, ax) + jnp.sum(m, ax) + 1.0)
+    return bce + jnp.mean(1.0 - dice)
+
+
+def _tx(lr: float):
+    return optax.adam(float(lr))
+
+
+def _progress(config, progress):
+    return bool(config.train.get("progress", True)) if progress is None else bool(progress)
+
+
+def train_fpr_seg(config, workdir: str, train_scans, *, progress: bool | None = None,
+                  patches: dict | None = None) -> dict:
+    """Pretrain DenseUNet3D on nodule segmentation (Section 3.1) -> params ("fpr_seg").
+
+    ``patches``: a precomputed ``seg_patches`` dict (``x``, ``mask``) instead of cutting
+    them from ``train_scans``. ``c.fpr.seg_pretrain_steps`` steps of Adam ``c.fpr.lr``."""
+    f = config.fpr
+    p, bs = int(f.patch_size), int(f.batch_size)
+    data = patches if patches is not None else seg_patches(list(train_scans), p,
+                                                           seed=int(config.seed))
+    if len(data["x"]) == 0:
+        raise ConfigError("train_fpr_seg: the training scans have no nodule patches")
+    model = fpr_model(config)
+    tx = _tx(f.lr)
+    key = jax.random.key(int(config.seed))
+    params = init_model(model, int(config.seed), p, task="seg")
+    state = {"params": params, "opt_state": tx.init(params)}
+    sampler = IndexSampler(len(data["x"]), bs, int(config.seed))
+
+    def batch_fn(step):
+        b = sampler.batch(step)
+        xs, ms = [], []
+        for i, s in zip(b.index, b.seed, strict=False):
+            x, m = data["x"][i], data["mask"][i]
+            if f.augment:
+                x, m = random_flip_rot(x, int(s), m)
+            xs.append(x)
+            ms.append(m)
+        return {"x": np.stack(xs).astype(np.float32), "mask": np.stack(ms).astype(np.float32)}
+
+    def train_step(state, batch, key):
+        def loss_fn(params):
+            logits = model.apply({"params": params}, batch["x"][..., None], task="seg")
+            return seg_loss(logits, batch["mask"][..., None])
+
+        loss, g = jax.value_and_grad(loss_fn)(state["params"])
+        upd, opt = tx.update(g, state["opt_state"], state["params"])
+        return {"params": optax.apply_updates(state["params"], upd), "opt_state": opt}, {
+            "loss": loss}
+
+    res = fit(train_step, state, batch_fn, num_steps=int(f.seg_pretrain_steps), workdir=workdir,
+              model_name=SEG_MODEL, config=config, key=key,
+              progress=_progress(config, progress))
+    return jax.device_get(res.state["params"])
+
+
+# --------------------------------------------------------------------------- classifier stages
+def _steps_for(config, stage: str) -> int:
+    if stage == "fpr":
+        return int(config.fpr.steps)
+    return int(config.fpr.finetune_steps)  # fpr_finetune and fpr_augmented
+
+
+@functools.lru_cache(maxsize=16)
+def _plain_step(model, lr: float, head: str, kl_anneal_steps: int):
+    """(tx, train_step) without in-loop augmentation, shared by stages with the same settings
+    (one function object -> ``fit`` compiles it once per process)."""
+    tx = _tx(lr)
+    return tx, make_fpr_step(model, tx, head=head, kl_anneal_steps=kl_anneal_steps)
+
+
+def make_fpr_step(model, tx, *, head: str, kl_anneal_steps: int, inloop=None):
+    """``train_step(state, batch, key)`` of the FPR classifier.
+
+    state: {"params", "opt_state", "step"} (+ "target" frozen attack params, "gen" generator
+    params for in-loop augmentation). batch: x (B, P, P, P), y (B,), kind (B,) int32.
+    ``inloop``: ``augment.make_inloop_augment(...)`` or None.
+    """
+
+    def train_step(state, batch, key):
+        x = batch["x"].astype(jnp.float32)[..., None]
+        y = batch["y"].astype(jnp.float32)
+        kl = losses.kl_anneal(state["step"], kl_anneal_steps)
+        if inloop is not None:
+            tv = {"params": state["target"] if "target" in state else state["params"]}
+            gv = {"params": state["gen"]} if "gen" in state else None
+            x = inloop(x, batch["kind"], jax.random.fold_in(key, 7), tv, gv, kl)
+
+        def loss_fn(params):
+            out = model.apply({"params": params}, x, task="cls")
+            prob = losses.fpr_prob(out, head=head)
+            return jnp.mean(losses.fpr_loss(out, y, head=head, kl_weight=kl)), prob
+
+        (loss, prob), g = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        upd, opt = tx.update(g, state["opt_state"], state["params"])
+        new = dict(state, params=optax.apply_updates(state["params"], upd), opt_state=opt,
+                   step=state["step"] + 1)
+        acc = jnp.mean((prob > 0.5) == (y > 0.5))
+        return new, {"loss": loss, "acc": acc, "kl_weight": kl}
+
+    return train_step
+
+
+def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans, *,
+                         pool_dir: str | None = None, generator=None,
+                         progress: bool | None = None,
+                         train_patches: dict | None = None, val_patches: dict | None = None):
+    """Train the FPR model of Table 3 row ``name`` (configs/experiments.py) -> best params.
+
+    stage "fpr": init from ``fpr_seg``, ``c.fpr.steps``; "fpr_finetune": from baseline-ce,
+    Beta head fresh, ``c.fpr.finetune_steps``; "fpr_augmented": from baseline-beta-finetune,
+    ``c.fpr.finetune_steps``, groups and ratios of ``augment.build_sources`` from the pool
+    (``pool_dir``, default ``WORKDIR/pool``) or generated in the step (``c.train.aug_source``).
+    ``generator``: the synthesizer's VAE params for in-loop synthesis (default: loaded from
+    the ``synth`` checkpoint). Early stopping on validation AUC (``c.fpr.eval_every``,
+    ``c.fpr.early_stop_patience``); returns the params of the best validation AUC.
+    ``train_patches`` / ``val_patches``: precomputed ``fpr_patches`` dicts (skip cutting).
+    """
+    name, row = _row(name)
+    cfg = row_config(config, name)
+    f, head, stage = cfg.fpr, row["head"], row["stage"]
+    p, bs, seed = int(f.patch_size), int(f.batch_size), int(cfg.seed)
+    mname = model_name(name)
+    real = train_patches if train_patches is not None else fpr_patches(list(train_scans), p,
+                                                                        seed=seed)
+    val = val_patches if val_patches is not None else fpr_patches(list(val_scans), p)
+    key = jax.random.key(seed)
+    params, _ = init_params(cfg, workdir, name, seed + 1)
+
+    aug_row = row if stage == "fpr_augmented" else dict(row, syn="none", perturb=False,
+                                                        poisson=False)
+    pool_dir = pool_dir or f"{workdir}/pool"
+    sources = aug.build_sources(cfg, aug_row, real, scans=train_scans, pool_dir=pool_dir,
+                                seed=seed)
+    ratios = aug.group_ratios(cfg, aug_row)
+    sampler = BalancedSampler([s.size for s in sources], ratios, bs, seed)
+    counts = aug.max_counts(sampler, sources)
+    model = fpr_model(cfg, head)
+    tx, train_step = _plain_step(model, float(f.lr), head, int(f.kl_anneal_steps))
+    state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    inloop = None
+    if counts:
+        adversarial = any(k in counts for k in (aug.SYN_PGD, aug.PERTURB, aug.NOISE))
+        needs_gen = any(k in counts for k in (aug.SYN_RANDOM, aug.SYN_PGD))
+        target = cfg.train.inloop_target
+        if target not in ("frozen", "current"):
+            raise ConfigError(f"config.train.inloop_target={target!r}: expected 'frozen' or "
+                              "'current'")
+        gen_module = None
+        if needs_gen:
+            from nodulejax.train.synth import vae_model
+
+            if generator is None:
+                generator = _load(workdir, "synth", mname)["vae"]
+            gen_module = vae_model(cfg)
+            state["gen"] = jax.device_get(generator)
+        if adversarial and target == "frozen":
+            state["target"] = jax.tree.map(np.array, jax.device_get(params))
+        inloop = aug.make_inloop_augment(cfg, model, head=head, counts=counts,
+                                         generator=gen_module)
+        train_step = make_fpr_step(model, tx, head=head,
+                                   kl_anneal_steps=int(f.kl_anneal_steps), inloop=inloop)
+
+    def batch_fn(step):
+        return aug.gather_batch(sources, sampler.batch(step), augment=bool(f.augment),
+                                patch_size=p)
+
+    def eval_fn(state, step):
+        return evaluate_fpr(state["params"], cfg, val, head=head)
+
+    fit(train_step, state, batch_fn, num_steps=_steps_for(cfg, stage), workdir=workdir,
+        model_name=mname, config=cfg, key=key, eval_fn=eval_fn, eval_every=int(f.eval_every),
+        best_metric="auc", best_mode="max", patience=int(f.early_stop_patience),
+        progress=_progress(cfg, progress))
+    return ckpt.load_params(workdir, mname, "best")
+
+
+__all__ = ["fpr_model", "model_name", "row_config", "roc_auc", "evaluate_fpr", "fpr_scores",
+           "transfer_params", "init_params", "seg_loss", "train_fpr_seg", "make_fpr_step",
+           "train_fpr_experiment", "SEG_MODEL"]

@@ -1,0 +1,180 @@
+"""Nodule synthesizer training: VAE + WGAN-GP critic with spectral norm (Section 3.2).
+
+Data: context-free nodules cut out with their masks, boundaries blurred by a distance
+transform (``nodulejax.data.patchsets.nodule_cutouts``), with a random cube symmetry (flips
+and 90-degree rotations) per example from the step's seeds: the phantom has few real nodules.
+
+One training step (one jitted function, so a killed run resumes exactly):
+
+1. ``c.synth.n_critic`` critic updates (``lax.scan``), each with fresh reconstructions
+   ``x~ = G(z), z ~ N(mu, sigma^2)`` of the real batch and fresh gradient-penalty draws,
+   minimising Eq. 5: ``L_D = mean D(x~) - mean D(x) + gp_weight * GP`` (gp_weight 10).
+2. one encoder + generator update minimising Eq. 6:
+   ``|x~ - x|_1 + lambda_1 KL(N(mu, sigma^2) || N(0, I)) - lambda_2 mean D(x~)``
+   (lambda_1 = ``c.synth.lambda_kl`` = 1e-5, lambda_2 = ``c.synth.lambda_adv`` = 0.1; of
+   ``L_WGAN-GP`` only ``D(x~)`` depends on the generator, ``losses.synth_generator_loss``).
+
+Both networks live in one checkpoint ``synth``: state ``{"params": {"vae", "critic"},
+"critic_extra", "opt_vae", "opt_critic"}`` (``critic_extra``: non-parameter critic variables,
+e.g. spectral-norm power-iteration vectors). ``load_params(workdir, "synth")["vae"]`` is the
+generator used by the attacks (``VAE.decode``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nodulejax import losses
+from nodulejax.data.patches import random_flip_rot
+from nodulejax.data.patchsets import nodule_cutouts
+from nodulejax.errors import ConfigError
+from nodulejax.train.loop import fit
+from nodulejax.train.sampler import IndexSampler
+
+SYNTH_MODEL = "synth"
+_MODELS: dict = {}
+
+
+def _synth_key(config):
+    s = config.synth.to_dict() if hasattr(config.synth, "to_dict") else dict(config.synth)
+    return repr(sorted(s.items())), config.runtime.get("conv_impl", "auto")
+
+
+def vae_model(config):
+    """VAE from ``config.synth`` (``models.vae.from_config``; one object per setting)."""
+    from nodulejax.models import vae
+
+    k = ("vae",) + _synth_key(config)
+    if k not in _MODELS:
+        _MODELS[k] = vae.from_config(config.synth, conv_impl=k[2])
+    return _MODELS[k]
+
+
+def critic_model(config):
+    """Critic from ``config.synth`` (``models.critic.from_config``)."""
+    from nodulejax.models import critic
+
+    k = ("critic",) + _synth_key(config)
+    if k not in _MODELS:
+        _MODELS[k] = critic.from_config(config.synth, conv_impl=k[2])
+    return _MODELS[k]
+
+
+def _split_vars(variables):
+    variables = dict(variables)
+    params = variables.pop("params")
+    return params, variables
+
+
+def _critic_apply(critic, params, extra, x, update: bool):
+    """Critic scores (B,) and its non-parameter variables (empty for the stateless
+    spectral-norm critic of ``models.critic``; advanced when ``update`` otherwise)."""
+    variables = {"params": params, **extra}
+    if extra and update:
+        out, new = critic.apply(variables, x, mutable=list(extra))
+        return out, dict(new)
+    return critic.apply(variables, x), extra
+
+
+def init_synth_state(config, key, tx_vae, tx_critic):
+    p = int(config.synth.patch_size)
+    x = jnp.zeros((1, p, p, p, 1), jnp.float32)
+    vae, critic = vae_model(config), critic_model(config)
+    k1, k2, k3 = jax.random.split(key, 3)
+    vparams = jax.jit(vae.init)(k1, x, k3)["params"]
+    cparams, extra = _split_vars(jax.jit(critic.init)(k2, x))
+    return {"params": {"vae": vparams, "critic": cparams}, "critic_extra": extra,
+            "opt_vae": tx_vae.init(vparams), "opt_critic": tx_critic.init(cparams)}
+
+
+def make_synth_step(config, tx_vae, tx_critic):
+    """``train_step(state, batch, key)`` of Section 3.2 (see module doc)."""
+    s = config.synth
+    vae, critic = vae_model(config), critic_model(config)
+    n_critic = int(s.n_critic)
+    lam_kl, lam_adv, gp = float(s.lambda_kl), float(s.lambda_adv), float(s.gp_weight)
+    if n_critic < 0:
+        raise ConfigError(f"config.synth.n_critic={n_critic} must be >= 0")
+
+    def train_step(state, batch, key):
+        x = batch["x"].astype(jnp.float32)[..., None]
+        vp = state["params"]["vae"]
+
+        def critic_iter(carry, k):
+            cp, extra, opt = carry
+            k_rec, k_gp = jax.random.split(k)
+            fake, _, _ = vae.apply({"params": vp}, x, k_rec)
+
+            def loss_fn(cp):
+                fn = lambda z: _critic_apply(critic, cp, extra, z, False)[0]
+                return losses.wgan_gp_critic_loss(fn, x, fake, k_gp, gp_weight=gp)
+
+            loss, g = jax.value_and_grad(loss_fn)(cp)
+            _, extra = _critic_apply(critic, cp, extra, x, True)
+            upd, opt = tx_critic.update(g, opt, cp)
+            return (optax.apply_updates(cp, upd), extra, opt), loss
+
+        keys = jax.random.split(jax.random.fold_in(key, 0), max(n_critic, 1))[:n_critic]
+        (cp, extra, opt_c), c_losses = jax.lax.scan(
+            critic_iter, (state["params"]["critic"], state["critic_extra"], state["opt_critic"]),
+            keys)
+
+        def gen_loss(vp):
+            rec, mu, logvar = vae.apply({"params": vp}, x, jax.random.fold_in(key, 1))
+            d_fake, _ = _critic_apply(critic, cp, extra, rec, False)
+            total = losses.synth_generator_loss(rec, x, mu, logvar, d_fake, lam_kl, lam_adv)
+            return total, (jnp.mean(losses.l1_recon(rec, x)),
+                           jnp.mean(losses.vae_kl(mu, logvar)), jnp.mean(d_fake))
+
+        (g_loss, (l1, kl, dfake)), g = jax.value_and_grad(gen_loss, has_aux=True)(vp)
+        upd, opt_v = tx_vae.update(g, state["opt_vae"], vp)
+        new = {"params": {"vae": optax.apply_updates(vp, upd), "critic": cp},
+               "critic_extra": extra, "opt_vae": opt_v, "opt_critic": opt_c}
+        c_loss = jnp.mean(c_losses) if n_critic else jnp.float32(0.0)
+        return new, {"loss": g_loss, "l1": l1, "kl": kl, "d_fake": dfake, "critic_loss": c_loss}
+
+    return train_step
+
+
+def train_synth(config, workdir: str, train_scans, *, progress: bool | None = None,
+                cutouts: dict | None = None):
+    """Train the synthesizer on the training scans' nodules -> (vae_params, critic_params).
+
+    ``cutouts``: precomputed ``nodule_cutouts`` dict (``x (N, p, p, p)``) to skip cutting.
+    Model name ``synth``; ``c.synth.steps`` generator steps, Adam ``c.synth.lr``
+    (beta1 0.5, beta2 0.9 as in Gulrajani et al. 2017 for both networks).
+    """
+    s = config.synth
+    p, bs, seed = int(s.patch_size), int(s.batch_size), int(config.seed)
+    data = cutouts if cutouts is not None else nodule_cutouts(
+        list(train_scans), p, min_diameter_mm=float(s.get("min_diameter_mm", 0.0)))
+    xs = np.asarray(data["x"], np.float32)
+    if len(xs) == 0:
+        raise ConfigError(f"train_synth: no nodule cut-outs of at least "
+                          f"config.synth.min_diameter_mm={s.get('min_diameter_mm', 0.0)} mm in "
+                          f"the {len(train_scans)} training scans")
+    tx_vae = optax.adam(float(s.lr), b1=0.5, b2=0.9)
+    tx_critic = optax.adam(float(s.lr), b1=0.5, b2=0.9)
+    key = jax.random.key(seed)
+    # rbg key for the initialisers: XLA:CPU compiles them far faster than threefry's
+    state = init_synth_state(config, jax.random.key(seed + 1, impl="rbg"), tx_vae, tx_critic)
+    sampler = IndexSampler(len(xs), bs, seed)
+
+    def batch_fn(step):
+        b = sampler.batch(step)
+        return {"x": np.stack([random_flip_rot(xs[i], int(sd)) for i, sd in
+                               zip(b.index, b.seed, strict=False)]).astype(np.float32)}
+
+    res = fit(make_synth_step(config, tx_vae, tx_critic), state, batch_fn,
+              num_steps=int(s.steps), workdir=workdir, model_name=SYNTH_MODEL, config=config,
+              key=key, progress=bool(config.train.get("progress", True)) if progress is None
+              else progress)
+    params = jax.device_get(res.state["params"])
+    return params["vae"], params["critic"]
+
+
+__all__ = ["train_synth", "make_synth_step", "init_synth_state", "vae_model", "critic_model",
+           "SYNTH_MODEL"]
