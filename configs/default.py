@@ -67,6 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
     g.window_size = 0  # sliding-window side in voxels (0 -> input_size)
     g.blend = "gaussian"  # window blending weights: "gaussian" (sigma = side/8) or "linear"
     g.infer_batch_size = 2  # windows per forward pass in whole-scan inference
+    g.roi_margin_mm = 10.0  # search the lung mask dilated by this (< 0: the whole volume)
     g.rpn_candidates = 20  # RPN boxes per scan (after NMS) offered to the union
     g.rpn_iou = 0.1  # RPN box NMS IoU threshold
     g.ggo_types = ("ground-glass", "part-solid")  # nodule types of the GGO fine-tune
@@ -83,6 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
     f.cls_hidden = 32  # hidden width of the shallow classifier head
     f.norm_groups = 4  # max GroupNorm groups (no batch statistics: pure apply, see denseunet)
     f.up_mode = "nearest"  # "nearest" | "trilinear" | "resize_conv" | "shuffle"
+    f.pos_fraction = 0.5  # positives per batch (paper Section 3.3: 50% / 50%)
     f.head = "beta"  # "ce" (sigmoid + BCE) or "beta" (evidential Beta head)
     f.kl_anneal_steps = 1000  # steps over which the Beta KL weight ramps 0 -> 1
     f.lr = 1e-3
@@ -146,6 +148,7 @@ def get_config() -> ml_collections.ConfigDict:
     t.syn = "none"  # "none" | "random" | "pgd"
     t.perturb = False
     t.poisson = False
+    t.poisson_scales = (50.0, 5.0)  # Poisson-noise rescale factors (Section 5.3.2: x50, x5)
     t.aug_source = "pool"  # "pool" (attack.py pool) or "inloop" (PGD inside the train step)
     t.inloop_target = "frozen"  # "frozen" baseline or "current" model for in-loop PGD
     t.log_every = 50

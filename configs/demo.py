@@ -25,6 +25,8 @@ def get_config():
     c.cg.ggo_steps = 60
     c.cg.rpn_steps = 100
     c.cg.num_candidates = 100
+    c.cg.window_overlap = 0.125
+    c.cg.infer_batch_size = 4
 
     c.fpr.patch_size = 24
     c.fpr.growth = (4, 8, 8)

@@ -84,7 +84,7 @@ def blend_weights(win: int, kind: str = "gaussian") -> np.ndarray:
 
 
 def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "gaussian",
-                   batch_size: int = 2, channels: int = 1, proposals_fn=None):
+                   batch_size: int = 2, channels: int = 1, proposals_fn=None, roi=None):
     """Blend ``apply_fn`` over a whole volume.
 
     Args:
@@ -93,6 +93,9 @@ def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "
         (the last batch is padded), so it compiles once per window shape.
       volume: (Z, Y, X) float32 in [0, 1].
       proposals_fn: optional host callback ``(aux_row, start_zyx)`` per window (RPN decoding).
+      roi: optional (Z, Y, X) bool region of interest (the dilated lung mask): windows holding
+        no ROI voxel are skipped and their voxels predict 0 (a CAD system only reads the lungs;
+        this skips the ~half of a chest CT outside them).
     Returns:
       (Z, Y, X, channels) float32 blended predictions (cropped to the volume).
     """
@@ -104,6 +107,11 @@ def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "
     wsum = np.zeros(padded, np.float32)
     w = blend_weights(win, blend)
     corners = [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
+    if roi is not None:
+        proi = np.zeros(padded, bool)
+        proi[: vol.shape[0], : vol.shape[1], : vol.shape[2]] = roi
+        corners = [(z, y, x) for z, y, x in corners
+                   if proi[z: z + win, y: y + win, x: x + win].any()]
     for b0 in range(0, len(corners), batch_size):
         chunk = corners[b0: b0 + batch_size]
         xb = np.zeros((batch_size, win, win, win, 1), np.float32)
@@ -118,7 +126,7 @@ def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "
             if proposals_fn is not None:
                 proposals_fn(jax.tree.map(lambda a, j=j: np.asarray(a[j]), aux),
                              np.array([z, y, x], np.float32))
-    out = acc / wsum[..., None]
+    out = acc / np.maximum(wsum, 1e-12)[..., None]
     return out[: vol.shape[0], : vol.shape[1], : vol.shape[2]]
 
 
@@ -220,10 +228,10 @@ def merge_candidates(blob_zyx, blob_scores, rpn_zyx, rpn_scores, radius_vox: flo
             np.asarray(source, np.int8))
 
 
-def cg_maps(cg_params, config, image):
+def cg_maps(cg_params, config, image, roi=None):
     """Sliding-window CG over a (Z, Y, X) image: returns (heat_all, heat_ggo) sigmoid maps
     (Z, Y, X) and the RPN boxes (n, 4) (z, y, x, d voxels) with scores (n,) after global
-    NMS (empty when ``cg_params`` has no "rpn")."""
+    NMS (empty when ``cg_params`` has no "rpn"). ``roi``: see :func:`sliding_window`."""
     apply = _cg_apply(_config_key(config))
     params = {"cg": cg_params["cg"], "cg_ggo": cg_params["cg_ggo"],
               "rpn": cg_params.get("rpn")}
@@ -238,10 +246,10 @@ def cg_maps(cg_params, config, image):
     dense = sliding_window(lambda x: apply(params, jnp.asarray(x)), image, window_size(config),
                            float(config.cg.window_overlap), blend=str(config.cg.blend),
                            batch_size=int(config.cg.infer_batch_size), channels=2,
-                           proposals_fn=collect if has_rpn else None) if has_rpn else \
+                           proposals_fn=collect if has_rpn else None, roi=roi) if has_rpn else \
         sliding_window(lambda x: apply(params, jnp.asarray(x))[0], image, window_size(config),
                        float(config.cg.window_overlap), blend=str(config.cg.blend),
-                       batch_size=int(config.cg.infer_batch_size), channels=2)
+                       batch_size=int(config.cg.infer_batch_size), channels=2, roi=roi)
     rb = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
     rs = np.concatenate(scores) if scores else np.zeros((0,), np.float32)
     inside = np.all((rb[:, :3] >= -0.5) & (rb[:, :3] < np.asarray(image.shape) - 0.5), axis=1)
@@ -255,6 +263,20 @@ def cg_maps(cg_params, config, image):
     return dense[..., 0], dense[..., 1], rb, rs
 
 
+def lung_roi(scan, margin_mm: float):
+    """The lung mask dilated by ``margin_mm`` (juxta-pleural nodules sit on its border), or
+    None when the margin is negative (search the whole volume)."""
+    if margin_mm < 0 or scan.lung is None or not scan.lung.any():
+        return None
+    r = max(int(round(margin_mm / float(scan.spacing))), 0)
+    if r == 0:
+        return scan.lung.astype(bool)
+    from scipy import ndimage
+
+    ball = ndimage.generate_binary_structure(3, 1)
+    return ndimage.binary_dilation(scan.lung, ball, iterations=r)
+
+
 def generate_candidates(cg_params, config, scan):
     """Candidates of one scan (Section 3.1): blob peaks of the fused heatmap (<= K) united
     with the RPN boxes.
@@ -266,8 +288,10 @@ def generate_candidates(cg_params, config, scan):
       zyx (N, 3) float64 voxel indices of ``scan.image``, scores (N,) in [0, 1],
       source (N,) int8 flags (1 blob, 2 RPN, 3 both).
     """
-    h_all, h_ggo, rb, rs = cg_maps(cg_params, config, scan.image)
-    fused = np.maximum(h_all, h_ggo)
+    roi = lung_roi(scan, float(config.cg.roi_margin_mm))
+    h_all, h_ggo, rb, rs = cg_maps(cg_params, config, scan.image, roi)
+    fused = np.where(roi, np.maximum(h_all, h_ggo), 0.0) if roi is not None else \
+        np.maximum(h_all, h_ggo)
     sp = float(scan.spacing)
     bz, bs = heatmap_candidates(fused, int(config.cg.num_candidates), sp,
                                 float(config.cg.nms_radius_mm))

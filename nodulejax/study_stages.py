@@ -27,7 +27,10 @@ def experiment_config(config, name: str):
 
 
 def fpr_model_name(name: str) -> str:
-    return f"fpr_{name}"
+    """Checkpoint name of a Table 3 row (``beta+syn (random)`` -> ``fpr_beta+syn-random``)."""
+    from nodulejax.train.fpr import model_name
+
+    return model_name(name)
 
 
 def _rows(study):
