@@ -31,4 +31,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    flags.FLAGS.set_default("verbosity", -1)  # absl WARNING: keep orbax's INFO lines out
     app.run(main)

@@ -84,18 +84,58 @@ def _claims(froc: dict, stress: dict | None) -> list[str]:
         out.append(f"- **Table 3 (beta+syn beats the baselines):** beta+syn CPM "
                    f"{cpm['beta+syn']:.3f} vs best baseline {best_base:.3f} "
                    f"({', '.join(f'{k} {v:.3f}' for k, v in base.items())}): "
-                   f"{'holds' if holds else 'does NOT hold'} on this run.")
+                   f"{_verdict(holds, cpm['beta+syn'] - best_base)} on this run.")
         if "beta+syn (random)" in cpm:
             holds = cpm["beta+syn"] >= cpm["beta+syn (random)"]
             out.append(f"- **Table 3 (PGD synthetic >= random synthetic):** "
                        f"{cpm['beta+syn']:.3f} vs {cpm['beta+syn (random)']:.3f}: "
-                       f"{'holds' if holds else 'does NOT hold'}.")
-    claims = (stress or {}).get("claims") or []
-    for c in claims:
-        out.append(f"- **{c['table']} ({c['claim']}):** {c['evidence']}: "
-                   f"{'holds' if c['holds'] else 'does NOT hold'} on this run.")
+                       f"{_verdict(holds, cpm['beta+syn'] - cpm['beta+syn (random)'])}.")
+    out += _stress_claims(stress)
     if not out:
         out.append("- No claim could be checked: the evaluation or stress stages did not run.")
+    return out
+
+
+def _m(table, model, col):
+    try:
+        return float(table[model][col]["mean"])
+    except (KeyError, TypeError):
+        return None
+
+
+MARGIN = 0.01  # differences of mean confidence below this are reported as no effect
+
+
+def _verdict(ok: bool, diff: float | None = None) -> str:
+    if diff is not None and abs(diff) < MARGIN:
+        return f"no clear effect (|difference| {abs(diff):.4f} < {MARGIN})"
+    return "holds" if ok else "does NOT hold"
+
+
+def _stress_claims(st: dict | None) -> list[str]:
+    """Tables 4-6 claims from ``stress.json`` (means of the FPR confidence)."""
+    if not st:
+        return []
+    out, base = [], "baseline-beta-finetune"
+    t4, t5, t6 = st.get("table4") or {}, st.get("table5") or {}, st.get("table6") or {}
+    r, g = _m(t4, base, "Randomly sampled nodules"), _m(t4, base, "PGD sampled nodules")
+    if r is not None and g is not None:
+        out.append(f"- **Table 4 (PGD-searched synthetic nodules fool the baseline more than "
+                   f"random ones):** baseline-beta-finetune {g:.4f} (PGD) vs {r:.4f} (random): "
+                   f"{_verdict(g < r, g - r)}.")
+        s = _m(t4, "beta+syn", "PGD sampled nodules")
+        if s is not None:
+            out.append(f"- **Table 4 (beta+syn recognises PGD nodules better):** {s:.4f} vs "
+                       f"baseline {g:.4f}: {_verdict(s > g, s - g)}.")
+    for row in ("beta+perturb", "beta+perturb+syn"):
+        a, b = _m(t5, row, "Adv."), _m(t5, base, "Adv.")
+        if a is not None and b is not None:
+            out.append(f"- **Table 5 ({row} keeps nodules under PGD perturbation):** {a:.4f} vs "
+                       f"baseline {b:.4f}: {_verdict(a > b, a - b)}.")
+        a, b = _m(t6, row, "PGD noise"), _m(t6, base, "PGD noise")
+        if a is not None and b is not None:
+            out.append(f"- **Table 6 ({row} is not fired by PGD noise):** {a:.4f} vs baseline "
+                       f"{b:.4f}: {_verdict(a < b, a - b)}.")
     return out
 
 
@@ -144,7 +184,7 @@ def write_report(study) -> str:
         md += [f"| {k} | {v.get('auc', float('nan')):.4f} | {v.get('loss', float('nan')):.4f} |"
                for k, v in aucs.items()]
 
-    stress = stages.get("stress")
+    stress = _load(os.path.join(wd, "eval", "stress", "stress.json"))
     md += ["", "## Tables 4-6: stress tests", ""]
     st_md = os.path.join(wd, "eval", "stress", "stress.md")
     md.append(open(st_md).read() if os.path.exists(st_md) else "_stress stage did not run._")
