@@ -1,0 +1,440 @@
+"""20-step L-inf PGD throughput and FPR training-step speed: JAX vs PyTorch, same weights.
+
+Issue 4 (benchmark) and issue 8 (fast batched PGD). The FPR network (DenseUNet3D, configs'
+``c.fpr``) is initialised once in JAX; its params are saved and loaded into the PyTorch twin
+(``benchmarks/torch_denseunet.py``), so both frameworks run the same network on the same batch.
+Measured, each in its own subprocess (clean peak memory, a torch.compile failure cannot take
+the run down), one after the other in one command:
+
+* ``pgd``:   ``nodulejax.pgd.pgd`` (jit, fori_loop) with the FPR's own loss
+  (``losses.fpr_loss``, label 1), eps 0.03, step 0.01, random start, bounds [0, 1]; PyTorch
+  eager and ``torch.compile`` run the same algorithm (``torch_denseunet.torch_pgd_linf``).
+  Reported as patches/s = batch / seconds per ``--steps``-step attack.
+* ``train``: one FPR training step (forward, backward over parameters, Adam lr 1e-3 update)
+  on the mean FPR loss; steps/s and patches/s.
+
+Warm-up (compilation) excluded; the median of ``--repeats`` timed repeats. Peak memory: host
+RSS high-water mark (``resource.getrusage``) of the worker process on CPU; on GPU the JAX
+device's ``memory_stats()['peak_bytes_in_use']`` and ``torch.cuda.max_memory_allocated()``.
+
+Usage::
+
+    python benchmarks/pgd_throughput.py --config demo --batch 16 --steps 20 --json out.json
+    python benchmarks/pgd_throughput.py --config paper --size 64 --batch 2 --steps 20 \
+        --what pgd,train --impl auto --dtype float32 --json out64.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+EPS, STEP = 0.03, 0.01
+
+
+# --- shared helpers --------------------------------------------------------------------------
+def _flatten(tree, prefix=""):
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}/{k}" if prefix else k
+        out.update(_flatten(v, key) if isinstance(v, dict) else {key: np.asarray(v)})
+    return out
+
+
+def _unflatten(flat):
+    tree = {}
+    for key, v in flat.items():
+        node = tree
+        *parents, leaf = key.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return tree
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _timeit(fn, repeats: int) -> dict:
+    t0 = time.perf_counter()
+    fn()  # warm-up: compilation / autotuning / allocator
+    warm = time.perf_counter() - t0
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return {"warmup_s": warm, "times_s": ts, "median_s": statistics.median(ts), "min_s": min(ts)}
+
+
+def _config(name: str):
+    sys.path.insert(0, ROOT)
+    if name == "demo":
+        from configs import demo
+
+        return demo.get_config()
+    from configs import default
+
+    return default.get_config()
+
+
+# --- JAX worker ------------------------------------------------------------------------------
+def _jax_worker(a, spec) -> dict:
+    sys.path.insert(0, ROOT)
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from nodulejax import losses
+    from nodulejax.models import denseunet
+    from nodulejax.models.layers import resolve_conv_impl
+    from nodulejax.pgd import pgd
+
+    cfg = _config(a.config)
+    model = denseunet.from_config(cfg.fpr, conv_impl=a.impl)
+    dt = jnp.bfloat16 if a.dtype == "bfloat16" else jnp.float32
+    params = _unflatten(dict(np.load(spec["params"])))
+    variables = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dt), {"params": params})
+    x = jnp.asarray(np.load(spec["x"]))
+    labels = jnp.ones((x.shape[0],), jnp.float32)
+    head = model.head
+
+    def loss_fn(xb, v, y):  # one object for the whole run: pgd's jit cache keys on it
+        out = model.apply(v, xb.astype(dt))
+        return losses.fpr_loss(out.astype(jnp.float32), y, head=head)
+
+    res = {"impl": resolve_conv_impl(a.impl), "backend": jax.default_backend()}
+    key = jax.random.PRNGKey(0)
+    if "pgd" in a.what:
+        fn = lambda: pgd(
+            loss_fn, x, key, eps=EPS, step_size=STEP, steps=a.steps, loss_args=(variables, labels)
+        ).block_until_ready()
+        res["pgd"] = _timeit(fn, a.repeats)
+    if "train" in a.what:
+        opt = optax.adam(1e-3)
+
+        def step_fn(v, s, xb, y):
+            def f(v):
+                return jnp.mean(loss_fn(xb, v, y))
+
+            loss, g = jax.value_and_grad(f)(v)
+            upd, s = opt.update(g, s, v)
+            return optax.apply_updates(v, upd), s, loss
+
+        step = jax.jit(step_fn, donate_argnums=(0, 1) if a.donate else ())
+        state = {"v": variables, "s": opt.init(variables)}
+        ytrain = (jnp.arange(x.shape[0]) % 2).astype(jnp.float32)
+
+        def fn():
+            state["v"], state["s"], loss = step(state["v"], state["s"], x, ytrain)
+            loss.block_until_ready()
+
+        res["train"] = _timeit(fn, a.repeats)
+    res["peak_rss_mb"] = _rss_mb()
+    dev = jax.devices()[0]
+    if dev.platform != "cpu":
+        stats = dev.memory_stats() or {}
+        res["peak_device_mb"] = stats.get("peak_bytes_in_use", 0) / 2**20
+        res["device_kind"] = dev.device_kind
+    return res
+
+
+# --- PyTorch worker --------------------------------------------------------------------------
+def _torch_worker(a, spec, compiled: bool) -> dict:
+    sys.path.insert(0, HERE)
+    import torch
+    import torch_denseunet as td
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    dt = torch.bfloat16 if a.dtype == "bfloat16" else torch.float32
+    params = _unflatten(dict(np.load(spec["params"])))
+    model = td.load_flax_params(td.TorchDenseUNet3D(spec["hparams"]), params).to(dev, dt)
+    x = td.to_torch_input(np.load(spec["x"])).to(dev)
+    labels = torch.ones(x.shape[0], device=dev)
+    head = spec["hparams"]["head"]
+    res = {"device": dev, "threads": torch.get_num_threads()}
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    net = model
+    if compiled:
+        try:
+            net = torch.compile(model)
+        except Exception as e:  # noqa: BLE001 - reported, not hidden
+            return {"error": f"{type(e).__name__}: {e}"[:500]}
+
+    def fwd(xb):
+        return net(xb.to(dt)).float()
+
+    if "pgd" in a.what:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+
+        def loss_grad(xb, y):
+            xb = xb.detach().requires_grad_(True)
+            loss = td.torch_fpr_loss(fwd(xb), y, head).sum()
+            (g,) = torch.autograd.grad(loss, xb)
+            return g
+
+        gen = torch.Generator().manual_seed(0)
+
+        def fn():
+            td.torch_pgd_linf(
+                loss_grad, x, labels, eps=EPS, step_size=STEP, steps=a.steps, generator=gen
+            )
+            sync()
+
+        try:
+            res["pgd"] = _timeit(fn, a.repeats)
+        except Exception as e:  # noqa: BLE001
+            res["pgd"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+        for p in model.parameters():
+            p.requires_grad_(True)
+    if "train" in a.what:
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        ytrain = (torch.arange(x.shape[0], device=dev) % 2).float()
+
+        def fn():
+            opt.zero_grad(set_to_none=True)
+            loss = td.torch_fpr_loss(fwd(x), ytrain, head).mean()
+            loss.backward()
+            opt.step()
+            loss.item()
+            sync()
+
+        try:
+            res["train"] = _timeit(fn, a.repeats)
+        except Exception as e:  # noqa: BLE001
+            res["train"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+    res["peak_rss_mb"] = _rss_mb()
+    if dev == "cuda":
+        res["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        res["device_kind"] = torch.cuda.get_device_name(0)
+    return res
+
+
+# --- parent: set up, run workers, report ----------------------------------------------------
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for mod in ("jax", "jaxlib", "flax", "torch"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            out[mod] = None
+    return out
+
+
+def _setup(a, tmp: str) -> dict:
+    sys.path.insert(0, ROOT)
+    import jax
+
+    from nodulejax.models import denseunet
+    from nodulejax.models.layers import count_macs
+
+    cfg = _config(a.config)
+    size = a.size or int(cfg.fpr.patch_size)
+    model = denseunet.from_config(cfg.fpr, conv_impl="xla3d")
+    x = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (a.batch, size, size, size, 1)))
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
+    np.savez(os.path.join(tmp, "params.npz"), **_flatten(dict(variables["params"])))
+    np.save(os.path.join(tmp, "x.npy"), x)
+    mac = count_macs(model, x[:1])
+    sys.path.insert(0, HERE)
+    hp = {
+        "init_features": int(model.init_features),
+        "growth": [model._growth(i) for i in range(len(model.block_layers))],
+        "block_layers": [int(b) for b in model.block_layers],
+        "compression": float(model.compression),
+        "cls_hidden": int(model.cls_hidden),
+        "head": str(model.head),
+        "norm_groups": int(model.norm_groups),
+        "up_mode": str(model.up_mode),
+    }
+    return {
+        "params": os.path.join(tmp, "params.npz"),
+        "x": os.path.join(tmp, "x.npy"),
+        "hparams": hp,
+        "size": size,
+        "params_count": mac["params"],
+        "gmacs_per_patch": mac["macs"] / 1e9,
+    }
+
+
+def _run_worker(a, spec, which: str, tmp: str) -> dict:
+    spec_path = os.path.join(tmp, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    out_path = os.path.join(tmp, f"{which}.json")
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--_worker",
+        which,
+        "--_spec",
+        spec_path,
+        "--_out",
+        out_path,
+    ] + a._argv
+    print(f"[{time.strftime('%H:%M:%S')}] {which} ...", flush=True)
+    t0 = time.time()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=a.worker_timeout)
+    except subprocess.TimeoutExpired:
+        print(f"  {which} timed out after {a.worker_timeout} s", flush=True)
+        return {"error": f"worker timed out after {a.worker_timeout} s"}
+    if p.returncode != 0 or not os.path.exists(out_path):
+        tail = (p.stderr or p.stdout or "")[-800:]
+        print(f"  {which} failed (rc {p.returncode}): {tail}", flush=True)
+        return {"error": f"worker rc {p.returncode}: {tail}"}
+    with open(out_path) as f:
+        res = json.load(f)
+    print(f"  done in {time.time() - t0:.0f} s", flush=True)
+    return res
+
+
+def _rate(r, what, batch, steps=None):
+    m = (r or {}).get(what) or {}
+    if "median_s" not in m:
+        return None
+    return batch / m["median_s"]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", choices=("demo", "paper"), default="demo")
+    ap.add_argument("--size", type=int, default=0, help="patch side (default: config's)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    ap.add_argument("--impl", choices=("auto", "xla3d", "2d", "2dcat"), default="auto")
+    ap.add_argument("--what", default="pgd,train")
+    ap.add_argument("--frameworks", default="jax,torch_eager,torch_compile")
+    ap.add_argument("--no-donate", dest="donate", action="store_false")
+    ap.add_argument("--worker-timeout", type=int, default=1800)
+    ap.add_argument("--json", default="")
+    ap.add_argument("--_worker", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--_spec", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--_out", default="", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    a.what = [w.strip() for w in a.what.split(",") if w.strip()]
+
+    if a._worker:
+        with open(a._spec) as f:
+            spec = json.load(f)
+        if a._worker == "jax":
+            res = _jax_worker(a, spec)
+        else:
+            res = _torch_worker(a, spec, compiled=a._worker == "torch_compile")
+        res["loadavg_1min"] = os.getloadavg()[0]
+        with open(a._out, "w") as f:
+            json.dump(res, f)
+        return 0
+
+    a._argv = [
+        "--config",
+        a.config,
+        "--size",
+        str(a.size),
+        "--batch",
+        str(a.batch),
+        "--steps",
+        str(a.steps),
+        "--repeats",
+        str(a.repeats),
+        "--dtype",
+        a.dtype,
+        "--impl",
+        a.impl,
+        "--what",
+        ",".join(a.what),
+    ] + ([] if a.donate else ["--no-donate"])
+    frameworks = [f.strip() for f in a.frameworks.split(",") if f.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = _setup(a, tmp)
+        runs = {fw: _run_worker(a, spec, fw, tmp) for fw in frameworks}
+    b = a.batch
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "device": _cpu_model() + f" ({os.cpu_count()} cores)",
+        "accelerator": next(
+            (r.get("device_kind") for r in runs.values() if r.get("device_kind")), None
+        ),
+        "versions": _versions(),
+        "command": "python benchmarks/pgd_throughput.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "config": a.config,
+        "size": spec["size"],
+        "batch": b,
+        "steps": a.steps,
+        "eps": EPS,
+        "step_size": STEP,
+        "dtype": a.dtype,
+        "repeats": a.repeats,
+        "params": spec["params_count"],
+        "gmacs_per_patch_forward": spec["gmacs_per_patch"],
+        "jax_conv_impl": runs.get("jax", {}).get("impl"),
+        "runs": runs,
+    }
+    for fw in ("jax", "torch_eager", "torch_compile"):
+        r = runs.get(fw, {})
+        result[f"{fw}_patches_per_s"] = _rate(r, "pgd", b)
+        result[f"{fw}_train_steps_per_s"] = _rate(r, "train", 1)
+        result[f"{fw}_peak_mb"] = r.get("peak_device_mb", r.get("peak_rss_mb"))
+        if result[f"{fw}_patches_per_s"] is None and "pgd" in a.what and fw in runs:
+            result[f"{fw}_error"] = r.get("error") or (r.get("pgd") or {}).get("error")
+    _print_table(result, a)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"wrote {a.json}")
+    return 0
+
+
+def _print_table(r, a):
+    print(
+        f"\nFPR DenseUNet3D {r['size']}^3, batch {r['batch']}, {r['steps']}-step L-inf PGD, "
+        f"{r['dtype']}, {r['params'] / 1e3:.1f}k params, {r['gmacs_per_patch_forward']:.2f} "
+        f"GMACs/patch fwd; {r['device']}{' / ' + r['accelerator'] if r['accelerator'] else ''}"
+    )
+    print(f"{'framework':<15}{'PGD patches/s':>15}{'train steps/s':>15}{'peak MB':>10}")
+    base = r.get("torch_eager_patches_per_s")
+    for fw in ("jax", "torch_eager", "torch_compile"):
+        if fw not in r["runs"]:
+            continue
+        p, t, m = (r[f"{fw}_patches_per_s"], r[f"{fw}_train_steps_per_s"], r[f"{fw}_peak_mb"])
+        f = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"
+        extra = f"  ({p / base:.2f}x eager)" if p and base else ""
+        err = r.get(f"{fw}_error")
+        print(
+            f"{fw:<15}{f(p):>15}{f(t):>15}{f(m, 0):>10}{extra}" + (f"  {err[:120]}" if err else "")
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
