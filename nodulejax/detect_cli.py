@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
                               cache_dir=cache_dir)
     write_rows(args.out, rows)
     info.update(out=args.out, fpr_model=name, folds=list(folds), n_rows=len(rows))
-    with open(os.path.join(cache_dir, "sensitivity.json"), "w") as f:
+    with open(os.path.join(cache_dir, "sensitivity.json"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
     print(json.dumps(info))
     return info

@@ -539,7 +539,7 @@ def build_pool(config, workdir: str, train_scans, *,
     dt = time.time() - t0
     if new:
         log.info("pool: %d samples in %.1f s (%.2f samples/s) -> %s", new, dt, new / dt, out_dir)
-    with open(os.path.join(out_dir, "timing.json"), "w") as f:
+    with open(os.path.join(out_dir, "timing.json"), "w", encoding="utf-8") as f:
         json.dump({"samples": new, "seconds": dt, "samples_per_s": new / dt if dt else None}, f)
     return out_dir
 

@@ -165,7 +165,7 @@ def write_report(study) -> str:
     ev = stages.get("evaluate") or {}
     md += ["", "## Table 3: FROC on the held-out test folds", ""]
     t3 = os.path.join(wd, "eval", "table3.md")
-    md.append(open(t3).read() if os.path.exists(t3) else "_evaluate stage did not run._")
+    md.append(open(t3, encoding="utf-8").read() if os.path.exists(t3) else "_evaluate stage did not run._")
     cand = stages.get("detect") or {}
     if "candidate_sensitivity" in cand:
         md += ["", f"Candidate generation sensitivity at <= {study.config.cg.num_candidates} "
@@ -187,7 +187,7 @@ def write_report(study) -> str:
     stress = _load(os.path.join(wd, "eval", "stress", "stress.json"))
     md += ["", "## Tables 4-6: stress tests", ""]
     st_md = os.path.join(wd, "eval", "stress", "stress.md")
-    md.append(open(st_md).read() if os.path.exists(st_md) else "_stress stage did not run._")
+    md.append(open(st_md, encoding="utf-8").read() if os.path.exists(st_md) else "_stress stage did not run._")
     for png in sorted(glob.glob(os.path.join(wd, "eval", "stress", "*.png"))):
         fig = _copy_fig(png, rep, os.path.basename(png))
         md.append(f"\n![{os.path.basename(png)}]({fig})")
@@ -211,7 +211,7 @@ def write_report(study) -> str:
            f"devices: {_devices()}.", "", _versions(), "", "## Config", "", "```",
            str(study.config), "```"]
     path = os.path.join(rep, "report.md")
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(md) + "\n")
     return path
 

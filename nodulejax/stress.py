@@ -238,12 +238,12 @@ def run_stress(config, workdir: str, test_scans, model_names, out_dir: str | Non
                      "seconds": round(time.time() - t0, 2),
                      "device": str(jax.devices()[0])}}
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "stress.json"), "w") as f:
+    with open(os.path.join(out_dir, "stress.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1, default=str)
     md = to_markdown(result)
     if notes:
         md += "\n" + "\n".join(f"Note: {x}" for x in notes) + "\n"
-    with open(os.path.join(out_dir, "stress.md"), "w") as f:
+    with open(os.path.join(out_dir, "stress.md"), "w", encoding="utf-8") as f:
         f.write(md)
     return result
 

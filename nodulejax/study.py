@@ -70,7 +70,7 @@ class Study:
         info = fn() or {}
         info["seconds"] = round(time.time() - t0, 2)
         tmp = self._marker(stage) + ".tmp"
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=1, default=_json_default)
         os.replace(tmp, self._marker(stage))
         logging.info("stage %s: finished in %.1f s", stage, info["seconds"])
@@ -145,7 +145,7 @@ class Study:
         plot_scan_summary(vol, rows, os.path.join(report, "scan_summary.png"),
                           title=f"{uid} (native grid)")
         info["picture"] = "report/scan_summary.png"
-        with open(os.path.join(report, "dataset.json"), "w") as f:
+        with open(os.path.join(report, "dataset.json"), "w", encoding="utf-8") as f:
             json.dump(info, f, indent=1)
         return info
 

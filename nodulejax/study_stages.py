@@ -110,7 +110,7 @@ def _eval_dir(study, *parts):
 def _test_seriesuids(study) -> str:
     """The evaluation's seriesuids file: every scan of the test folds (no header)."""
     path = os.path.join(_eval_dir(study), "seriesuids_test.csv")
-    with open(path, "w") as f:
+    with open(path, "w", encoding="utf-8") as f:
         f.writelines(f"{s.uid}\n" for s in study.scans("test"))
     return path
 
@@ -159,7 +159,7 @@ def stage_evaluate(study):
                          "sensitivity_at": res["sensitivity_at"],
                          "n_nodules": res["n_nodules"], "n_detected": res["n_detected"]}
     md, _ = table3.assemble(run_dirs)
-    with open(os.path.join(_eval_dir(study), "table3.md"), "w") as f:
+    with open(os.path.join(_eval_dir(study), "table3.md"), "w", encoding="utf-8") as f:
         f.write(md)
     return {"froc": results}
 

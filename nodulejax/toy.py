@@ -295,7 +295,7 @@ def run_toy(
         "baseline_prob_adv_neg_mean": float(prob(base, adv_neg).mean()),
     }
     result["seconds"] = round(time.time() - t0, 2)
-    with open(os.path.join(out, "toy.json"), "w") as f:
+    with open(os.path.join(out, "toy.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     if plot:
         _plot(os.path.join(out, "toy.png"), g, grids, sets, result)

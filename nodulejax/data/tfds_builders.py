@@ -290,7 +290,7 @@ if tfds is not None:
                                          size_scale=s.phantom_size_scale,
                                          num_subsets=s.phantom_num_subsets,
                                          max_voxels=s.phantom_max_voxels)
-                with open(done, "w") as f:
+                with open(done, "w", encoding="utf-8") as f:
                     f.write("ok\n")
             return root
 

@@ -491,11 +491,11 @@ def write_outputs(result: dict, out_dir: str | os.PathLike, name: str = "run") -
     os.makedirs(out_dir, exist_ok=True)
     res = dict(result, name=name)
     tmp = os.path.join(out_dir, "froc.json.tmp")
-    with open(tmp, "w") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
         json.dump(res, f, indent=1)
     os.replace(tmp, os.path.join(out_dir, "froc.json"))
     plot_froc(res, os.path.join(out_dir, "froc.png"), name=name)
-    with open(os.path.join(out_dir, "table3_row.md"), "w") as f:
+    with open(os.path.join(out_dir, "table3_row.md"), "w", encoding="utf-8") as f:
         f.write(table3_header(res) + "\n" + table3_row(res, name) + "\n")
 
 

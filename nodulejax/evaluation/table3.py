@@ -107,9 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    with open(a.out, "w") as f:
+    with open(a.out, "w", encoding="utf-8") as f:
         f.write(md)
-    with open(os.path.splitext(a.out)[0] + ".json", "w") as f:
+    with open(os.path.splitext(a.out)[0] + ".json", "w", encoding="utf-8") as f:
         json.dump(js, f, indent=1)
     sys.stdout.write(md)
     return 0

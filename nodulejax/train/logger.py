@@ -39,7 +39,7 @@ def truncate_jsonl(path: str, max_step: int) -> None:
             if int(rec.get("step", 0)) <= max_step:
                 keep.append(json.dumps(rec))
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
         f.write("".join(line + "\n" for line in keep))
     os.replace(tmp, path)
 
@@ -72,7 +72,7 @@ class MetricLogger:
             return
         os.makedirs(logdir, exist_ok=True)
         truncate_jsonl(self.jsonl, start_step)
-        self._file = open(self.jsonl, "a")
+        self._file = open(self.jsonl, "a", encoding="utf-8")
         from tensorboardX import SummaryWriter
 
         self._tb = SummaryWriter(logdir, flush_secs=30)
