@@ -260,7 +260,10 @@ def _setup(a, tmp: str) -> dict:
     size = a.size or int(cfg.fpr.patch_size)
     model = denseunet.from_config(cfg.fpr, conv_impl="xla3d")
     x = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (a.batch, size, size, size, 1)))
-    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])
+    # params do not depend on the patch size: init at the smallest valid cube (a 64^3 init
+    # compiles for minutes on CPU)
+    small = 2 ** (len(model.block_layers) - 1)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((1, small, small, small, 1)))
     np.savez(os.path.join(tmp, "params.npz"), **_flatten(dict(variables["params"])))
     np.save(os.path.join(tmp, "x.npy"), x)
     mac = count_macs(model, x[:1])
@@ -287,7 +290,7 @@ def _setup(a, tmp: str) -> dict:
 
 def _run_worker(a, spec, which: str, tmp: str) -> dict:
     spec_path = os.path.join(tmp, "spec.json")
-    with open(spec_path, "w") as f:
+    with open(spec_path, "w", encoding="utf-8") as f:
         json.dump(spec, f)
     out_path = os.path.join(tmp, f"{which}.json")
     cmd = [
@@ -352,7 +355,7 @@ def main(argv=None):
         else:
             res = _torch_worker(a, spec, compiled=a._worker == "torch_compile")
         res["loadavg_1min"] = os.getloadavg()[0]
-        with open(a._out, "w") as f:
+        with open(a._out, "w", encoding="utf-8") as f:
             json.dump(res, f)
         return 0
 
@@ -410,7 +413,7 @@ def main(argv=None):
             result[f"{fw}_error"] = r.get("error") or (r.get("pgd") or {}).get("error")
     _print_table(result, a)
     if a.json:
-        with open(a.json, "w") as f:
+        with open(a.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)
         print(f"wrote {a.json}")
     return 0
