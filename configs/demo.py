@@ -21,9 +21,9 @@ def get_config():
     c.cg.width = 4
     c.cg.depth = 3
     c.cg.batch_size = 2
-    c.cg.steps = 300
-    c.cg.ggo_steps = 60
-    c.cg.rpn_steps = 100
+    c.cg.steps = 150
+    c.cg.ggo_steps = 30
+    c.cg.rpn_steps = 40
     c.cg.num_candidates = 100
     c.cg.window_overlap = 0.125
     c.cg.infer_batch_size = 4
@@ -33,16 +33,16 @@ def get_config():
     c.fpr.block_layers = (1, 2, 2)
     c.fpr.init_features = 4
     c.fpr.batch_size = 16
-    c.fpr.steps = 400
-    c.fpr.finetune_steps = 150
-    c.fpr.seg_pretrain_steps = 100
+    c.fpr.steps = 250
+    c.fpr.finetune_steps = 100
+    c.fpr.seg_pretrain_steps = 50
     c.fpr.eval_every = 100
     c.fpr.kl_anneal_steps = 100
 
     c.synth.patch_size = 16
     c.synth.latent_dim = 16
     c.synth.width = 8
-    c.synth.steps = 300
+    c.synth.steps = 200
     c.synth.n_critic = 2
     c.synth.batch_size = 16
     c.synth.lr = 3e-4

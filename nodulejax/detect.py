@@ -213,7 +213,7 @@ def merge_candidates(blob_zyx, blob_scores, rpn_zyx, rpn_scores, radius_vox: flo
     scores = list(np.asarray(blob_scores, np.float64).reshape(-1))
     source = [SOURCE_BLOB] * len(out_zyx)
     for c, s in zip(np.asarray(rpn_zyx, np.float64).reshape(-1, 3),
-                    np.asarray(rpn_scores, np.float64).reshape(-1)):
+                    np.asarray(rpn_scores, np.float64).reshape(-1), strict=False):
         if out_zyx:
             d = np.linalg.norm(np.asarray(out_zyx) - c, axis=1)
             j = int(np.argmin(d))

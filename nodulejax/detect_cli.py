@@ -86,7 +86,7 @@ def detect_scans(config, scans, *, cg_params=None, fpr_params=None, cache_dir=No
         cands[s.uid] = (zyx, scores, source)
         probs = (scores if fpr_params is None else
                  dt.score_candidates(fpr_params, config, s, zyx, model=fpr_model))
-        for xyz, p in zip(dt.to_world(s, zyx), probs):
+        for xyz, p in zip(dt.to_world(s, zyx), probs, strict=False):
             rows.append((s.uid, float(xyz[0]), float(xyz[1]), float(xyz[2]), float(p)))
     info = dt.candidate_sensitivity(scans, cands)
     info["seconds_per_scan"] = (time.perf_counter() - t0) / max(len(scans), 1)

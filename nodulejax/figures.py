@@ -97,7 +97,7 @@ def fig9_noise(path, nodules, levels, noisy, adversarial, probs=None) -> str:
         rows.append(list(noisy[i]) + [adversarial[i]])
         names = [f"{a:.1f} uniform" for a in levels] + ["adversarial"]
         if probs is not None:
-            names = [f"{t} p={p:.2f}" for t, p in zip(names, probs[i])]
+            names = [f"{t} p={p:.2f}" for t, p in zip(names, probs[i], strict=False)]
         titles.append(names)
     return _grid(path, rows, [f"nodule {i}" for i in range(len(nodules))], titles,
                  suptitle="Fig. 9: uniform noise levels and adversarial noise")
@@ -116,8 +116,15 @@ def make_figures(config, workdir: str, scans, out_dir: str | None = None, *,
 
     from nodulejax import attacks
     from nodulejax.errors import CheckpointError
-    from nodulejax.pool import (background_patches, item_keys, load_fpr, load_generator,
-                                map_batches, positive_patches, synthesize_filtered)
+    from nodulejax.pool import (
+        background_patches,
+        item_keys,
+        load_fpr,
+        load_generator,
+        map_batches,
+        positive_patches,
+        synthesize_filtered,
+    )
     from nodulejax.stress import _apply_noise, _image_attack, _scores
 
     c = config

@@ -51,8 +51,9 @@ def _table2(config) -> str:
         ours_run = summary.summarize(config)
     except Exception as e:  # report what failed instead of losing the whole report
         return f"_Table 2 could not be computed: {type(e).__name__}: {e}_"
-    lines = ["| network | input (paper / run) | paper params | paper GMACs | ours (paper config) params | "
-             "ours GMACs | this run's params | this run's GMACs |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| network | input (paper / run) | paper params | paper GMACs | "
+             "ours (paper config) params | ours GMACs | this run's params | this run's GMACs |",
+             "|---|---|---|---|---|---|---|---|"]
     for k, (p, g) in PAPER_TABLE2.items():
         a, b = ours_paper[k], ours_run[k]
         size = config.fpr.patch_size if k == "fpr" else config.cg.input_size
@@ -165,7 +166,8 @@ def write_report(study) -> str:
     ev = stages.get("evaluate") or {}
     md += ["", "## Table 3: FROC on the held-out test folds", ""]
     t3 = os.path.join(wd, "eval", "table3.md")
-    md.append(open(t3, encoding="utf-8").read() if os.path.exists(t3) else "_evaluate stage did not run._")
+    md.append(open(t3, encoding="utf-8").read() if os.path.exists(t3)
+              else "_evaluate stage did not run._")
     cand = stages.get("detect") or {}
     if "candidate_sensitivity" in cand:
         md += ["", f"Candidate generation sensitivity at <= {study.config.cg.num_candidates} "
@@ -187,7 +189,8 @@ def write_report(study) -> str:
     stress = _load(os.path.join(wd, "eval", "stress", "stress.json"))
     md += ["", "## Tables 4-6: stress tests", ""]
     st_md = os.path.join(wd, "eval", "stress", "stress.md")
-    md.append(open(st_md, encoding="utf-8").read() if os.path.exists(st_md) else "_stress stage did not run._")
+    md.append(open(st_md, encoding="utf-8").read() if os.path.exists(st_md)
+              else "_stress stage did not run._")
     for png in sorted(glob.glob(os.path.join(wd, "eval", "stress", "*.png"))):
         fig = _copy_fig(png, rep, os.path.basename(png))
         md.append(f"\n![{os.path.basename(png)}]({fig})")

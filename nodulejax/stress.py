@@ -34,9 +34,18 @@ import numpy as np
 
 from nodulejax import attacks
 from nodulejax.errors import ConfigError
-from nodulejax.pool import (FPRHandle, GenHandle, background_patches, canonical_model_name,
-                            item_keys, load_fpr, load_generator, map_batches, positive_patches,
-                            synthesize_filtered)
+from nodulejax.pool import (
+    FPRHandle,
+    GenHandle,
+    background_patches,
+    canonical_model_name,
+    item_keys,
+    load_fpr,
+    load_generator,
+    map_batches,
+    positive_patches,
+    synthesize_filtered,
+)
 
 TABLE4_COLUMNS = ("Randomly sampled nodules", "PGD sampled nodules")
 TABLE6_COLUMNS = ("Uniform noise", "PGD noise", "Negative patches", "PGD negative patches")

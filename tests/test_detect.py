@@ -45,7 +45,7 @@ def test_sliding_window_with_receptive_field_matches_full_pass():
 
 def test_window_grid_covers_volume():
     starts, padded = dt.window_grid((17, 8, 33), 8, 0.25)
-    for n, s, p in zip((17, 8, 33), starts, padded):
+    for n, s, p in zip((17, 8, 33), starts, padded, strict=False):
         assert s[0] == 0 and s[-1] + 8 == p >= n and np.all(np.diff(s) == 6)
 
 

@@ -212,13 +212,14 @@ def test_pool_metadata_consistent(trained, scans, full_pool):
         keys = pool.item_keys(int(config.seed), pool.KIND_ID[kind], meta["item"])
         if kind.startswith("syn"):
             assert np.all(meta["diameter_mm"] >= config.synth.min_diameter_mm)
-            for u, c in zip(meta["uid"], meta["center_zyx"]):
+            for u, c in zip(meta["uid"], meta["center_zyx"], strict=False):
                 assert uids[u].lung[tuple(c)]
                 d = np.linalg.norm(uids[u].nodules_zyx - c, axis=1)
                 assert np.all(d >= p / 4)
             # the key used is one of the item's max_tries derived keys
             tries = meta["tries"]
-            derived = np.stack([np.asarray(jax.random.fold_in(k, t)) for k, t in zip(keys, tries)])
+            derived = np.stack([np.asarray(jax.random.fold_in(k, t))
+                                for k, t in zip(keys, tries, strict=True)])
             np.testing.assert_array_equal(meta["key"], derived)
         else:
             np.testing.assert_array_equal(meta["key"], keys)

@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+from test_pool import shared_setup  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from nodulejax import figures, stress
-from test_pool import shared_setup  # noqa: E402  (tests/ is on sys.path under pytest)
 
 MODELS = ["baseline-beta-finetune", "fpr_beta+syn"]
 

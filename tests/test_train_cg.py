@@ -38,7 +38,7 @@ def test_stages_run_with_finite_loss(setup):
     # GGO and RPN start from the first network: their params differ from it after training
     a = jax.tree.leaves(out["cg"])
     b = jax.tree.leaves(out["cg_ggo"])
-    assert any(not np.array_equal(x, y) for x, y in zip(a, b))
+    assert any(not np.array_equal(x, y) for x, y in zip(a, b, strict=False))
     assert set(out["rpn"]) == {"backbone", "rpn"}
     assert jax.tree.structure(out["rpn"]["backbone"]) == jax.tree.structure(out["cg"])
 
@@ -73,7 +73,7 @@ def test_rerun_skips_finished_stages(setup):
     again = cg.train_cg(c, workdir, scans, progress=False, async_save=False)
     for name in cg.STAGES:
         assert again["results"][name].resumed_from == out["results"][name].step
-        for x, y in zip(jax.tree.leaves(again[name]), jax.tree.leaves(out[name])):
+        for x, y in zip(jax.tree.leaves(again[name]), jax.tree.leaves(out[name]), strict=False):
             np.testing.assert_array_equal(x, y)
 
 

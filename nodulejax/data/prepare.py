@@ -73,13 +73,15 @@ class PreparedScan:
 def sphere_labels(shape, centers_zyx, diameters_vox) -> np.ndarray:
     """Label volume with a ball of the given diameter (voxels) at each centre (label i + 1)."""
     out = np.zeros(shape, np.uint8)
-    for i, (c, d) in enumerate(zip(np.asarray(centers_zyx), np.asarray(diameters_vox))):
+    centres, diams = np.asarray(centers_zyx), np.asarray(diameters_vox)
+    for i, (c, d) in enumerate(zip(centres, diams, strict=True)):
         r = max(float(d) / 2.0, 0.5)
         lo = np.maximum(np.floor(c - r).astype(int), 0)
         hi = np.minimum(np.ceil(c + r).astype(int) + 1, shape)
         if np.any(hi <= lo):
             continue
-        zz, yy, xx = np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij")
+        axes = [np.arange(a, b) for a, b in zip(lo, hi, strict=True)]
+        zz, yy, xx = np.meshgrid(*axes, indexing="ij")
         ball = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r
         sub = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
         sub[ball & (sub == 0)] = i + 1

@@ -46,7 +46,8 @@ _STAGE_TAG = {"cg": 0, "cg_ggo": 1, "rpn": 2}
 def cg_model(config) -> ResUNet3D:
     """The blob-heatmap ResUNet of ``config.cg`` (used by both blob stages and detection)."""
     g = config.cg
-    return ResUNet3D(width=int(g.width), depth=int(g.depth), conv_impl=str(config.runtime.conv_impl),
+    return ResUNet3D(width=int(g.width), depth=int(g.depth),
+                     conv_impl=str(config.runtime.conv_impl),
                      growth=float(g.get("width_growth", 2.0)),
                      widths=tuple(int(w) for w in g.get("widths", ())))
 
