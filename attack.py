@@ -44,6 +44,8 @@ def load_scans(config, workdir: str, split: str):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines out (-v 0)
     import jax
 
     from nodulejax import figures, pool, stress
@@ -70,5 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.FLAGS.set_default("verbosity", -1)  # absl WARNING: keep orbax's INFO lines out
     app.run(main)
