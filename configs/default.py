@@ -94,7 +94,8 @@ def get_config() -> ml_collections.ConfigDict:
     f.seg_pretrain_steps = 2000
     f.eval_every = 500
     f.early_stop_patience = 5  # evaluations without improvement before stopping
-    f.augment = True  # flips and 90-degree rotations
+    f.augment = True  # flips and 90-degree rotations (+ translations of up to jitter_vox)
+    f.jitter_vox = 2  # random shift of training patches, voxels per axis
     f.init_from = ""  # stage whose checkpoint initialises this one ("" -> from scratch)
 
     # --- synthesizer (Section 3.2): VAE + WGAN-GP critic ------------------------------------

@@ -28,13 +28,13 @@ def get_config():
     c.cg.window_overlap = 0.125
     c.cg.infer_batch_size = 4
 
-    c.fpr.patch_size = 24
+    c.fpr.patch_size = 16  # 20 mm at 1.25 mm (phantom nodules: median ~6 mm)
     c.fpr.growth = (4, 8, 8)
     c.fpr.block_layers = (1, 2, 2)
     c.fpr.init_features = 4
     c.fpr.batch_size = 16
-    c.fpr.steps = 250
-    c.fpr.finetune_steps = 100
+    c.fpr.steps = 400
+    c.fpr.finetune_steps = 60
     c.fpr.seg_pretrain_steps = 50
     c.fpr.eval_every = 100
     c.fpr.kl_anneal_steps = 100
@@ -42,9 +42,9 @@ def get_config():
     c.synth.patch_size = 16
     c.synth.latent_dim = 16
     c.synth.width = 8
-    c.synth.steps = 200
-    c.synth.n_critic = 2
-    c.synth.batch_size = 16
+    c.synth.steps = 80
+    c.synth.n_critic = 1
+    c.synth.batch_size = 8
     c.synth.lr = 3e-4
     c.synth.min_diameter_mm = 4.0
 

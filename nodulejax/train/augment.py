@@ -215,7 +215,8 @@ def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | 
     else:
         if scans is None:
             raise ConfigError("in-loop synthetic nodules need the training scans for backgrounds")
-        bg = sample_backgrounds(scans, pos.shape[1], int(config.pool.background_per_scan), seed)
+        bg = sample_backgrounds(scans, int(config.fpr.patch_size),
+                                int(config.pool.background_per_scan), seed)
         src.append(GroupSource("pos_syn", bg, 1, SYN_PGD if syn == "pgd" else SYN_RANDOM,
                                len(bg)))
     # adversarial positives and negatives
@@ -235,9 +236,9 @@ def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | 
         else:
             adv[name] = GroupSource(name, None, label, NOISE, virtual_size)
     src += [adv["pos_adv"], GroupSource("neg_real", neg, 0, PLAIN, len(neg)), adv["neg_adv"]]
-    p = pos.shape[1]
+    p, pr = int(config.fpr.patch_size), pos.shape[1]  # pr = p + 2 * jitter margin
     for s in src:
-        if s.x is not None and s.x.shape[1:] != (p, p, p):
+        if s.x is not None and s.x.shape[1:] not in ((p, p, p), (pr, pr, pr)):
             raise PoolError(f"augmentation group {s.name}: patches {s.x.shape[1:]} differ from "
                             f"the FPR patch size {(p, p, p)} (config.fpr.patch_size)")
     return src
@@ -246,7 +247,10 @@ def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | 
 def gather_batch(sources: list[GroupSource], idx, *, augment: bool, patch_size: int) -> dict:
     """Host batch for ``BatchIndices`` ``idx``: ``x (B, P, P, P) float32``, ``y (B,) int32``,
     ``kind (B,) int32``. Each patch gets the cube symmetry drawn from its own seed (flips and
-    90-degree rotations, Section 3.1) when ``augment``."""
+    90-degree rotations, Section 3.1) when ``augment``. A stored patch larger than ``P``
+    (real patches cut with a ``c.fpr.jitter_vox`` margin) is cropped to ``P`` at an offset drawn
+    from the same seed (a random translation of up to the margin) or centred without
+    ``augment``."""
     from nodulejax.data.patches import random_flip_rot
 
     b = len(idx.group)
@@ -258,7 +262,12 @@ def gather_batch(sources: list[GroupSource], idx, *, augment: bool, patch_size: 
         y[i], kind[i] = s.label, s.kind
         if s.x is not None:
             p = s.x[int(idx.index[i])]
-            x[i] = random_flip_rot(p, int(idx.seed[i])) if augment else p
+            rng = np.random.default_rng(int(idx.seed[i]))
+            extra = p.shape[0] - patch_size
+            if extra > 0:
+                o = rng.integers(0, extra + 1, 3) if augment else np.full(3, extra // 2)
+                p = p[o[0]:o[0] + patch_size, o[1]:o[1] + patch_size, o[2]:o[2] + patch_size]
+            x[i] = random_flip_rot(p, rng) if augment else p
     return {"x": x, "y": y, "kind": kind}
 
 

@@ -337,8 +337,9 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
     f, head, stage = cfg.fpr, row["head"], row["stage"]
     p, bs, seed = int(f.patch_size), int(f.batch_size), int(cfg.seed)
     mname = model_name(name)
-    real = train_patches if train_patches is not None else fpr_patches(list(train_scans), p,
-                                                                        seed=seed)
+    jitter = int(f.get("jitter_vox", 0)) if bool(f.augment) else 0
+    real = train_patches if train_patches is not None else fpr_patches(
+        list(train_scans), p + 2 * jitter, seed=seed)
     val = val_patches if val_patches is not None else fpr_patches(list(val_scans), p)
     key = jax.random.key(seed)
     params, _ = init_params(cfg, workdir, name, seed + 1)
