@@ -13,7 +13,9 @@ from nodulejax.data.luna16 import Annotations, Predictions, read_annotations, re
 from nodulejax.errors import LUNA16FormatError
 from nodulejax.evaluation import froc
 
-LUNA = "/work/shared/data/luna16"
+LUNA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "luna16")
+if not os.path.isdir(LUNA):  # the checkout's sibling shared/ (CI) or the workspace copy
+    LUNA = "/work/shared/data/luna16"
 KEYS = ["0.125", "0.25", "0.5", "1", "2", "4", "8"]
 
 

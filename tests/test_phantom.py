@@ -10,7 +10,10 @@ from scipy import ndimage, stats
 
 from nodulejax.data import phantom, phantom_nodules
 
-REAL_ANN = "/work/shared/data/luna16/annotations.csv"
+REAL_ANN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "luna16",
+                        "annotations.csv")
+if not os.path.exists(REAL_ANN):  # the checkout's sibling shared/ (CI) or the workspace copy
+    REAL_ANN = "/work/shared/data/luna16/annotations.csv"
 TINY = dict(size_scale=0.35, max_voxels=300_000)
 N_SCANS = 20
 
