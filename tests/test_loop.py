@@ -47,7 +47,7 @@ def env(tmp_path_factory):
 
 def _run(env, *args, timeout=180):
     p = subprocess.run([sys.executable, SCRIPT, *args], env=env, capture_output=True,
-                       text=True, timeout=timeout)
+                       text=True, encoding="utf-8", errors="replace", timeout=timeout)
     assert p.returncode == 0, p.stderr[-3000:]
     return p
 

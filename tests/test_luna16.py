@@ -55,7 +55,7 @@ def test_real_annotations_counts(real):
     assert np.all(np.abs(ann.xyz[:, :2]) < 500.0)  # x, y within a body's width
     assert np.all(np.abs(ann.xyz[:, 2]) < 2000.0)  # z: table positions vary by scanner
     # first row equals the file's text
-    with open(os.path.join(REAL, "annotations.csv")) as f:
+    with open(os.path.join(REAL, "annotations.csv"), encoding="utf-8") as f:
         f.readline()
         first = f.readline().strip().split(",")
     assert ann.seriesuid[0] == first[0]
@@ -65,7 +65,7 @@ def test_real_annotations_counts(real):
 
 def test_real_excluded(real):
     ann, exc, uids = real
-    with open(os.path.join(REAL, "annotations_excluded.csv")) as f:
+    with open(os.path.join(REAL, "annotations_excluded.csv"), encoding="utf-8") as f:
         n_rows = sum(1 for line in f if line.strip()) - 1
     assert len(exc) == n_rows
     assert set(exc.seriesuid.tolist()) <= set(uids)
@@ -92,7 +92,7 @@ def test_submission_round_trip(tmp_path):
     prob = rng.uniform(0, 1, 3)
     p = str(tmp_path / "out" / "sub.csv")
     luna16.write_submission(p, uids, xyz, prob)
-    with open(p) as f:
+    with open(p, encoding="utf-8") as f:
         assert f.readline() == HEAD_PRED
     pred = luna16.read_predictions(p, known_uids=[UID_A, UID_B])
     assert pred.seriesuid.tolist() == uids.tolist()

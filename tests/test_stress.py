@@ -29,9 +29,9 @@ def result(tmp_path_factory):
 
 def test_stress_writes_tables_4_to_6(result):
     res, out, c = result
-    with open(os.path.join(out, "stress.json")) as f:
+    with open(os.path.join(out, "stress.json"), encoding="utf-8") as f:
         on_disk = json.load(f)
-    md = open(os.path.join(out, "stress.md")).read()
+    md = open(os.path.join(out, "stress.md"), encoding="utf-8").read()
     for t in ("Table 4", "Table 5", "Table 6"):
         assert t in md
     cols = {"table4": stress.TABLE4_COLUMNS, "table5": stress.table5_columns(c),
@@ -82,7 +82,7 @@ def test_figures_written(tmp_path_factory, result):
 def test_attack_cli_help():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     r = subprocess.run([sys.executable, "attack.py", "--help"], cwd=root, capture_output=True,
-                       text=True, timeout=120)
+                       text=True, encoding="utf-8", errors="replace", timeout=120)
     assert r.returncode in (0, 1), r.stderr  # absl exits 1 after printing --help
     for flag in ("--mode", "--models", "--workdir", "--config"):
         assert flag in r.stdout + r.stderr

@@ -21,7 +21,8 @@ def _run(workdir, timeout):
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
            os.path.join(ROOT, "configs", "tiny.py"), "--workdir", str(workdir),
            "--config.train.progress=False"]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, encoding="utf-8",
+                          errors="replace", timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_every_stage_finishes_and_the_report_has_every_section(study_run):
     wd, _ = study_run
     for s in STAGES:
         assert os.path.exists(os.path.join(wd, "stages", f"{s}.json")), s
-    report = open(os.path.join(wd, "report", "report.md")).read()
+    report = open(os.path.join(wd, "report", "report.md"), encoding="utf-8").read()
     for section in ("Table 2", "Table 3", "Table 4", "Table 5", "Table 6", "Fig. 7",
                     "claims hold", "Environment", "Config"):
         assert section in report, section

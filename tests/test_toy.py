@@ -20,7 +20,7 @@ def test_make_moons_layout():
 def test_toy_runs_and_noise_negatives_close_the_boundary(tmp_path):
     r = toy.run_toy(str(tmp_path), 0, mlp_steps=400, vae_steps=400, plot=True)
     assert os.path.getsize(tmp_path / "toy.png") > 10_000
-    with open(tmp_path / "toy.json") as f:
+    with open(tmp_path / "toy.json", encoding="utf-8") as f:
         j = json.load(f)
     assert set(j["panels"]) == set("abcdef")
     p = j["panels"]
