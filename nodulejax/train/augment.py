@@ -34,7 +34,6 @@ in-step randomness comes from the step key, so both modes resume exactly.
 
 from __future__ import annotations
 
-import glob
 import os
 from typing import Any
 
@@ -43,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nodulejax.errors import ConfigError, PoolError
+from nodulejax.pool import PoolReader  # the manifest-aware reader of `attack.py pool`
 
 # kind codes carried in the batch: what the train step still has to do to the patch
 PLAIN, SYN_RANDOM, SYN_PGD, PERTURB, NOISE, POISSON = 0, 1, 2, 3, 4, 5
@@ -51,72 +51,6 @@ KIND_NAMES = {PLAIN: "plain", SYN_RANDOM: "syn_random", SYN_PGD: "syn_pgd", PERT
 GROUPS = ("pos_real", "pos_syn", "pos_adv", "neg_real", "neg_adv")
 GROUP_LABELS = np.array([1, 1, 1, 0, 0], np.int32)
 POOL_KINDS = ("syn_random", "syn_pgd", "perturb", "noise")
-
-
-# --------------------------------------------------------------------------- pool reader
-try:  # the pool writer's reader (manifest-aware), same interface
-    from nodulejax.pool import PoolReader
-except ImportError:  # pragma: no cover - minimal reader of the same layout
-
-    class PoolReader:
-        """Read the augmentation pool written by ``attack.py pool``.
-
-        Minimal on-disk interface (until ``nodulejax.pool`` fixes its own): one folder per kind,
-        ``POOL_DIR/<kind>/*.npz`` shards in name order, each with ``x (n, P, P, P)`` (float16/32 in
-        [0, 1], optionally a trailing channel of 1) and any per-sample metadata arrays of length
-        ``n`` (e.g. ``seed``, ``prob_before``, ``prob_after``). ``arrays(kind)`` concatenates the
-        shards: ``x (N, P, P, P) float16`` and ``meta {name: (N,) array}``.
-        """
-
-        def __init__(self, pool_dir: str):
-            if not pool_dir or not os.path.isdir(pool_dir):
-                raise PoolError(f"augmentation pool folder {pool_dir!r} does not exist "
-                                "(run `attack.py pool` first)")
-            self.pool_dir = pool_dir
-            self._cache: dict[str, tuple[np.ndarray, dict]] = {}
-
-        def _shards(self, kind: str) -> list[str]:
-            return sorted(glob.glob(os.path.join(self.pool_dir, kind, "*.npz")))
-
-        def kinds(self) -> list[str]:
-            return [k for k in POOL_KINDS if self._shards(k)]
-
-        def arrays(self, kind: str) -> tuple[np.ndarray, dict]:
-            if kind not in POOL_KINDS:
-                raise PoolError(f"pool kind {kind!r}: expected one of {POOL_KINDS}")
-            if kind in self._cache:
-                return self._cache[kind]
-            shards = self._shards(kind)
-            if not shards:
-                raise PoolError(f"{os.path.join(self.pool_dir, kind)}: no shards for pool kind "
-                                f"{kind!r} (present: {self.kinds()})")
-            xs, metas = [], {}
-            for path in shards:
-                try:
-                    with np.load(path, allow_pickle=False) as z:
-                        if "x" not in z.files:
-                            raise PoolError(f"{path}: shard has no 'x' array (has {z.files})")
-                        x = z["x"]
-                        if x.ndim == 5 and x.shape[-1] == 1:
-                            x = x[..., 0]
-                        if x.ndim != 4 or len(set(x.shape[1:])) != 1:
-                            raise PoolError(f"{path}: 'x' must be (n, P, P, P), got {x.shape}")
-                        if xs and x.shape[1:] != xs[0].shape[1:]:
-                            raise PoolError(f"{path}: patch shape {x.shape[1:]} differs from the "
-                                            f"earlier shards' {xs[0].shape[1:]}")
-                        xs.append(x.astype(np.float16))
-                        for k in z.files:
-                            if k != "x" and z[k].ndim >= 1 and len(z[k]) == len(x):
-                                metas.setdefault(k, []).append(z[k])
-                except PoolError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - corrupt / truncated shard
-                    raise PoolError(f"{path}: unreadable pool shard: "
-                                    f"{type(e).__name__}: {e}") from e
-            x = np.concatenate(xs)
-            meta = {k: np.concatenate(v) for k, v in metas.items() if len(v) == len(xs)}
-            self._cache[kind] = (x, meta)
-            return x, meta
 
 
 def write_pool_shard(pool_dir: str, kind: str, index: int, x, **meta) -> str:
