@@ -119,16 +119,10 @@ def summarize(config, xla: bool = False, rows=("resunet", "rpn", "fpr")) -> dict
 
 
 def build_fpr(fpr, conv_impl: str = "auto"):
-    """DenseUNet3D from config block c.fpr: every c.fpr field named like a module attribute."""
-    import dataclasses
+    """DenseUNet3D from config block c.fpr (``nodulejax.models.denseunet.from_config``)."""
+    from nodulejax.models.denseunet import from_config
 
-    from nodulejax.models.denseunet import DenseUNet3D  # lazy: written by another module owner
-
-    names = {f.name for f in dataclasses.fields(DenseUNet3D)} - {"parent", "name"}
-    kw = {k: (tuple(v) if isinstance(v, list | tuple) else v)
-          for k, v in fpr.items() if k in names}
-    kw["conv_impl"] = conv_impl
-    return DenseUNet3D(**kw)
+    return from_config(fpr, conv_impl=conv_impl)
 
 
 def _fpr_row(config, impl, xla):
