@@ -88,64 +88,52 @@ def sphere_labels(shape, centers_zyx, diameters_vox) -> np.ndarray:
     return out
 
 
-def read_nodule_types(root: str) -> dict[tuple[str, int], str]:
-    """Nodule types from the phantom's ``nodules.csv`` keyed by (uid, rounded xyz hash).
+def _key(uid: str, xyz) -> tuple:
+    """Finding key shared by nodules.csv and annotations.csv: (uid, xyz rounded to 0.1 mm)."""
+    return uid, tuple(round(float(v), 1) for v in xyz)
 
-    Returns an empty dict when the file is absent (LUNA16 has no types).
+
+def read_nodule_table(root: str) -> dict[tuple, tuple[str, int | None]]:
+    """The phantom's ``nodules.csv``: ``{(uid, xyz 0.1 mm): (type, mask label or None)}``.
+
+    Empty when the file is absent (LUNA16 has neither types nor masks). Malformed rows raise
+    LUNA16FormatError naming the file and line.
     """
     path = os.path.join(root, "nodules.csv")
     if not os.path.exists(path):
         return {}
     out = {}
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         need = {"seriesuid", "coordX", "coordY", "coordZ", "type"}
         if reader.fieldnames is None or not need <= set(reader.fieldnames):
             raise LUNA16FormatError(f"{path}: line 1: expected columns {sorted(need)}, "
                                     f"got {reader.fieldnames}")
+        has_label = "label" in reader.fieldnames
         for line, row in enumerate(reader, start=2):
             try:
-                xyz = tuple(round(float(row[k]), 1) for k in ("coordX", "coordY", "coordZ"))
-            except ValueError as e:
-                raise LUNA16FormatError(f"{path}: line {line}: non-numeric coordinate") from e
+                key = _key(row["seriesuid"], (row["coordX"], row["coordY"], row["coordZ"]))
+                label = int(row["label"]) if has_label else None
+            except (TypeError, ValueError) as e:
+                raise LUNA16FormatError(f"{path}: line {line}: bad coordinate or label") from e
             if row["type"] not in NODULE_TYPES:
                 raise LUNA16FormatError(f"{path}: line {line}: unknown nodule type "
                                         f"{row['type']!r}; expected one of {NODULE_TYPES}")
-            out[(row["seriesuid"], xyz)] = row["type"]
+            out[key] = (row["type"], label)
     return out
 
 
-def read_nodule_labels(root: str) -> dict[tuple[str, tuple], int]:
-    """Mask label of each finding in the phantom's ``nodules.csv`` (column ``label``), keyed like
-    :func:`read_nodule_types`. Empty when the file or the column is absent."""
-    path = os.path.join(root, "nodules.csv")
-    if not os.path.exists(path):
-        return {}
-    out = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "label" not in reader.fieldnames:
-            return {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                xyz = tuple(round(float(row[k]), 1) for k in ("coordX", "coordY", "coordZ"))
-                out[(row["seriesuid"], xyz)] = int(row["label"])
-            except (KeyError, ValueError) as e:
-                raise LUNA16FormatError(f"{path}: line {line}: bad coordinate or label") from e
-    return out
-
-
-def _relabel(seg, uid, nod, labels):
+def _relabel(seg, uid, nod, table):
     """Mask labels of the dataset (phantom: row of nodules.csv, excluded findings included)
     -> ``i + 1`` for included nodule ``i`` (annotations.csv order), 0 elsewhere."""
-    if seg is None or not labels or nod is None or len(nod) == 0:
+    if seg is None or not table or nod is None or len(nod) == 0:
         return seg
-    keys = [(uid, tuple(round(float(v), 1) for v in xyz)) for xyz in nod.xyz]
-    if not all(k in labels for k in keys):
+    keys = [_key(uid, xyz) for xyz in nod.xyz]
+    if not all(k in table and table[k][1] is not None for k in keys):
         return seg
-    lut = np.zeros(max(int(seg.max()), max(labels[k] for k in keys)) + 1, np.uint8)
+    lut = np.zeros(max(int(seg.max()), max(table[k][1] for k in keys)) + 1, np.uint8)
     for i, k in enumerate(keys):
-        lut[labels[k]] = i + 1
+        lut[table[k][1]] = i + 1
     return lut[seg]
 
 
@@ -166,8 +154,12 @@ def _cache_path(cache_dir, uid, spacing, window):
 
 def prepare_scan(dataset: luna16.Luna16Dataset, uid: str, *, spacing: float,
                  window=(-1000.0, 400.0), cache_dir: str | None = None,
-                 types: dict | None = None) -> PreparedScan:
-    """Load, resample to ``spacing`` mm, window and lung-mask one scan (cached)."""
+                 nodule_table: dict | None = None) -> PreparedScan:
+    """Load, resample to ``spacing`` mm, window and lung-mask one scan (cached).
+
+    ``nodule_table``: :func:`read_nodule_table` of the dataset (read here when None; pass it
+    when preparing many scans so the file is read once)."""
+    types = read_nodule_table(str(dataset.root)) if nodule_table is None else nodule_table
     path = _cache_path(cache_dir, uid, spacing, window) if cache_dir else None
     if path and os.path.exists(path):
         return _load_cached(path, dataset, uid, types)
@@ -212,12 +204,9 @@ def _assemble(dataset, uid, image, lung, geometry, seg, types) -> PreparedScan:
     nod_zyx, nod = _world_rows(dataset.annotations, uid, geometry)
     exc_zyx, exc = _world_rows(dataset.excluded, uid, geometry)
     cand_zyx, cand = _world_rows(dataset.candidates, uid, geometry)
-    seg = _relabel(seg, uid, nod, read_nodule_labels(str(dataset.root)) if seg is not None
-                   else {})
-    types = types or {}
-    nod_types = np.array(
-        [types.get((uid, tuple(round(float(v), 1) for v in xyz)), "unknown")
-         for xyz in (nod.xyz if len(nod_zyx) else [])], dtype=object)
+    seg = _relabel(seg, uid, nod, types)
+    nod_types = np.array([types.get(_key(uid, xyz), ("unknown", None))[0]
+                          for xyz in (nod.xyz if len(nod_zyx) else [])], dtype=object)
     return PreparedScan(
         uid=uid, fold=dataset.fold_of(uid), image=image, lung=lung, geometry=geometry,
         nodules_zyx=nod_zyx, nodules_diam_mm=(nod.diameter_mm if len(nod_zyx) else np.zeros(0)),
@@ -230,6 +219,6 @@ def _assemble(dataset, uid, image, lung, geometry, seg, types) -> PreparedScan:
 def prepare_folds(dataset: luna16.Luna16Dataset, folds, *, spacing: float, window,
                   cache_dir: str | None = None) -> list[PreparedScan]:
     """Every scan of ``folds``, prepared (see :func:`prepare_scan`)."""
-    types = read_nodule_types(str(dataset.root))
+    table = read_nodule_table(str(dataset.root))
     return [prepare_scan(dataset, uid, spacing=spacing, window=window, cache_dir=cache_dir,
-                         types=types) for uid in dataset.uids(folds)]
+                         nodule_table=table) for uid in dataset.uids(folds)]

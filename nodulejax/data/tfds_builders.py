@@ -80,10 +80,10 @@ def iter_fpr_examples(root: str, folds: Iterable[int], *, patch_size: int, spaci
     if ds.annotations is None or ds.candidates is None:
         raise LUNA16FormatError(f"{root}: needs annotations.csv and candidates_V2.csv "
                                 f"(or candidates.csv) for FPR patches")
-    types = prepare.read_nodule_types(str(ds.root))
+    table = prepare.read_nodule_table(str(ds.root))
     for uid in ds.uids(sorted(set(int(f) for f in folds))):
         scan = prepare.prepare_scan(ds, uid, spacing=spacing, window=tuple(hu_window),
-                                    cache_dir=cache_dir, types=types)
+                                    cache_dir=cache_dir, nodule_table=table)
         p = patchsets.fpr_patches([scan], patch_size, neg_radius_mm=neg_radius_mm,
                                   max_neg_per_scan=max_neg_per_scan, seed=_scan_seed(seed, uid))
         if len(p["y"]) == 0:
