@@ -34,11 +34,6 @@ from nodulejax.errors import ConfigError
 
 STUDY_STAGES = ("data", "prepare", "cg", "fpr_seg", "fpr", "synth", "pool", "augmented",
                 "detect", "evaluate", "stress", "toy", "report")
-BASELINES = ("baseline-ce", "baseline-beta", "baseline-beta-finetune")
-AUGMENTED = ("beta+syn (random)", "beta+syn", "beta+poisson", "beta+poisson+syn",
-             "beta+perturb", "beta+perturb+syn")
-ATTACK_TARGET = "baseline-beta-finetune"  # the paper attacks this model (Section 4)
-
 
 class Study:
     """Holds the run folder, the dataset and prepared scans of one study."""

@@ -9,15 +9,13 @@ from __future__ import annotations
 import copy
 import os
 
-import numpy as np
-
-from configs.experiments import apply_experiment
+from configs.experiments import EXPERIMENTS, apply_experiment
 from nodulejax.errors import ConfigError
 
-BASELINES = ("baseline-ce", "baseline-beta", "baseline-beta-finetune")
-AUGMENTED = ("beta+syn (random)", "beta+syn", "beta+poisson", "beta+poisson+syn",
-             "beta+perturb", "beta+perturb+syn")
-ALL_FPR = BASELINES + AUGMENTED
+# the Table 3 rows, in the paper's order (configs/experiments.py is the one list of them)
+ALL_FPR = tuple(EXPERIMENTS)
+BASELINES = tuple(n for n, r in EXPERIMENTS.items() if r["stage"] != "fpr_augmented")
+AUGMENTED = tuple(n for n, r in EXPERIMENTS.items() if r["stage"] == "fpr_augmented")
 ATTACK_TARGET = "baseline-beta-finetune"  # the model the paper attacks (Section 4)
 
 
@@ -203,8 +201,3 @@ def run_single(study, stage: str):
     raise ConfigError(f"config.stage: unknown stage {stage!r}; expected 'study' or one of "
                       "data, prepare, cg, fpr_seg_pretrain, fpr, fpr_finetune, synth, pool, "
                       "fpr_augmented, augmented, detect, evaluate, stress, toy, report")
-
-
-def summarize_auc(info: dict) -> dict:
-    """{row: auc} from a stage record (helper for the report)."""
-    return {k: float(np.round(v.get("auc", float("nan")), 4)) for k, v in info.items()}
