@@ -27,9 +27,13 @@ def main(argv):
     import jax
 
     from nodulejax import study
+    from nodulejax.errors import NoduleJaxError
 
     logging.info("JAX devices: %s", jax.devices())
-    study.run(_CONFIG.value, _WORKDIR.value)
+    try:
+        study.run(_CONFIG.value, _WORKDIR.value)
+    except NoduleJaxError as e:  # bad file / field: the message names it, no traceback needed
+        raise SystemExit(f"train.py: {type(e).__name__}: {e}") from None
 
 
 if __name__ == "__main__":

@@ -58,3 +58,13 @@ def test_rerun_skips_finished_stages(study_run):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[study]" not in r.stdout  # no stage ran again
     assert time.time() - t0 < first
+
+
+def test_bad_config_field_is_named_without_a_traceback(tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
+           os.path.join(ROOT, "configs", "tiny.py"), "--workdir", str(tmp_path),
+           "--config.data.kind=dicomx"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, encoding="utf-8",
+                       errors="replace", timeout=300)
+    assert r.returncode != 0
+    assert "config.data.kind" in r.stderr and "Traceback" not in r.stderr
