@@ -45,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     g.width = 8  # filters at the first level
     g.depth = 4  # resolution levels
     g.blob_sigma_mm = 2.5  # std of the same-size Gaussian blob at each centre
+    g.loss = "blob_bce"  # heatmap loss: "blob_bce" or "focal" (CenterNet); detection_losses.py
+    g.head_prior = 0.1  # initial heatmap probability (head bias -log((1 - pi) / pi))
+    g.blob_pos_weight = 50.0  # lambda of blob_bce: voxel weight 1 + lambda * target
     g.anchors_mm = (5.0, 10.0, 20.0, 30.0)  # cube anchor sizes for the RPN head
     g.rpn_width = 32
     g.width_growth = 2.0  # ResUNet channels per level: round(width * width_growth**level)

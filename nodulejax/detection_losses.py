@@ -15,6 +15,14 @@ with P = sigmoid(logit); N_pos = number of Y = 1 voxels (at least 1). Voxels nea
 are penalised less for firing, so the blob shape need not be matched exactly; the
 normalisation by N_pos makes the loss independent of the crop size.
 
+Alternative (``c.cg.loss = "blob_bce"``): blob-weighted BCE against the soft target,
+    L = sum_p w_p BCE(Y_p, P_p) / sum_p w_p,   w_p = 1 + lambda * Y_p,
+whose minimum is P = Y (the network reproduces the blob). Every voxel of a blob, not only
+its centre, gives a positive gradient, which is what a short training budget needs: on the
+demo phantom the focal loss above had not left its background prior after 400 steps
+(heatmap <= 0.08 on training nodules), while blob BCE finds the nodules within the same
+budget (numbers in issue 7's note).
+
 RPN (Faster R-CNN [46], in 3D): anchors matched by IoU (nodulejax.boxes.match_anchors);
 objectness by BCE on a random subset of anchors (at most `num_samples`, at most
 `pos_fraction` positive, Bernoulli-sampled so it stays cheap and jittable over ~1e6 anchors)
@@ -80,6 +88,34 @@ def heatmap_focal_loss(logits, target, alpha: float = 2.0, beta: float = 4.0,
     total = jnp.sum(jnp.where(pos, pos_term, neg_term), axis=1)
     n_pos = jnp.maximum(jnp.sum(pos, axis=1), 1)
     return -total / n_pos
+
+
+def heatmap_blob_bce_loss(logits, target, pos_weight: float = 50.0):
+    """Blob-weighted soft-label BCE per example (module docstring, ``c.cg.loss="blob_bce"``).
+
+    Args:
+      logits: (B, D, H, W, 1) or (B, D, H, W) heatmap logits.
+      target: same shape (or without the channel), soft blob target in [0, 1].
+      pos_weight: lambda; a voxel's weight is 1 + lambda * Y.
+    Returns:
+      (B,) weighted mean BCE (nats per unit weight).
+    """
+    logits = jnp.asarray(logits, jnp.float32)
+    b = logits.shape[0]
+    logits = logits.reshape(b, -1)
+    target = jnp.asarray(target, jnp.float32).reshape(logits.shape)
+    bce = -(target * jax.nn.log_sigmoid(logits) + (1 - target) * jax.nn.log_sigmoid(-logits))
+    w = 1.0 + pos_weight * target
+    return jnp.sum(w * bce, axis=1) / jnp.sum(w, axis=1)
+
+
+def heatmap_loss(logits, target, kind: str = "focal", pos_weight: float = 50.0):
+    """(B,) heatmap loss of ``kind``: "focal" (CenterNet) or "blob_bce"."""
+    if kind == "focal":
+        return heatmap_focal_loss(logits, target)
+    if kind == "blob_bce":
+        return heatmap_blob_bce_loss(logits, target, pos_weight)
+    raise ValueError(f"config.cg.loss={kind!r}: expected 'focal' or 'blob_bce'")
 
 
 # ----------------------------------------------------------------------------- RPN

@@ -95,7 +95,8 @@ class Study:
             self._scans[split] = prepare_folds(
                 self.dataset, list(folds), spacing=float(self.config.data.spacing),
                 window=tuple(self.config.data.hu_window),
-                cache_dir=os.path.join(self.workdir, "cache"))
+                cache_dir=os.path.join(self.workdir, "cache"),
+                workers=int(self.config.data.num_workers))
         return self._scans[split]
 
     def stage_data(self):

@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from nodulejax.detection_losses import heatmap_focal_loss, heatmap_target
+from nodulejax.detection_losses import (heatmap_blob_bce_loss, heatmap_focal_loss, heatmap_loss,
+                                        heatmap_target)
 from nodulejax.models.resunet import ResUNet3D, level_widths
 
 SHAPE = (2, 16, 16, 16, 1)
@@ -108,6 +109,40 @@ def test_focal_loss_hand_computed():
     # large logits stay finite
     big = heatmap_focal_loss(jnp.array([-80.0, 80.0]).reshape(1, 1, 1, 2), target[..., 0])
     assert np.isfinite(float(big[0]))
+
+
+def test_blob_bce_hand_computed_and_minimised_by_the_target():
+    # voxels Y = (1, 0.5, 0), logits 0 (P = 0.5): BCE = log 2 everywhere, weights 1 + 50 Y
+    logits = jnp.zeros((1, 1, 1, 3, 1))
+    target = jnp.array([1.0, 0.5, 0.0]).reshape(1, 1, 1, 3, 1)
+    assert float(heatmap_blob_bce_loss(logits, target)[0]) == pytest.approx(math.log(2), 1e-5)
+    # a non-uniform case by hand: weights 51, 26, 1
+    l2 = jnp.array([2.0, -1.0, -3.0]).reshape(1, 1, 1, 3, 1)
+    p = 1 / (1 + np.exp(-np.array([2.0, -1.0, -3.0])))
+    y = np.array([1.0, 0.5, 0.0])
+    w = 1 + 50 * y
+    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    got = float(heatmap_blob_bce_loss(l2, target)[0])
+    assert got == pytest.approx(float((w * bce).sum() / w.sum()), rel=1e-5)
+    # the soft target itself is the minimiser: its logits have zero gradient
+    y_in = jnp.array([0.9, 0.5, 0.1]).reshape(1, 1, 1, 3)
+    g = jax.grad(lambda z: heatmap_blob_bce_loss(z, y_in)[0])(jnp.log(y_in / (1 - y_in)))
+    np.testing.assert_allclose(np.asarray(g), 0.0, atol=1e-6)
+    assert float(heatmap_loss(logits, target, "blob_bce")[0]) == pytest.approx(math.log(2), 1e-5)
+    with pytest.raises(ValueError, match="blob_bce"):
+        heatmap_loss(logits, target, "mse")
+
+
+def test_head_starts_at_the_focal_prior():
+    """The heatmap head's bias starts at -log((1 - pi) / pi) (pi = 0.1 by default)."""
+    for prior in (0.1, 0.01):
+        shapes = jax.eval_shape(ResUNet3D(width=2, depth=2, head_prior=prior).init,
+                                jax.random.key(0), jax.ShapeDtypeStruct(SHAPE, jnp.float32))
+        assert shapes["params"]["head"]["bias"].shape == (1,)
+        params = ResUNet3D(width=2, depth=2, head_prior=prior).init(
+            jax.random.key(0), jnp.zeros((1, 4, 4, 4, 1)))["params"]
+        assert float(params["head"]["bias"][0]) == pytest.approx(-math.log((1 - prior) / prior),
+                                                                 rel=1e-6)
 
 
 def test_jit_grad_and_adam_step_lowers_heatmap_loss(batch):

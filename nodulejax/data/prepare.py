@@ -216,9 +216,34 @@ def _assemble(dataset, uid, image, lung, geometry, seg, types) -> PreparedScan:
         seg=seg)
 
 
+def _cache_one(root: str, uid: str, spacing: float, window, cache_dir: str) -> str:
+    """Worker of :func:`prepare_folds`: prepare one scan into the cache (a fresh process)."""
+    prepare_scan(luna16.Luna16Dataset(root), uid, spacing=spacing, window=window,
+                 cache_dir=cache_dir)
+    return uid
+
+
 def prepare_folds(dataset: luna16.Luna16Dataset, folds, *, spacing: float, window,
-                  cache_dir: str | None = None) -> list[PreparedScan]:
-    """Every scan of ``folds``, prepared (see :func:`prepare_scan`)."""
+                  cache_dir: str | None = None, workers: int = 1) -> list[PreparedScan]:
+    """Every scan of ``folds``, prepared (see :func:`prepare_scan`).
+
+    With a ``cache_dir`` and ``workers > 1`` the scans missing from the cache are prepared in
+    that many worker processes first (resampling and lung masks are single-threaded numpy /
+    scipy; ``spawn`` start, so no JAX state is forked), then every scan is read back from the
+    cache: the result is the same as with one worker, array for array.
+    """
     table = read_nodule_table(str(dataset.root))
+    uids = dataset.uids(folds)
+    missing = [u for u in uids if cache_dir and not os.path.exists(
+        _cache_path(cache_dir, u, spacing, window))]
+    if workers > 1 and len(missing) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(missing)),
+                                 mp_context=multiprocessing.get_context("spawn")) as ex:
+            list(ex.map(_cache_one, [str(dataset.root)] * len(missing), missing,
+                        [spacing] * len(missing), [tuple(window)] * len(missing),
+                        [cache_dir] * len(missing)))
     return [prepare_scan(dataset, uid, spacing=spacing, window=window, cache_dir=cache_dir,
-                         nodule_table=table) for uid in dataset.uids(folds)]
+                         nodule_table=table) for uid in uids]

@@ -124,6 +124,7 @@ class Conv3D(nn.Module):
     strides: int = 1
     use_bias: bool = True
     impl: str = "auto"
+    bias_init: float = 0.0  # constant initial bias (e.g. a focal-loss prior, see ResUNet3D)
 
     @nn.compact
     def __call__(self, x):
@@ -134,7 +135,7 @@ class Conv3D(nn.Module):
         kernel = kernel.astype(x.dtype)
         y = conv3d(x, kernel, self.strides, self.impl)
         if self.use_bias:
-            bias = self.param("bias", nn.initializers.zeros, (self.features,))
+            bias = self.param("bias", nn.initializers.constant(self.bias_init), (self.features,))
             y = y + bias.astype(y.dtype)
         return y
 

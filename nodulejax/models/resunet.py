@@ -96,6 +96,9 @@ class ResUNet3D(nn.Module):
       conv_impl: lowering passed to every `Conv3D` ("auto" | "xla3d" | "2d").
       growth: channel multiplier per level (w_l = round(width * growth**l)).
       widths: explicit per-level channels; when non-empty it overrides width, depth, growth.
+      head_prior: initial heatmap probability pi; the head bias starts at -log((1 - pi) / pi)
+        (CenterNet / RetinaNet focal-loss prior: pi = 0.1 -> -2.197), so training does not
+        begin with p = 0.5 on every voxel of a heatmap that is almost all background.
 
     `apply(vars, x)` with x (B, D, H, W, 1) in [0, 1] returns
       (heatmap logits (B, D, H, W, 1), features (B, D, H, W, w0)), the features being the
@@ -107,6 +110,7 @@ class ResUNet3D(nn.Module):
     conv_impl: str = "auto"
     growth: float = 2.0
     widths: tuple[int, ...] = ()
+    head_prior: float = 0.1
 
     @nn.compact
     def __call__(self, x):
@@ -123,12 +127,15 @@ class ResUNet3D(nn.Module):
             h = jnp.concatenate([upsample_to(h, skip.shape[1:4]), skip], axis=-1)
             h = ResBlock(widths[level], 1, conv_impl=self.conv_impl, name=f"dec{level}")(h)
         features = h
-        logits = Conv3D(1, 1, 1, impl=self.conv_impl, name="head")(GNReLU(name="head_norm")(h))
+        prior = float(self.head_prior)
+        logits = Conv3D(1, 1, 1, impl=self.conv_impl, name="head",
+                        bias_init=-math.log((1.0 - prior) / prior))(GNReLU(name="head_norm")(h))
         return logits, features
 
 
 def build_resunet(cg, conv_impl: str = "auto") -> ResUNet3D:
     """ResUNet3D from config block c.cg (width, depth, width_growth, widths)."""
     return ResUNet3D(width=int(cg.width), depth=int(cg.depth), conv_impl=conv_impl,
+                     head_prior=float(cg.get("head_prior", 0.1)),
                      growth=float(cg.get("width_growth", 2.0)),
                      widths=tuple(int(w) for w in cg.get("widths", ())))

@@ -48,6 +48,7 @@ def cg_model(config) -> ResUNet3D:
     g = config.cg
     return ResUNet3D(width=int(g.width), depth=int(g.depth),
                      conv_impl=str(config.runtime.conv_impl),
+                     head_prior=float(g.get("head_prior", 0.1)),
                      growth=float(g.get("width_growth", 2.0)),
                      widths=tuple(int(w) for w in g.get("widths", ())))
 
@@ -75,11 +76,13 @@ def heatmap_targets(boxes, valid, shape, sigma_vox):
 
 
 @functools.lru_cache(maxsize=16)
-def heatmap_step(model: ResUNet3D, lr: float, sigma_vox: float):
+def heatmap_step(model: ResUNet3D, lr: float, sigma_vox: float, loss: str = "focal",
+                 pos_weight: float = 50.0):
     """Train step of the blob stages: focal loss on the device-built blob heatmap.
 
     ``(state {params, opt_state}, batch {image (B,S,S,S,1), boxes, valid}, key) ->
-    (state, {"loss"})``. Cached per (model, lr, sigma) so ``fit`` jits it once.
+    (state, {"loss"})``. ``loss``: "focal" or "blob_bce" (``detection_losses.heatmap_loss``).
+    Cached per arguments so ``fit`` jits it once.
     """
     tx = optax.adam(lr)
 
@@ -87,7 +90,7 @@ def heatmap_step(model: ResUNet3D, lr: float, sigma_vox: float):
         x = batch["image"]
         target = heatmap_targets(batch["boxes"], batch["valid"], x.shape[1:4], sigma_vox)
         logits, _ = model.apply({"params": params}, x)
-        return jnp.mean(dl.heatmap_focal_loss(logits, target))
+        return jnp.mean(dl.heatmap_loss(logits, target, loss, pos_weight))
 
     def step(state, batch, key):
         del key
@@ -189,7 +192,8 @@ def train_cg(config, workdir: str, scans_train, scans_val=None, *, progress: boo
     size = int(g.input_size)
     sigma = blob_sigma_vox(config)
     model = cg_model(config)
-    hstep = heatmap_step(model, float(g.lr), sigma)
+    hstep = heatmap_step(model, float(g.lr), sigma, str(g.get("loss", "focal")),
+                         float(g.get("blob_pos_weight", 50.0)))
     x0 = jnp.zeros((1, size, size, size, 1), jnp.float32)
     out, results = {}, {}
 
