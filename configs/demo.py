@@ -59,12 +59,12 @@ def get_config():
 
     c.pool.background_per_scan = 2
     c.pool.syn_random_per_background = 2
-    c.pool.syn_pgd_per_background = 2
-    c.pool.num_noise = 128
+    c.pool.syn_pgd_per_background = 1
+    c.pool.num_noise = 96
     c.pool.shard_size = 128
 
-    c.stress.num_synthetic = 96
-    c.stress.negatives_per_scan = 4
+    c.stress.num_synthetic = 64
+    c.stress.negatives_per_scan = 3
     c.eval.bootstrap = 200
     c.ckpt.every = 100
     c.toy.mlp_steps = 800

@@ -114,7 +114,8 @@ class Study:
         summary = phantom.generate_dataset(self.data_root, int(p.num_scans), int(p.seed),
                                            size_scale=float(p.size_scale),
                                            num_subsets=int(p.num_subsets),
-                                           max_voxels=int(p.max_voxels))
+                                           max_voxels=int(p.max_voxels),
+                                           workers=int(d.num_workers))
         summary.pop("uids", None)
         return summary
 

@@ -267,3 +267,22 @@ def test_bad_arguments_raise():
             steps=1,
             loss_args=(jnp.ones(3),),
         )
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_host_and_device_loops_give_the_same_iterates(trained, norm):
+    """loop="host" (Python loop over one jitted step, the CPU default) and loop="device"
+    (lax.fori_loop) run the same step function: same x_adv and losses; under a trace
+    (PGD inside a jitted function) "auto" and "host" fall back to the device loop."""
+    params, x, y = trained
+    kw = dict(eps=0.1, step_size=0.03, steps=4, norm=norm, loss_args=(params, y))
+    h = pgd_with_losses(classifier_loss, x, jax.random.PRNGKey(7), loop="host", **kw)
+    d = pgd_with_losses(classifier_loss, x, jax.random.PRNGKey(7), loop="device", **kw)
+    for a, b in zip(h, d, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    assert float(jnp.mean(h[2] - h[1])) > 0  # the attack did something
+    inside = jax.jit(lambda x0: pgd(classifier_loss, x0, jax.random.PRNGKey(7), loop="host",
+                                    **kw))(x)
+    np.testing.assert_allclose(np.asarray(inside), np.asarray(h[0]), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ConfigError, match="loop"):
+        pgd(classifier_loss, x, jax.random.PRNGKey(7), loop="gpu", **kw)

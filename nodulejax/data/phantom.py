@@ -168,6 +168,30 @@ def _fmt(v: float) -> str:
     return f"{v:.6f}"
 
 
+@dataclasses.dataclass
+class _Written:
+    """What ``generate_dataset`` needs of a scan once its files are written."""
+
+    nodules: list
+    distractors: list
+    geometry: object
+    shape: tuple
+    size: int
+    seconds: float
+
+
+def _write_scan(job) -> _Written:
+    """Generate scan ``i`` and write ``subset<k>/<uid>.mhd`` and ``masks/<uid>.mhd``."""
+    out_dir, uid, subset, sseed, size_scale, max_voxels = job
+    sc = generate_scan(sseed, size_scale=size_scale, max_voxels=max_voxels)
+    sub = os.path.join(out_dir, f"subset{subset}")
+    os.makedirs(sub, exist_ok=True)
+    write_mhd(sc.hu, sc.geometry, os.path.join(sub, uid + ".mhd"))
+    write_mhd(sc.mask, sc.geometry, os.path.join(out_dir, "masks", uid + ".mhd"))
+    return _Written(list(sc.nodules), list(sc.distractors), sc.geometry, tuple(sc.hu.shape),
+                    int(sc.hu.size), float(sc.seconds))
+
+
 def generate_dataset(
     out_dir: str,
     num_scans: int,
@@ -176,8 +200,12 @@ def generate_dataset(
     num_subsets: int = 10,
     max_voxels: int = DEFAULT_MAX_VOXELS,
     verbose: bool = False,
+    workers: int = 1,
 ) -> dict:
     """Write a LUNA16-layout phantom dataset under ``out_dir``; return a summary dict.
+
+    ``workers > 1`` generates scans in that many ``spawn`` processes; each scan is a pure
+    function of ``(seed, i)``, so the files are the same whatever the worker count.
 
     Scan i goes to ``subset{i % num_subsets}``.  Summary keys: num_scans, num_nodules,
     num_excluded, num_candidates, types (counts), voxels (per scan), seconds (per scan), uids.
@@ -192,12 +220,18 @@ def generate_dataset(
     ann, exc, cand, rows = [], [], [], []
     voxels, secs = [], []
     types = {t: 0 for t in pn.TYPES}
-    for i, uid in enumerate(uids):
-        sc = generate_scan(scan_seed(seed, i), size_scale=size_scale, max_voxels=max_voxels)
-        sub = os.path.join(out_dir, f"subset{i % num_subsets}")
-        os.makedirs(sub, exist_ok=True)
-        write_mhd(sc.hu, sc.geometry, os.path.join(sub, uid + ".mhd"))
-        write_mhd(sc.mask, sc.geometry, os.path.join(out_dir, "masks", uid + ".mhd"))
+    jobs = [(out_dir, uid, i % num_subsets, scan_seed(seed, i), size_scale, max_voxels)
+            for i, uid in enumerate(uids)]
+    if workers > 1 and num_scans > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ex = ProcessPoolExecutor(min(workers, num_scans),
+                                 mp_context=multiprocessing.get_context("spawn"))
+        made = ex.map(_write_scan, jobs)
+    else:
+        ex, made = None, map(_write_scan, jobs)
+    for i, (uid, sc) in enumerate(zip(uids, made, strict=True)):
         for nd in sc.nodules:
             xyz = [_fmt(v) for v in nd.world]
             d = nd.diameter_mm
@@ -211,15 +245,17 @@ def generate_dataset(
                 types[nd.type] += 1
         for p in sc.distractors:
             cand.append([uid, *[_fmt(v) for v in p], 0])
-        voxels.append(int(sc.hu.size))
+        voxels.append(int(sc.size))
         secs.append(sc.seconds)
         if verbose:
             print(
-                f"[phantom] {i + 1}/{num_scans} {uid} shape={sc.hu.shape} "
+                f"[phantom] {i + 1}/{num_scans} {uid} shape={sc.shape} "
                 f"spacing={np.round(sc.geometry.spacing, 3).tolist()} "
                 f"nodules={len(sc.nodules)} {sc.seconds:.2f}s",
                 flush=True,
             )
+    if ex is not None:
+        ex.shutdown()
 
     def write(name, header, table):
         with open(os.path.join(out_dir, name), "w", newline="") as f:
