@@ -40,7 +40,7 @@ def get_config():
     c.fpr.block_layers = (1, 2, 2)
     c.fpr.init_features = 4
     c.fpr.batch_size = 16
-    c.fpr.steps = 400
+    c.fpr.steps = 320
     c.fpr.finetune_steps = 60
     c.fpr.seg_pretrain_steps = 50
     c.fpr.eval_every = 100

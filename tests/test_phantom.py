@@ -150,8 +150,10 @@ def test_diameters_match_real_luna16():
 
 def test_same_seed_same_bytes(tmp_path):
     a, b, c = (str(tmp_path / n) for n in "abc")
-    for d, s in ((a, 7), (b, 7), (c, 8)):
-        phantom.generate_dataset(d, 2, seed=s, num_subsets=2, size_scale=0.3, max_voxels=150_000)
+    # b is written by two worker processes: the same bytes as a (one process)
+    for d, s, w in ((a, 7, 1), (b, 7, 2), (c, 8, 1)):
+        phantom.generate_dataset(d, 2, seed=s, num_subsets=2, size_scale=0.3, max_voxels=150_000,
+                                 workers=w)
     files = sorted(os.path.relpath(os.path.join(dp, f), a) for dp, _, fs in os.walk(a) for f in fs)
     assert len(files) == 2 * 2 * 2 + 5
     match, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)

@@ -53,6 +53,18 @@ def test_prepare_folds_geometry_and_ranges(dataset, scans):
     assert [s.fold for s in one] == [2]
 
 
+def test_worker_processes_prepare_the_same_scans(dataset, scans, tmp_path):
+    """prepare_folds(workers=2) fills the cache in two spawned processes: same arrays."""
+    par = prepare.prepare_folds(dataset, [0, 1, 2, 3], spacing=SPACING, window=WINDOW,
+                                cache_dir=str(tmp_path), workers=2)
+    assert [s.uid for s in par] == [s.uid for s in scans]
+    for a, b in zip(scans, par, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.lung, b.lung)
+        np.testing.assert_array_equal(a.seg, b.seg)
+        np.testing.assert_array_equal(a.nodules_zyx, b.nodules_zyx)
+
+
 def test_cache_round_trip_identical(dataset, scans, cache_dir):
     fresh = prepare.prepare_scan(dataset, scans[0].uid, spacing=SPACING, window=WINDOW)
     tag_dirs = os.listdir(cache_dir)
