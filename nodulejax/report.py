@@ -195,6 +195,21 @@ def write_report(study) -> str:
         fig = _copy_fig(png, rep, os.path.basename(png))
         md.append(f"\n![{os.path.basename(png)}]({fig})")
 
+    md += ["", "## Figs. 5, 6, 8, 9: adversarial examples (central axial slices, test folds)", ""]
+    figs = (stages.get("figures") or {}).get("figures", [])
+    captions = {"fig5": "Fig. 5: synthetic nodules before (top) / after (bottom) latent PGD, "
+                        "with the attacked FPR's scores",
+                "fig6": "Fig. 6: PGD perturbations of a positive patch, a noise patch and a "
+                        "negative patch (original / adversarial / difference)",
+                "fig8": "Fig. 8: real nodules (top) vs PGD-synthetic nodules (bottom)",
+                "fig9": "Fig. 9: a nodule under uniform noise levels and under PGD"}
+    for rel in figs:
+        name = os.path.basename(rel)
+        if _copy_fig(os.path.join(wd, rel), rep, name):
+            md += [f"{captions.get(name[:4], name)}:", "", f"![{name}]({name})", ""]
+    if not figs:
+        md.append("_figures stage did not run._")
+
     toy = stages.get("toy")
     md += ["", "## Fig. 7: two-moons toy experiment", ""]
     if toy and _copy_fig(os.path.join(wd, "eval", "toy", "toy.png"), rep, "toy.png"):

@@ -13,6 +13,7 @@
   detect    whole-scan CG -> candidates -> each FPR model -> LUNA16 CSVs    (Section 5.2)
   evaluate  FROC / CPM with bootstrap CIs per model, Table 3
   stress    Tables 4-6 (synthetic nodules, noise, PGD noise)                 (Section 5.3)
+  figures   Figs. 5, 6, 8, 9: PGD-synthetic vs real nodules, perturbation examples
   toy       the two-moons experiment (Fig. 7)                                (Section 5.1)
   report    WORKDIR/report/report.md with its figures
 
@@ -33,7 +34,7 @@ from absl import logging
 from nodulejax.errors import ConfigError
 
 STUDY_STAGES = ("data", "prepare", "cg", "fpr_seg", "fpr", "synth", "pool", "augmented",
-                "detect", "evaluate", "stress", "toy", "report")
+                "detect", "evaluate", "stress", "figures", "toy", "report")
 
 class Study:
     """Holds the run folder, the dataset and prepared scans of one study."""
@@ -170,6 +171,7 @@ def _stage_fns(study: Study) -> dict:
         "detect": lambda: ss.stage_detect(study),
         "evaluate": lambda: ss.stage_evaluate(study),
         "stress": lambda: ss.stage_stress(study),
+        "figures": lambda: ss.stage_figures(study),
         "toy": lambda: ss.stage_toy(study),
         "report": lambda: ss.stage_report(study),
     }

@@ -170,6 +170,16 @@ def stage_stress(study):
     return run_stress(study.config, study.workdir, study.scans("test"), models, out_dir)
 
 
+def stage_figures(study):
+    """Figs. 5, 6, 8, 9: synthetic nodules before/after latent PGD, real vs PGD-synthetic
+    nodules, PGD perturbations of a positive / noise / negative patch, noise levels (PNG)."""
+    from nodulejax.figures import make_figures
+
+    out = _eval_dir(study, "figures")
+    paths = make_figures(study.config, study.workdir, study.scans("test"), out)
+    return {"figures": [os.path.relpath(p, study.workdir) for p in paths]}
+
+
 def stage_toy(study):
     from nodulejax.toy import run_toy
 

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("data", "prepare", "cg", "fpr_seg", "fpr", "synth", "pool", "augmented", "detect",
-          "evaluate", "stress", "toy", "report")
+          "evaluate", "stress", "figures", "toy", "report")
 
 
 def _run(workdir, timeout):
@@ -39,10 +39,11 @@ def test_every_stage_finishes_and_the_report_has_every_section(study_run):
     for s in STAGES:
         assert os.path.exists(os.path.join(wd, "stages", f"{s}.json")), s
     report = open(os.path.join(wd, "report", "report.md"), encoding="utf-8").read()
-    for section in ("Table 2", "Table 3", "Table 4", "Table 5", "Table 6", "Fig. 7",
-                    "claims hold", "Environment", "Config"):
+    for section in ("Table 2", "Table 3", "Table 4", "Table 5", "Table 6", "Fig. 7", "Fig. 8",
+                    "Fig. 6", "Fig. 9", "claims hold", "Environment", "Config"):
         assert section in report, section
-    for png in ("scan_summary.png", "toy.png"):
+    for png in ("scan_summary.png", "toy.png", "fig8_real_vs_synthetic.png",
+                "fig6_perturbations.png", "fig9_noise_levels.png"):
         assert os.path.getsize(os.path.join(wd, "report", png)) > 1000, png
     froc = json.load(open(os.path.join(wd, "eval", "froc", "beta+syn", "froc.json")))
     assert 0.0 <= froc["cpm"] <= 1.0 and froc["n_scans"] == 2
