@@ -8,8 +8,12 @@ import numpy as np
 import optax
 import pytest
 
-from nodulejax.detection_losses import (heatmap_blob_bce_loss, heatmap_focal_loss, heatmap_loss,
-                                        heatmap_target)
+from nodulejax.detection_losses import (
+    heatmap_blob_bce_loss,
+    heatmap_focal_loss,
+    heatmap_loss,
+    heatmap_target,
+)
 from nodulejax.models.resunet import ResUNet3D, level_widths
 
 SHAPE = (2, 16, 16, 16, 1)
