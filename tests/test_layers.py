@@ -117,3 +117,26 @@ def test_upsampling():
         m = layers.UpConv3D(3, mode=mode, impl="2d")
         v = m.init(jax.random.key(0, impl="rbg"), x)
         assert m.apply(v, x).shape == (1, 6, 8, 4, 3)
+
+
+def test_group_norm_equals_flax_group_norm():
+    """layers.GroupNorm: same parameters (names, shapes) and outputs / gradients as
+    flax.linen.GroupNorm with the same groups and epsilon."""
+    import flax.linen as nn
+
+    from nodulejax.models.layers import GroupNorm
+
+    x = jnp.asarray(np.random.default_rng(0).normal(2.0, 3.0, (2, 4, 5, 6, 12)), jnp.float32)
+    for g in (1, 3, 4, 12):
+        ours, ref = GroupNorm(num_groups=g), nn.GroupNorm(num_groups=g, epsilon=1e-5)
+        p = ref.init(jax.random.key(0), x)
+        assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(
+            jnp.shape, p)
+        p = jax.tree.map(lambda a: a + jnp.linspace(-0.5, 0.5, a.size).reshape(a.shape), p)
+        np.testing.assert_allclose(ours.apply(p, x), ref.apply(p, x), rtol=1e-5, atol=1e-5)
+        w = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), jnp.float32)
+        gx = jax.grad(lambda v: jnp.sum(ours.apply(p, v) * w))(x)
+        gr = jax.grad(lambda v: jnp.sum(ref.apply(p, v) * w))(x)
+        np.testing.assert_allclose(gx, gr, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="divisible"):
+        GroupNorm(num_groups=5).init(jax.random.key(0), x)

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 from nodulejax.errors import ConfigError
 from nodulejax.models.layers import (
     Conv3D,
+    GroupNorm,
     UpConv3D,
     global_avg_pool3d,
     max_pool3d,
@@ -53,10 +54,11 @@ from nodulejax.models.layers import (
 )
 
 
-def group_norm(channels: int, max_groups: int, name: str | None = None) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= max_groups that divides ``channels``."""
+def group_norm(channels: int, max_groups: int, name: str | None = None) -> GroupNorm:
+    """GroupNorm (``layers.GroupNorm``, the same function as flax's) with the largest group
+    count <= max_groups that divides ``channels``."""
     g = max(d for d in range(1, max(1, min(max_groups, channels)) + 1) if channels % d == 0)
-    return nn.GroupNorm(num_groups=g, epsilon=1e-5, name=name)
+    return GroupNorm(num_groups=g, epsilon=1e-5, name=name)
 
 
 class NormActConv(nn.Module):

@@ -146,6 +146,39 @@ class Conv3D(nn.Module):
         return y
 
 
+class GroupNorm(nn.Module):
+    """Group normalisation (Wu & He 2018) over (D, H, W) and channel groups, per example.
+
+    Same function, parameters (``scale``, ``bias`` of shape (C,)) and auto-name as
+    ``flax.linen.GroupNorm(num_groups, epsilon)`` with its default fast variance
+    (E[x^2] - E[x]^2), so checkpoints and the PyTorch twin are unchanged; written as two
+    channel-sum reductions and one fused ``x * a + b`` (per example and channel) because that
+    is ~1.4x faster on XLA:CPU (demo FPR 16^3, batch 16: forward 54 -> 39 ms, PGD step
+    ``grad_x`` 105 -> 82-96 ms; issue 8's note). Input (B, ..., C), C divisible by num_groups.
+    """
+
+    num_groups: int = 32
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        b, c, g = x.shape[0], x.shape[-1], int(self.num_groups)
+        if c % g:
+            raise ValueError(f"GroupNorm: {c} channels not divisible by {g} groups")
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        xf = x.reshape(b, -1, c).astype(jnp.promote_types(x.dtype, jnp.float32))
+        n = xf.shape[1] * (c // g)
+        s1 = jnp.sum(xf, axis=1).reshape(b, g, c // g).sum(-1)
+        s2 = jnp.sum(xf * xf, axis=1).reshape(b, g, c // g).sum(-1)
+        mean = s1 / n
+        var = jnp.maximum(s2 / n - mean * mean, 0.0)
+        a = jnp.repeat(lax.rsqrt(var + self.epsilon), c // g, axis=1) * scale
+        off = bias - jnp.repeat(mean, c // g, axis=1) * a
+        shape = (b,) + (1,) * (x.ndim - 2) + (c,)
+        return (x * a.reshape(shape).astype(x.dtype) + off.reshape(shape).astype(x.dtype))
+
+
 def _pool(x: jax.Array, window: int, reducer: str) -> jax.Array:
     b, d, h, w, c = x.shape
     n = window
