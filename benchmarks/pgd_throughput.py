@@ -6,7 +6,8 @@ Issue 4 (benchmark) and issue 8 (fast batched PGD). The FPR network (DenseUNet3D
 Measured, each in its own subprocess (clean peak memory, a torch.compile failure cannot take
 the run down), one after the other in one command:
 
-* ``pgd``:   ``nodulejax.pgd.pgd`` (loop="auto": host loop over one jitted step on CPU, fori_loop on GPU) with the FPR's own loss
+* ``pgd``:   ``nodulejax.pgd.pgd`` (loop="auto": a host loop over one jitted step on CPU,
+  ``fori_loop`` on GPU) with the FPR's own loss
   (``losses.fpr_loss``, label 1), eps 0.03, step 0.01, random start, bounds [0, 1]; PyTorch
   eager and ``torch.compile`` run the same algorithm (``torch_denseunet.torch_pgd_linf``).
   Reported as patches/s = batch / seconds per ``--steps``-step attack.
