@@ -135,8 +135,8 @@ def test_group_norm_equals_flax_group_norm():
         p = jax.tree.map(lambda a: a + jnp.linspace(-0.5, 0.5, a.size).reshape(a.shape), p)
         np.testing.assert_allclose(ours.apply(p, x), ref.apply(p, x), rtol=1e-5, atol=1e-5)
         w = jnp.asarray(np.random.default_rng(1).normal(size=x.shape), jnp.float32)
-        gx = jax.grad(lambda v: jnp.sum(ours.apply(p, v) * w))(x)
-        gr = jax.grad(lambda v: jnp.sum(ref.apply(p, v) * w))(x)
+        gx = jax.grad(lambda v, m=ours, p=p, w=w: jnp.sum(m.apply(p, v) * w))(x)
+        gr = jax.grad(lambda v, m=ref, p=p, w=w: jnp.sum(m.apply(p, v) * w))(x)
         np.testing.assert_allclose(gx, gr, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="divisible"):
         GroupNorm(num_groups=5).init(jax.random.key(0), x)
