@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from nodulejax import boxes as bx
+from nodulejax.errors import ConfigError
 
 # ----------------------------------------------------------------------------- heatmap
 
@@ -115,7 +116,7 @@ def heatmap_loss(logits, target, kind: str = "focal", pos_weight: float = 50.0):
         return heatmap_focal_loss(logits, target)
     if kind == "blob_bce":
         return heatmap_blob_bce_loss(logits, target, pos_weight)
-    raise ValueError(f"config.cg.loss={kind!r}: expected 'focal' or 'blob_bce'")
+    raise ConfigError(f"config.cg.loss={kind!r}: expected 'focal' or 'blob_bce'")
 
 
 # ----------------------------------------------------------------------------- RPN

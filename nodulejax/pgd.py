@@ -189,10 +189,11 @@ def _pgd_host(x0, keys, eps, step_size, steps, loss_args, *, loss_fn, norm, boun
 LOOPS = ("auto", "device", "host")
 
 
-def _resolve_loop(loop: str, x, loss_args) -> str:
+def _resolve_loop(loop: str, x, loss_args, steps) -> str:
     if loop not in LOOPS:
         raise ConfigError(f"pgd: loop must be one of {LOOPS}, got {loop!r}")
-    traced = any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves((x, loss_args)))
+    leaves = jax.tree.leaves((x, loss_args, steps))
+    traced = any(isinstance(a, jax.core.Tracer) for a in leaves)
     if traced:
         return "device"
     if loop == "auto":
@@ -214,7 +215,7 @@ def _run(
     keys = per_example_keys(key, b)
     # (B,) float32 whatever was given, so scalar vs per-example values share one executable
     eps, step_size = (_as_batch(v, b, name) for v, name in ((eps, "eps"), (step_size, "step_size")))
-    if _resolve_loop(loop, x, loss_args) == "host":
+    if _resolve_loop(loop, x, loss_args, steps) == "host":
         return _pgd_host(x, keys, eps, step_size, steps, tuple(loss_args), loss_fn=loss_fn,
                          norm=norm, bounds=bounds, random_start=bool(random_start),
                          with_losses=with_losses)

@@ -208,6 +208,8 @@ def run_single(study, stage: str):
                                                                                 **kw)})
     if stage == "fpr_seg_pretrain":
         return study.run_stage("fpr_seg", lambda: stage_fpr_seg(study))
+    from nodulejax.study import STUDY_STAGES
+
+    names = ", ".join(STUDY_STAGES + ("fpr_seg_pretrain", "fpr_finetune", "fpr_augmented"))
     raise ConfigError(f"config.stage: unknown stage {stage!r}; expected 'study' or one of "
-                      "data, prepare, cg, fpr_seg_pretrain, fpr, fpr_finetune, synth, pool, "
-                      "fpr_augmented, augmented, detect, evaluate, stress, toy, report")
+                      f"{names}")

@@ -179,3 +179,16 @@ def test_jit_grad_and_adam_step_lowers_heatmap_loss(batch):
             assert all(np.all(np.isfinite(g)) for g in leaves)
             assert sum(float(jnp.sum(jnp.abs(g))) for g in leaves) > 0
     assert losses[1] < losses[0] and losses[2] < losses[1]
+
+
+def test_bad_head_prior_names_the_field():
+    from configs import tiny
+
+    from nodulejax.errors import ConfigError
+    from nodulejax.models.resunet import build_resunet
+
+    c = tiny.get_config()
+    for bad in (0.0, 1.0, 1.5):
+        c.cg.head_prior = bad
+        with pytest.raises(ConfigError, match="config.cg.head_prior"):
+            build_resunet(c.cg)

@@ -30,6 +30,7 @@ from scipy import ndimage
 from nodulejax.data import phantom_anatomy as pa
 from nodulejax.data import phantom_body as pb
 from nodulejax.data import phantom_nodules as pn
+from nodulejax.parallel import spawn_map
 
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
 DEFAULT_SIZE_SCALE = 0.6
@@ -222,15 +223,7 @@ def generate_dataset(
     types = {t: 0 for t in pn.TYPES}
     jobs = [(out_dir, uid, i % num_subsets, scan_seed(seed, i), size_scale, max_voxels)
             for i, uid in enumerate(uids)]
-    if workers > 1 and num_scans > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        ex = ProcessPoolExecutor(min(workers, num_scans),
-                                 mp_context=multiprocessing.get_context("spawn"))
-        made = ex.map(_write_scan, jobs)
-    else:
-        ex, made = None, map(_write_scan, jobs)
+    made = spawn_map(_write_scan, jobs, workers)
     for i, (uid, sc) in enumerate(zip(uids, made, strict=True)):
         for nd in sc.nodules:
             xyz = [_fmt(v) for v in nd.world]
@@ -254,8 +247,6 @@ def generate_dataset(
                 f"nodules={len(sc.nodules)} {sc.seconds:.2f}s",
                 flush=True,
             )
-    if ex is not None:
-        ex.shutdown()
 
     def write(name, header, table):
         with open(os.path.join(out_dir, name), "w", newline="") as f:

@@ -23,6 +23,7 @@ import numpy as np
 
 from nodulejax.data import io, luna16, preprocess
 from nodulejax.errors import LUNA16FormatError
+from nodulejax.parallel import spawn_map
 
 NODULE_TYPES = ("solid", "part-solid", "ground-glass", "calcified", "unknown")
 
@@ -216,8 +217,9 @@ def _assemble(dataset, uid, image, lung, geometry, seg, types) -> PreparedScan:
         seg=seg)
 
 
-def _cache_one(root: str, uid: str, spacing: float, window, cache_dir: str) -> str:
+def _cache_one(job) -> str:
     """Worker of :func:`prepare_folds`: prepare one scan into the cache (a fresh process)."""
+    root, uid, spacing, window, cache_dir = job
     prepare_scan(luna16.Luna16Dataset(root), uid, spacing=spacing, window=window,
                  cache_dir=cache_dir)
     return uid
@@ -237,13 +239,7 @@ def prepare_folds(dataset: luna16.Luna16Dataset, folds, *, spacing: float, windo
     missing = [u for u in uids if cache_dir and not os.path.exists(
         _cache_path(cache_dir, u, spacing, window))]
     if workers > 1 and len(missing) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(min(workers, len(missing)),
-                                 mp_context=multiprocessing.get_context("spawn")) as ex:
-            list(ex.map(_cache_one, [str(dataset.root)] * len(missing), missing,
-                        [spacing] * len(missing), [tuple(window)] * len(missing),
-                        [cache_dir] * len(missing)))
+        spawn_map(_cache_one, [(str(dataset.root), u, spacing, tuple(window), cache_dir)
+                               for u in missing], workers)
     return [prepare_scan(dataset, uid, spacing=spacing, window=window, cache_dir=cache_dir,
                          nodule_table=table) for uid in uids]

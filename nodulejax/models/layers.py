@@ -158,7 +158,7 @@ class GroupNorm(nn.Module):
     """
 
     num_groups: int = 32
-    epsilon: float = 1e-5
+    epsilon: float = 1e-6  # flax.linen.GroupNorm's default
 
     @nn.compact
     def __call__(self, x):

@@ -28,7 +28,8 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
-from nodulejax.models.layers import Conv3D
+from nodulejax.errors import ConfigError
+from nodulejax.models.layers import Conv3D, GroupNorm
 
 
 def level_widths(width: int, depth: int, growth: float = 2.0) -> tuple[int, ...]:
@@ -59,7 +60,7 @@ class GNReLU(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return nn.relu(nn.GroupNorm(num_groups=_groups(x.shape[-1], self.max_groups))(x))
+        return nn.relu(GroupNorm(num_groups=_groups(x.shape[-1], self.max_groups))(x))
 
 
 class ResBlock(nn.Module):
@@ -134,8 +135,11 @@ class ResUNet3D(nn.Module):
 
 
 def build_resunet(cg, conv_impl: str = "auto") -> ResUNet3D:
-    """ResUNet3D from config block c.cg (width, depth, width_growth, widths)."""
+    """ResUNet3D from config block c.cg (width, depth, width_growth, widths, head_prior)."""
+    prior = float(cg.get("head_prior", 0.1))
+    if not 0.0 < prior < 1.0:
+        raise ConfigError(f"config.cg.head_prior={prior}: must be a probability in (0, 1)")
     return ResUNet3D(width=int(cg.width), depth=int(cg.depth), conv_impl=conv_impl,
-                     head_prior=float(cg.get("head_prior", 0.1)),
+                     head_prior=prior,
                      growth=float(cg.get("width_growth", 2.0)),
                      widths=tuple(int(w) for w in cg.get("widths", ())))

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from nodulejax.errors import ConfigError
-from nodulejax.models.layers import Conv3D, upsample3d
+from nodulejax.models.layers import Conv3D, GroupNorm, upsample3d
 
 _BASE = 4  # spatial side at the bottleneck
 
@@ -62,14 +62,14 @@ class VAE(nn.Module):
         impl = self.conv_impl
         # encoder
         self.enc_in = Conv3D(widths[0], 3, impl=impl)
-        self.enc_in_norm = nn.GroupNorm(_groups(widths[0]))
+        self.enc_in_norm = GroupNorm(_groups(widths[0]))
         self.enc_convs = [Conv3D(widths[i + 1], 3, strides=2, impl=impl) for i in range(n)]
-        self.enc_norms = [nn.GroupNorm(_groups(widths[i + 1])) for i in range(n)]
+        self.enc_norms = [GroupNorm(_groups(widths[i + 1])) for i in range(n)]
         self.enc_out = nn.Dense(2 * self.latent_dim)
         # decoder (generator)
         self.dec_in = nn.Dense(_BASE**3 * widths[n])
         self.dec_convs = [Conv3D(widths[i], 3, impl=impl) for i in range(n - 1, -1, -1)]
-        self.dec_norms = [nn.GroupNorm(_groups(widths[i])) for i in range(n - 1, -1, -1)]
+        self.dec_norms = [GroupNorm(_groups(widths[i])) for i in range(n - 1, -1, -1)]
         self.dec_out = Conv3D(1, 3, impl=impl)
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -32,8 +32,8 @@ import optax
 from nodulejax import detection_losses as dl
 from nodulejax.data.patchsets import cg_crop_batch
 from nodulejax.errors import ConfigError
-from nodulejax.models.resunet import ResUNet3D
-from nodulejax.models.rpn import ResUNetRPN, anchors_for
+from nodulejax.models.resunet import ResUNet3D, build_resunet
+from nodulejax.models.rpn import ResUNetRPN, anchors_for, build_rpn
 from nodulejax.train.loop import fit
 
 log = logging.getLogger(__name__)
@@ -45,22 +45,12 @@ _STAGE_TAG = {"cg": 0, "cg_ggo": 1, "rpn": 2}
 # ----------------------------------------------------------------------------- models
 def cg_model(config) -> ResUNet3D:
     """The blob-heatmap ResUNet of ``config.cg`` (used by both blob stages and detection)."""
-    g = config.cg
-    return ResUNet3D(width=int(g.width), depth=int(g.depth),
-                     conv_impl=str(config.runtime.conv_impl),
-                     head_prior=float(g.get("head_prior", 0.1)),
-                     growth=float(g.get("width_growth", 2.0)),
-                     widths=tuple(int(w) for w in g.get("widths", ())))
+    return build_resunet(config.cg, str(config.runtime.conv_impl))
 
 
 def rpn_model(config) -> ResUNetRPN:
     """ResUNet backbone + RPN head of ``config.cg`` (one anchor per ``c.cg.anchors_mm``)."""
-    g = config.cg
-    return ResUNetRPN(width=int(g.width), depth=int(g.depth),
-                      num_anchors=len(g.anchors_mm), rpn_width=int(g.rpn_width),
-                      conv_impl=str(config.runtime.conv_impl),
-                      growth=float(g.get("width_growth", 2.0)),
-                      widths=tuple(int(w) for w in g.get("widths", ())))
+    return build_rpn(config.cg, str(config.runtime.conv_impl))
 
 
 def blob_sigma_vox(config) -> float:
