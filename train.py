@@ -24,6 +24,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines out (-v 0)
+    from nodulejax import devices
+
+    devices.configure_cpu_devices(_CONFIG.value.get("runtime", {}).get("cpu_devices", "auto"))
     import jax
 
     from nodulejax import study

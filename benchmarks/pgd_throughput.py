@@ -14,6 +14,11 @@ the run down), one after the other in one command:
 * ``train``: one FPR training step (forward, backward over parameters, Adam lr 1e-3 update)
   on the mean FPR loss; steps/s and patches/s.
 
+JAX runs with one XLA CPU device per core (``--cpu-devices auto``, :mod:`nodulejax.devices`)
+and splits the batch over them (``--shard auto``: PGD's ``shard="auto"``, the train step data
+parallel with the state replicated); ``--cpu-devices 1`` / ``--shard none`` give the
+one-device numbers. PyTorch uses its intra-op threads (one per core).
+
 Warm-up (compilation) excluded; the median of ``--repeats`` timed repeats. Peak memory: host
 RSS high-water mark (``resource.getrusage``) of the worker process on CPU; on GPU the JAX
 device's ``memory_stats()['peak_bytes_in_use']`` and ``torch.cuda.max_memory_allocated()``.
@@ -107,6 +112,9 @@ def _config(name: str):
 # --- JAX worker ------------------------------------------------------------------------------
 def _jax_worker(a, spec) -> dict:
     sys.path.insert(0, ROOT)
+    from nodulejax import devices
+
+    devices.configure_cpu_devices(a.cpu_devices)  # before JAX starts its backends
     import jax
     import jax.numpy as jnp
     import optax
@@ -129,7 +137,14 @@ def _jax_worker(a, spec) -> dict:
         out = model.apply(v, xb.astype(dt))
         return losses.fpr_loss(out.astype(jnp.float32), y, head=head)
 
-    res = {"impl": resolve_conv_impl(a.impl), "backend": jax.default_backend()}
+    mesh = devices.batch_mesh() if a.shard == "auto" else None
+    if mesh is not None and x.shape[0] % mesh.size:
+        mesh = None
+    size = x.shape[1:4]  # "auto" on CPU picks per layer by size: record the full-size choice
+    res = {"impl": a.impl if a.impl != "auto" else f"auto ({resolve_conv_impl('auto', size)} "
+           f"at {size[0]}^3, {resolve_conv_impl('auto', (1, 1, 1))} on small layers)",
+           "backend": jax.default_backend(),
+           "devices": jax.local_device_count(), "batch_sharded_over": mesh.size if mesh else 1}
     key = jax.random.PRNGKey(0)
     if "pgd" in a.what:
         fn = lambda: pgd(
@@ -150,9 +165,13 @@ def _jax_worker(a, spec) -> dict:
         step = jax.jit(step_fn, donate_argnums=(0, 1) if a.donate else ())
         state = {"v": variables, "s": opt.init(variables)}
         ytrain = (jnp.arange(x.shape[0]) % 2).astype(jnp.float32)
+        xtrain = x
+        if mesh is not None:  # data parallel: batch split over the devices, state replicated
+            state = devices.replicate(state, mesh)
+            xtrain, ytrain = devices.put_batch((x, ytrain), mesh)
 
         def fn():
-            state["v"], state["s"], loss = step(state["v"], state["s"], x, ytrain)
+            state["v"], state["s"], loss = step(state["v"], state["s"], xtrain, ytrain)
             loss.block_until_ready()
 
         res["train"] = _timeit(fn, a.repeats)
@@ -340,6 +359,10 @@ def main(argv=None):
     ap.add_argument("--what", default="pgd,train")
     ap.add_argument("--frameworks", default="jax,torch_eager,torch_compile")
     ap.add_argument("--no-donate", dest="donate", action="store_false")
+    ap.add_argument("--cpu-devices", default="auto",
+                    help="JAX host CPU devices ('auto' = one per core; nodulejax.devices)")
+    ap.add_argument("--shard", choices=("auto", "none"), default="auto",
+                    help="JAX: split the batch over the devices (pgd shard=, data-parallel train)")
     ap.add_argument("--worker-timeout", type=int, default=1800)
     ap.add_argument("--json", default="")
     ap.add_argument("--_worker", default="", help=argparse.SUPPRESS)
@@ -377,6 +400,10 @@ def main(argv=None):
         a.impl,
         "--what",
         ",".join(a.what),
+        "--cpu-devices",
+        str(a.cpu_devices),
+        "--shard",
+        a.shard,
     ] + ([] if a.donate else ["--no-donate"])
     frameworks = [f.strip() for f in a.frameworks.split(",") if f.strip()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -403,6 +430,8 @@ def main(argv=None):
         "params": spec["params_count"],
         "gmacs_per_patch_forward": spec["gmacs_per_patch"],
         "jax_conv_impl": runs.get("jax", {}).get("impl"),
+        "jax_devices": runs.get("jax", {}).get("devices"),
+        "jax_batch_sharded_over": runs.get("jax", {}).get("batch_sharded_over"),
         "runs": runs,
     }
     for fw in ("jax", "torch_eager", "torch_compile"):

@@ -190,4 +190,6 @@ def get_config() -> ml_collections.ConfigDict:
     u.conv_impl = "auto"  # "auto" | "xla3d" | "2d" | "2dcat": 3D conv lowering (models/layers.py;
     #   auto = 2dcat on CPU, xla3d on GPU/TPU)
     u.dtype = "float32"  # compute dtype ("bfloat16" on GPU)
+    u.cpu_devices = "auto"  # XLA host CPU devices: "auto" = one per core (nodulejax/devices.py);
+    #   batches (PGD, training) are split over them; 1 = JAX's single CPU device
     return c

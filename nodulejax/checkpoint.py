@@ -64,6 +64,7 @@ RESUMABLE_FIELDS: tuple[str, ...] = (
     "data.prefetch",
     "data.root",  # the same data may move on disk
     "runtime.conv_impl",  # same maths, different lowering
+    "runtime.cpu_devices",  # same maths, the batch split over more host devices
     "eval.*",  # evaluation-only
     "stress.*",
     # stage lengths and evaluation cadence: extending a run is legitimate (if a learning-rate
@@ -396,13 +397,32 @@ def restore_latest(workdir: str, model_name: str, template, config=None, *,
         return m.restore_latest(template, check=config is not None)
 
 
+def _one_device_template(step_dir: str):
+    """Restore target for ``step_dir/state``: the saved shapes and dtypes on the default
+    device, whatever mesh wrote it (a model trained data-parallel on 2 host devices loads in
+    a 1-device process; orbax refuses a different topology without a target)."""
+    with ocp.StandardCheckpointer() as c:
+        meta = c.metadata(os.path.join(step_dir, "state"))
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one)
+                        if hasattr(m, "shape") and hasattr(m, "dtype") else m, tree)
+
+
+def _uncommitted(tree):
+    """Arrays not pinned to a device, so they mix with sharded and unsharded inputs alike."""
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)) if hasattr(a, "shape") else a, tree)
+
+
 def load_params(workdir: str, model_name: str, which: str = "best"):
     """The ``params`` of a trained model (for detection, the attack pool, evaluation).
 
     ``which="best"`` reads ``best/`` and falls back to ``latest/`` when the stage keeps no
     best checkpoint (stages without a validation metric, e.g. CG); ``"latest"`` reads the
-    newest ``latest/`` step. Returns the params as a nested dict of arrays (restored without
-    a template, so the structure is the saved one). Raises CheckpointError if none exists.
+    newest ``latest/`` step. Returns the params as a nested dict of arrays (the saved
+    structure, restored onto the default device whatever device mesh trained the model, as
+    uncommitted arrays). Raises CheckpointError if none exists.
     """
     if which not in ("best", "latest"):
         raise CheckpointError(f"which must be 'best' or 'latest', got {which!r}")
@@ -421,16 +441,16 @@ def load_params(workdir: str, model_name: str, which: str = "best"):
             where = os.path.join(path, str(step))
             try:
                 state = mngr.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore()))["state"]
+                    state=ocp.args.StandardRestore(_one_device_template(where))))["state"]
             except Exception as e:  # noqa: BLE001
                 raise CheckpointError(f"checkpoint {where} is unreadable: "
                                       f"{type(e).__name__}: {e}") from e
         finally:
             mngr.close()
         if isinstance(state, Mapping) and "params" in state:
-            return state["params"]
+            return _uncommitted(state["params"])
         if hasattr(state, "params"):
-            return state.params
+            return _uncommitted(state.params)
         top = sorted(state) if isinstance(state, Mapping) else type(state).__name__
         raise CheckpointError(f"checkpoint {where} holds no 'params' entry (top level: {top})")
     raise CheckpointError(f"no {which} checkpoint for model {model_name!r} under {d}")

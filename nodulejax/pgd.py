@@ -22,6 +22,14 @@ Semantics (Madry et al. 2018, the "standard PGD" the paper uses):
   the convolutions of a ``while`` body about 2x slower than the same step jitted on its own
   (demo FPR, batch 32 of 16^3, 2-core CPU: 0.46 s vs 0.25 s per step; issue 8's note and
   benchmarks/RESULTS.md), while on GPU the device loop saves a launch per step.
+* Sharding (``shard=``): ``"auto"`` (default) splits the batch over the local devices when
+  there are several (:mod:`nodulejax.devices`: one XLA CPU device per core, or several GPUs)
+  and ``B`` divides evenly, replicating ``loss_args``; the result comes back as one
+  default-device array. ``"none"`` keeps the batch on one device. Never under a trace. On the
+  2-core CPU this runs the two half-batches side by side: one demo PGD step at batch 16,
+  90-100 ms -> 49-60 ms (benchmarks/RESULTS.md, "CPU, session 3"). Per-example losses make
+  the sharded attack the same function; XLA compiles each half-batch itself, so the last
+  bits may differ from the one-device run.
 
 **Per-example contract.** ``loss_fn(x, *loss_args)`` must return per-example losses ``(B,)``
 where example ``i``'s loss depends on ``x[i]`` only (no BatchNorm in training mode, no
@@ -48,6 +56,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from nodulejax import devices
 from nodulejax.errors import ConfigError
 
 __all__ = ["pgd", "pgd_with_losses", "per_example_keys"]
@@ -187,23 +196,38 @@ def _pgd_host(x0, keys, eps, step_size, steps, loss_args, *, loss_fn, norm, boun
 
 
 LOOPS = ("auto", "device", "host")
+SHARDS = ("auto", "none")
+
+
+def _traced(*trees) -> bool:
+    return any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(trees))
 
 
 def _resolve_loop(loop: str, x, loss_args, steps) -> str:
     if loop not in LOOPS:
         raise ConfigError(f"pgd: loop must be one of {LOOPS}, got {loop!r}")
-    leaves = jax.tree.leaves((x, loss_args, steps))
-    traced = any(isinstance(a, jax.core.Tracer) for a in leaves)
-    if traced:
+    if _traced(x, loss_args, steps):
         return "device"
     if loop == "auto":
         return "host" if jax.default_backend() == "cpu" else "device"
     return loop
 
 
+def _resolve_mesh(shard: str, x, loss_args, steps):
+    """The ("batch",) mesh to split the batch over, or None (one device)."""
+    if shard not in SHARDS:
+        raise ConfigError(f"pgd: shard must be one of {SHARDS}, got {shard!r}")
+    if shard == "none" or _traced(x, loss_args, steps):
+        return None
+    mesh = devices.batch_mesh()
+    if mesh is None or x.shape[0] % mesh.size:
+        return None
+    return mesh
+
+
 def _run(
     loss_fn, x, key, eps, step_size, steps, norm, bounds, random_start, loss_args, with_losses,
-    loop="auto",
+    loop="auto", shard="auto",
 ):
     norm, bounds = _check(norm, bounds)
     x = jnp.asarray(x)
@@ -215,23 +239,19 @@ def _run(
     keys = per_example_keys(key, b)
     # (B,) float32 whatever was given, so scalar vs per-example values share one executable
     eps, step_size = (_as_batch(v, b, name) for v, name in ((eps, "eps"), (step_size, "step_size")))
-    if _resolve_loop(loop, x, loss_args, steps) == "host":
-        return _pgd_host(x, keys, eps, step_size, steps, tuple(loss_args), loss_fn=loss_fn,
-                         norm=norm, bounds=bounds, random_start=bool(random_start),
-                         with_losses=with_losses)
-    return _pgd_jit(
-        x,
-        keys,
-        eps,
-        step_size,
-        jnp.asarray(steps, jnp.int32),
-        tuple(loss_args),
-        loss_fn=loss_fn,
-        norm=norm,
-        bounds=bounds,
-        random_start=bool(random_start),
-        with_losses=with_losses,
-    )
+    loss_args = tuple(loss_args)
+    host = _resolve_loop(loop, x, loss_args, steps) == "host"
+    mesh = _resolve_mesh(shard, x, loss_args, steps)
+    if mesh is not None:
+        x, keys, eps, step_size = devices.put_batch((x, keys, eps, step_size), mesh)
+        loss_args = devices.replicate(loss_args, mesh)
+    kw = dict(loss_fn=loss_fn, norm=norm, bounds=bounds, random_start=bool(random_start),
+              with_losses=with_losses)
+    if host:
+        out = _pgd_host(x, keys, eps, step_size, steps, loss_args, **kw)
+    else:
+        out = _pgd_jit(x, keys, eps, step_size, jnp.asarray(steps, jnp.int32), loss_args, **kw)
+    return out if mesh is None else devices.gather(out)
 
 
 def pgd_with_losses(
@@ -247,6 +267,7 @@ def pgd_with_losses(
     random_start: bool = True,
     loss_args: tuple[Any, ...] = (),
     loop: str = "auto",
+    shard: str = "auto",
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """PGD that also returns per-example losses: ``(x_adv, loss_before, loss_after)``.
 
@@ -263,12 +284,13 @@ def pgd_with_losses(
       random_start: start from a uniform point of the eps-ball (inside ``bounds``).
       loss_args: arrays/pytrees passed through to ``loss_fn`` (traced, not static).
       loop: "auto" | "device" | "host" (module docstring); the iterates are the same.
+      shard: "auto" | "none": split the batch over the local devices (module docstring).
 
     Returns:
       ``x_adv`` (same shape and dtype as ``x``), ``loss_fn`` at ``x`` and at ``x_adv`` ``(B,)``.
     """
     return _run(loss_fn, x, key, eps, step_size, steps, norm, bounds, random_start, loss_args, True,
-                loop)
+                loop, shard)
 
 
 def pgd(
@@ -284,9 +306,11 @@ def pgd(
     random_start: bool = True,
     loss_args: tuple[Any, ...] = (),
     loop: str = "auto",
+    shard: str = "auto",
 ) -> jax.Array:
     """Adversarial ``x`` (same shape) maximising ``loss_fn`` inside the eps-ball; see
     :func:`pgd_with_losses` for the arguments (Eq. 9 of the paper)."""
     return _run(
-        loss_fn, x, key, eps, step_size, steps, norm, bounds, random_start, loss_args, False, loop
+        loss_fn, x, key, eps, step_size, steps, norm, bounds, random_start, loss_args, False, loop,
+        shard,
     )

@@ -182,3 +182,32 @@ def test_corrupt_or_partial_checkpoint_raises(tmp_path):
         m.save(1, st)
         with pytest.raises(CheckpointError):
             m.restore_latest({"params": {"w": jnp.zeros((5, 5))}})
+
+
+def test_params_trained_on_two_devices_load_on_one(tmp_path):
+    """A state replicated over the session's two host devices (data-parallel training) loads
+    with load_params in the session (as uncommitted arrays) and in a one-device process
+    (orbax alone refuses a checkpoint of another topology without a target)."""
+    import subprocess
+    import sys
+
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    wd = str(tmp_path)
+    mesh = Mesh(np.array(jax.devices()[:2]), ("data",))
+    state = jax.device_put(_state(3.0), NamedSharding(mesh, PartitionSpec()))
+    with ModelCheckpoints(model_dir(wd, "fpr", "x"), config=CFG, async_save=False) as m:
+        m.save(2, state)
+    here = load_params(wd, "fpr_x", which="latest")
+    np.testing.assert_array_equal(here["w"], _state(3.0)["params"]["w"])
+    assert not here["w"].committed
+    code = ("import jax, numpy as np; from nodulejax.checkpoint import load_params; "
+            f"p = load_params({wd!r}, 'fpr_x', 'latest'); "
+            "print(jax.device_count(), np.asarray(p['w']).sum())")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
+    env.pop("XLA_FLAGS", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", str(np.float32(_state(3.0)["params"]["w"].sum()))]

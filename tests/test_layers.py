@@ -55,9 +55,12 @@ def test_lowering_matches_conv_general_dilated(impl, shape, ks, cout, s):
     np.testing.assert_allclose(gk, gk_r, rtol=1e-4, atol=1e-3)
 
 
-def test_auto_resolves_by_backend_and_override():
-    expect = "2dcat" if jax.default_backend() == "cpu" else "xla3d"
+def test_auto_resolves_by_backend_size_and_override():
+    cpu = jax.default_backend() == "cpu"
+    expect = "2dcat" if cpu else "xla3d"
     assert layers.resolve_conv_impl("auto") == expect
+    assert layers.resolve_conv_impl("auto", (32, 32, 32)) == expect
+    assert layers.resolve_conv_impl("auto", (64, 64, 64)) == ("2d" if cpu else "xla3d")
     layers.set_default_conv_impl("xla3d")
     try:
         assert layers.resolve_conv_impl("auto") == "xla3d"

@@ -291,3 +291,13 @@ def test_prefetch_propagates_errors_and_shuts_down():
     left = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()
             and t.name.startswith("prefetch")]
     assert not left
+
+
+def test_fit_splits_the_batch_over_the_devices_that_divide_it():
+    """Two CPU devices in the test session (conftest.py): a batch of 4 is split over both,
+    one of 3 stays on one device instead of failing."""
+    from nodulejax.train.sharding import devices_for_batch
+
+    assert len(devices_for_batch(4)) == 2
+    assert len(devices_for_batch(3)) == 1
+    assert devices_for_batch(3)[0] == jax.devices()[0]

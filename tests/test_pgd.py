@@ -286,3 +286,50 @@ def test_host_and_device_loops_give_the_same_iterates(trained, norm):
     np.testing.assert_allclose(np.asarray(inside), np.asarray(h[0]), rtol=1e-6, atol=1e-6)
     with pytest.raises(ConfigError, match="loop"):
         pgd(classifier_loss, x, jax.random.PRNGKey(7), loop="gpu", **kw)
+
+
+def test_sharded_batch_gives_the_same_attack(trained):
+    """shard="auto" splits the batch over the test session's two CPU devices (conftest.py;
+    the study gets one per core): same iterates and losses as one device, per-example eps,
+    gathered back to one default-device array; a batch that does not split evenly and a
+    traced call stay on one device."""
+    from nodulejax import devices
+
+    assert jax.local_device_count() == 2 and devices.batch_mesh().size == 2
+    params, x, y = trained
+    kw = dict(eps=jnp.linspace(0.05, 0.2, x.shape[0]), step_size=0.03, steps=4,
+              loss_args=(params, y))
+    one = pgd_with_losses(classifier_loss, x, jax.random.PRNGKey(3), shard="none", **kw)
+    two = pgd_with_losses(classifier_loss, x, jax.random.PRNGKey(3), shard="auto", **kw)
+    # XLA compiles the 32-example halves itself: matmul rounding may differ in the last bits
+    # (losses ~1e-6), which can flip the sign of a near-zero gradient entry in x_adv
+    assert float(jnp.mean(one[0] == two[0])) > 0.99
+    np.testing.assert_allclose(np.asarray(two[0]), np.asarray(one[0]), atol=2 * 0.03 + 1e-6)
+    for a, b in zip(one[1:], two[1:], strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-5)
+    assert all(len(b.sharding.device_set) == 1 for b in two)
+    assert float(jnp.mean(two[2] - two[1])) > 0
+    # the input really was split: the jitted step saw two 32-example shards
+    x_sh = devices.put_batch(x, devices.batch_mesh())
+    assert [s.data.shape[0] for s in x_sh.addressable_shards] == [32, 32]
+    odd = pgd(classifier_loss, x[:63], jax.random.PRNGKey(3), eps=0.1, step_size=0.03, steps=2,
+              loss_args=(params, y[:63]))
+    odd_one = pgd(classifier_loss, x[:63], jax.random.PRNGKey(3), eps=0.1, step_size=0.03,
+                  steps=2, loss_args=(params, y[:63]), shard="none")
+    np.testing.assert_array_equal(np.asarray(odd), np.asarray(odd_one))
+    with pytest.raises(ConfigError, match="shard"):
+        pgd(classifier_loss, x, jax.random.PRNGKey(3), shard="gpu", **kw)
+
+
+def test_configure_cpu_devices_after_start():
+    """Once JAX runs, asking for the count in effect is a no-op; another count or a bad value
+    is a ConfigError naming config.runtime.cpu_devices."""
+    from nodulejax import devices
+
+    jnp.zeros(1).block_until_ready()
+    assert devices.configure_cpu_devices(2) == 2
+    with pytest.raises(ConfigError, match="cpu_devices"):
+        devices.configure_cpu_devices(3)
+    for bad in ("many", 0):
+        with pytest.raises(ConfigError, match="cpu_devices"):
+            devices.configure_cpu_devices(bad)

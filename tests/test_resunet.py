@@ -183,7 +183,6 @@ def test_jit_grad_and_adam_step_lowers_heatmap_loss(batch):
 
 def test_bad_head_prior_names_the_field():
     from configs import tiny
-
     from nodulejax.errors import ConfigError
     from nodulejax.models.resunet import build_resunet
 

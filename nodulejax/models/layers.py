@@ -21,7 +21,11 @@ Lowerings (``impl``):
   runs it as a GEMM; as a 2D conv it was 3-4x slower: 64^3, 56->28 channels, forward 9.7 ms
   as a matmul-like conv vs 35 ms as a 2D conv; issue 8's note).
 * ``"auto"``:  what :func:`set_default_conv_impl` set (from ``config.runtime.conv_impl``),
-  else "2dcat" when ``jax.default_backend() == "cpu"`` and "xla3d" on GPU/TPU.
+  else "xla3d" on GPU/TPU and, on the CPU, chosen per convolution by the input's spatial
+  size: "2d" above 32^3 voxels (the paper's 64^3 FPR: one PGD step 2.39 s with "2d" vs
+  2.65 s with "2dcat"; per conv at 64^3, 28 -> 14 channels, forward 187 vs 246 ms), else
+  "2dcat" (16^3, 56 -> 14: forward + input gradient 8.3 vs 9.6 ms); issue 8's notes,
+  benchmarks/RESULTS.md.
 
 Measured on the shared 2-core CPU (jax 0.10.2, heavily loaded, so +-50%): one 3x3x3 conv,
 16->16 channels, batch 8, 32^3, jitted: forward xla3d 777 ms / 2d 132 ms / 2dcat 147 ms;
@@ -56,14 +60,24 @@ def set_default_conv_impl(impl: str) -> None:
     _DEFAULT_IMPL["impl"] = impl
 
 
-def resolve_conv_impl(impl: str = "auto") -> str:
-    """Map ``impl`` to a concrete lowering: "xla3d", "2d" or "2dcat"."""
+CPU_2D_ABOVE_VOXELS = 32**3  # "auto" on CPU: "2d" above this many input voxels, else "2dcat"
+
+
+def resolve_conv_impl(impl: str = "auto", spatial: tuple[int, ...] | None = None) -> str:
+    """Map ``impl`` to a concrete lowering: "xla3d", "2d" or "2dcat".
+
+    ``spatial``: the input's (D, H, W), which decides "auto" on the CPU (module docstring);
+    without it "auto" on the CPU gives "2dcat" (the choice for the small layers).
+    """
     if impl not in CONV_IMPLS:
         raise ConfigError(f"conv impl {impl!r}: expected one of {CONV_IMPLS}")
     if impl == "auto":
         impl = _DEFAULT_IMPL["impl"]
     if impl == "auto":
-        impl = "2dcat" if jax.default_backend() == "cpu" else "xla3d"
+        if jax.default_backend() != "cpu":
+            return "xla3d"
+        big = spatial is not None and int(np.prod(spatial)) > CPU_2D_ABOVE_VOXELS
+        impl = "2d" if big else "2dcat"
     return impl
 
 
@@ -85,7 +99,7 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: int = 1, impl: str = "auto"
     Returns:
       (B, ceil(D/s), ceil(H/s), ceil(W/s), Cout).
     """
-    impl = resolve_conv_impl(impl)
+    impl = resolve_conv_impl(impl, x.shape[1:4])
     s = int(strides)
     if impl == "xla3d":
         return lax.conv_general_dilated(

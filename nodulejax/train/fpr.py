@@ -33,7 +33,7 @@ import optax
 from flax import traverse_util
 
 from nodulejax import checkpoint as ckpt
-from nodulejax import losses
+from nodulejax import devices, losses
 from nodulejax.data.patches import random_flip_rot
 from nodulejax.data.patchsets import fpr_patches, seg_patches
 from nodulejax.errors import CheckpointError, ConfigError
@@ -118,6 +118,11 @@ def _scores_losses(params, config, x, y, head, batch_size):
     model = fpr_model(config, head)
     fn = _eval_fn(model, head)
     bs = int(batch_size or 2 * config.fpr.batch_size)
+    mesh = devices.batch_mesh()  # score the batch split over the host's devices
+    if mesh is not None and bs % mesh.size == 0:
+        params = devices.replicate(params, mesh)
+    else:
+        mesh = None
     probs, ls = [], []
     for i in range(0, len(x), bs):
         xb = np.asarray(x[i:i + bs], np.float32)
@@ -126,6 +131,8 @@ def _scores_losses(params, config, x, y, head, batch_size):
         if n < bs:  # fixed shape: one compilation
             xb = np.concatenate([xb, np.zeros((bs - n,) + xb.shape[1:], np.float32)])
             yb = np.concatenate([yb, np.zeros(bs - n, np.float32)])
+        if mesh is not None:
+            xb, yb = devices.put_batch((xb, yb), mesh)
         p, loss = jax.device_get(fn(params, xb, yb))
         probs.append(p[:n])
         ls.append(loss[:n])

@@ -158,7 +158,8 @@ def fit(
       best_metric, best_mode: metric (``"max"`` or ``"min"``) deciding the ``best/`` checkpoint
         and early stopping; needs ``eval_fn``.
       patience: stop after this many evaluations without improvement (0: never).
-      mesh: device mesh (default: all devices, ``sharding.make_mesh()``).
+      mesh: device mesh (default: the devices that split ``batch_fn(0)``'s batch evenly,
+        ``sharding.make_mesh(sharding.devices_for_batch(B))``: all of them when B divides).
       lr_fn: ``step -> learning rate`` (e.g. the optax schedule), logged as ``lr``.
       async_save: orbax async checkpoint writes.
       on_step: host callback ``(step_done, state)`` after each step (tests, custom hooks).
@@ -182,7 +183,9 @@ def fit(
     num_workers = num_workers or _cfg(config, "data", "num_workers", 1)
     async_save = _cfg(config, "ckpt", "async_save", True) if async_save is None else async_save
     progress = _cfg(config, "train", "progress", True) if progress is None else progress
-    mesh = shd.make_mesh() if mesh is None else mesh
+    if mesh is None:
+        b0 = _batch_size(batch_fn(0)) if num_steps > 0 else 0
+        mesh = shd.make_mesh(shd.devices_for_batch(b0))
 
     ckpt = ModelCheckpoints(model_dir(workdir, model_name), config=config, keep=keep,
                             best_metric=best_metric, best_mode=best_mode,

@@ -1,7 +1,8 @@
 """Data parallelism with ``jax.sharding``: one Mesh over every device, batch split on axis 0.
 
-Single machine: ``make_mesh()`` spans all local devices (1 CPU, 8 GPUs, or 8 forced host
-CPU devices with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``); parameters and
+Single machine: ``make_mesh()`` spans all local devices (1 CPU, 8 GPUs, or one host CPU
+device per core, ``config.runtime.cpu_devices``, :mod:`nodulejax.devices`); ``fit`` uses the
+largest group of them that divides the batch size (``devices_for_batch``); parameters and
 optimiser state are replicated (``NamedSharding(mesh, P())``), each batch is split along
 its leading axis (``NamedSharding(mesh, P("data"))``), and the jitted step's gradient
 all-reduce is inserted by XLA. Nothing changes for one device.
@@ -35,9 +36,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from nodulejax.devices import DATA_AXIS, replicate
 from nodulejax.errors import ConfigError
 
-DATA_AXIS = "data"
+__all__ = ["DATA_AXIS", "initialize_distributed", "make_mesh", "replicated", "batch_sharding",
+           "replicate", "shard_batch", "devices_for_batch"]
 _initialized = False
 
 
@@ -70,9 +73,15 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def replicate(tree, mesh: Mesh):
-    """Place every leaf (params, optimiser state, keys) on all devices of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+def devices_for_batch(batch_size: int) -> list:
+    """The devices a batch of ``batch_size`` is split over: all of them when the size divides
+    evenly (and always on several hosts), else the largest leading group whose count divides
+    it (e.g. batch 6 on 4 host CPU devices -> 3 devices; batch 5 -> 1)."""
+    devs = jax.devices()
+    if jax.process_count() > 1 or batch_size <= 0:
+        return devs
+    n = max(k for k in range(1, len(devs) + 1) if batch_size % k == 0)
+    return devs[:n]
 
 
 def shard_batch(tree, mesh: Mesh):

@@ -1,0 +1,109 @@
+"""Host CPU devices and batch sharding: run independent examples on every core.
+
+Why (issue 8, benchmarks/RESULTS.md "CPU, session 3"): XLA:CPU runs one executable's small
+3D-CNN ops (demo FPR, 16^3 patches, 4-56 channels) with little intra-op parallelism, so on
+a 2-core machine one device keeps about one core busy. Splitting the host into one XLA CPU
+device per core (``jax_num_cpu_devices``) and sharding the batch axis over them (GSPMD,
+``NamedSharding(mesh, P("data"))``) runs the two halves of a batch side by side: one PGD
+step (``grad_x``, 16 patches) 90-100 ms -> 49-60 ms. PGD is per-example by contract
+(:mod:`nodulejax.pgd`), so a sharded batch computes the same function; the floating point
+may differ in the last bits (each device compiles its own half-batch).
+
+Call :func:`configure_cpu_devices` before the first JAX computation (the entry points
+``train.py`` / ``attack.py`` do, from ``config.runtime.cpu_devices``); afterwards
+:func:`batch_mesh` returns the 1-D ``("data",)`` mesh over the local devices, or ``None``
+with one device (then nothing is sharded). The training loop's data parallelism
+(:mod:`nodulejax.train.sharding`) uses the same axis and placements.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from nodulejax.errors import ConfigError
+
+__all__ = ["DATA_AXIS", "configure_cpu_devices", "batch_mesh", "put_batch", "replicate",
+           "gather"]
+
+DATA_AXIS = "data"
+
+
+def _backends_started() -> bool:
+    from jax._src import xla_bridge
+
+    return bool(xla_bridge.backends_are_initialized())
+
+
+def configure_cpu_devices(n: int | str = "auto") -> int:
+    """Ask XLA for ``n`` host CPU devices ("auto": one per core available to this process).
+
+    Must run before JAX initialises its backends; returns the CPU device count in effect.
+    ``XLA_FLAGS`` with ``--xla_force_host_platform_device_count`` takes precedence. After
+    start-up, asking for the count in effect is a no-op and asking for another one raises
+    ConfigError (XLA cannot re-split a started host), except when nobody configured it
+    (JAX's default, one device): then a warning is logged and the run goes on with one. On a
+    GPU/TPU host this only sets the (unused) CPU device count.
+    """
+    if n == "auto":
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config.runtime.cpu_devices={n!r}: expected 'auto' or an int >= 1") from None
+    if n < 1:
+        raise ConfigError(f"config.runtime.cpu_devices={n}: expected 'auto' or an int >= 1")
+    forced = re.search(r"--xla_force_host_platform_device_count=(\d+)",
+                       os.environ.get("XLA_FLAGS", ""))
+    if forced:  # the user's XLA_FLAGS already split the host: keep it
+        return int(forced.group(1))
+    if not _backends_started():
+        jax.config.update("jax_num_cpu_devices", n)
+        return n
+    have = len(jax.devices("cpu"))
+    if have != n:
+        if jax.config.jax_num_cpu_devices != -1:
+            raise ConfigError(
+                f"config.runtime.cpu_devices={n}: JAX already started with {have} CPU devices; "
+                "set it before the first JAX computation")
+        logging.warning("JAX started before configure_cpu_devices(%d): running on %d CPU "
+                        "device(s)", n, have)
+    return have
+
+
+_MESHES: dict[tuple, Mesh] = {}
+
+
+def batch_mesh() -> Mesh | None:
+    """1-D mesh ``("data",)`` over the default backend's local devices; None with one."""
+    devs = jax.local_devices()
+    if len(devs) < 2:
+        return None
+    key = tuple(d.id for d in devs)
+    if key not in _MESHES:
+        _MESHES[key] = Mesh(np.array(devs), (DATA_AXIS,))
+    return _MESHES[key]
+
+
+def put_batch(tree, mesh: Mesh):
+    """Place every (on-device or host) array of ``tree`` with its leading (batch) axis split
+    over ``mesh`` (this process's devices; see ``train.sharding.shard_batch`` for hosts)."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
+
+
+def replicate(tree, mesh: Mesh):
+    """Place every array of ``tree`` whole on every device of ``mesh``."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def gather(tree):
+    """Bring (sharded) arrays back as one uncommitted default-device array each, as
+    unsharded code has them (they then mix with arrays on any device placement)."""
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), tree)
