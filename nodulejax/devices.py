@@ -29,8 +29,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nodulejax.errors import ConfigError
 
-__all__ = ["DATA_AXIS", "configure_cpu_devices", "batch_mesh", "put_batch", "replicate",
-           "gather"]
+__all__ = ["DATA_AXIS", "configure_cpu_devices", "batch_mesh", "mesh_for", "put_batch",
+           "replicate", "gather"]
 
 DATA_AXIS = "data"
 
@@ -90,6 +90,12 @@ def batch_mesh() -> Mesh | None:
     if key not in _MESHES:
         _MESHES[key] = Mesh(np.array(devs), (DATA_AXIS,))
     return _MESHES[key]
+
+
+def mesh_for(batch_size: int) -> Mesh | None:
+    """:func:`batch_mesh` when a batch of ``batch_size`` splits evenly over it, else None."""
+    mesh = batch_mesh()
+    return mesh if mesh is not None and batch_size % mesh.size == 0 else None
 
 
 def put_batch(tree, mesh: Mesh):

@@ -219,10 +219,7 @@ def _resolve_mesh(shard: str, x, loss_args, steps):
         raise ConfigError(f"pgd: shard must be one of {SHARDS}, got {shard!r}")
     if shard == "none" or _traced(x, loss_args, steps):
         return None
-    mesh = devices.batch_mesh()
-    if mesh is None or x.shape[0] % mesh.size:
-        return None
-    return mesh
+    return devices.mesh_for(x.shape[0])
 
 
 def _run(

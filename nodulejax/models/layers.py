@@ -30,7 +30,8 @@ Lowerings (``impl``):
 Measured on the shared 2-core CPU (jax 0.10.2, heavily loaded, so +-50%): one 3x3x3 conv,
 16->16 channels, batch 8, 32^3, jitted: forward xla3d 777 ms / 2d 132 ms / 2dcat 147 ms;
 forward+backward (input and kernel grads) xla3d 1631 ms / 2d 619 ms / 2dcat 356 ms;
-stride-2 forward xla3d 179 / 2d 96 / 2dcat 74 ms. Hence "2dcat" on CPU.
+stride-2 forward xla3d 179 / 2d 96 / 2dcat 74 ms. Hence "2dcat" on CPU for the small
+layers and "2d" (fewer copies of the input) for the large ones.
 
 Parameters are always ``kernel`` (k, k, k, Cin, Cout) (DHWIO) and ``bias`` (Cout,), the
 same names and layout as ``flax.linen.Conv``.

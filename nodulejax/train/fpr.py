@@ -118,11 +118,9 @@ def _scores_losses(params, config, x, y, head, batch_size):
     model = fpr_model(config, head)
     fn = _eval_fn(model, head)
     bs = int(batch_size or 2 * config.fpr.batch_size)
-    mesh = devices.batch_mesh()  # score the batch split over the host's devices
-    if mesh is not None and bs % mesh.size == 0:
+    mesh = devices.mesh_for(bs)  # score each batch split over the host's devices
+    if mesh is not None:
         params = devices.replicate(params, mesh)
-    else:
-        mesh = None
     probs, ls = [], []
     for i in range(0, len(x), bs):
         xb = np.asarray(x[i:i + bs], np.float32)
