@@ -140,9 +140,9 @@ def _jax_worker(a, spec) -> dict:
     mesh = devices.batch_mesh() if a.shard == "auto" else None
     if mesh is not None and x.shape[0] % mesh.size:
         mesh = None
-    size = x.shape[1:4]  # "auto" on CPU picks per layer by size: record the full-size choice
-    res = {"impl": a.impl if a.impl != "auto" else f"auto ({resolve_conv_impl('auto', size)} "
-           f"at {size[0]}^3, {resolve_conv_impl('auto', (1, 1, 1))} on small layers)",
+    size = x.shape[1:4]  # "auto" on CPU picks per layer: record the choice at full size
+    res = {"impl": a.impl if a.impl != "auto" else f"auto ({resolve_conv_impl('auto', size, 28)}"
+           f" at {size[0]}^3 from 16 channels, {resolve_conv_impl('auto')} elsewhere)",
            "backend": jax.default_backend(),
            "devices": jax.local_device_count(), "batch_sharded_over": mesh.size if mesh else 1}
     key = jax.random.PRNGKey(0)

@@ -34,7 +34,6 @@ import numpy as np
 from scipy import ndimage
 
 from nodulejax import boxes as bx
-from nodulejax import devices
 from nodulejax.data.patches import extract_patches
 from nodulejax.errors import ConfigError
 from nodulejax.models.rpn import anchors_for, rpn_proposals
@@ -129,16 +128,6 @@ def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "
                              np.array([z, y, x], np.float32))
     out = acc / np.maximum(wsum, 1e-12)[..., None]
     return out[: vol.shape[0], : vol.shape[1], : vol.shape[2]]
-
-
-def _data_parallel(params, batch_size: int):
-    """``(params, put)``: with several local devices that split ``batch_size`` evenly, the
-    params replicated and ``put`` placing a host batch split over them
-    (:mod:`nodulejax.devices`); else the params as given and ``put = jnp.asarray``."""
-    mesh = devices.mesh_for(batch_size)
-    if mesh is None:
-        return params, jnp.asarray
-    return devices.replicate(params, mesh), lambda x: devices.put_batch(x, mesh)
 
 
 # ----------------------------------------------------------------------------- CG networks
@@ -254,15 +243,13 @@ def cg_maps(cg_params, config, image, roi=None):
         scores.append(s[v])
 
     has_rpn = params["rpn"] is not None
-    bsz = int(config.cg.infer_batch_size)
-    params, put = _data_parallel(params, bsz)  # windows split over the host's devices
-    dense = sliding_window(lambda x: apply(params, put(x)), image, window_size(config),
+    dense = sliding_window(lambda x: apply(params, jnp.asarray(x)), image, window_size(config),
                            float(config.cg.window_overlap), blend=str(config.cg.blend),
-                           batch_size=bsz, channels=2,
+                           batch_size=int(config.cg.infer_batch_size), channels=2,
                            proposals_fn=collect if has_rpn else None, roi=roi) if has_rpn else \
-        sliding_window(lambda x: apply(params, put(x))[0], image, window_size(config),
+        sliding_window(lambda x: apply(params, jnp.asarray(x))[0], image, window_size(config),
                        float(config.cg.window_overlap), blend=str(config.cg.blend),
-                       batch_size=bsz, channels=2, roi=roi)
+                       batch_size=int(config.cg.infer_batch_size), channels=2, roi=roi)
     rb = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
     rs = np.concatenate(scores) if scores else np.zeros((0,), np.float32)
     inside = np.all((rb[:, :3] >= -0.5) & (rb[:, :3] < np.asarray(image.shape) - 0.5), axis=1)
@@ -371,13 +358,12 @@ def score_candidates(fpr_params, config, scan, zyx, *, model=None):
     model = model or fpr_model(config)
     fn = _fpr_apply(model, str(config.fpr.head))
     p, bsz = int(config.fpr.patch_size), int(config.fpr.batch_size)
-    fpr_params, put = _data_parallel(fpr_params, bsz)
     out = []
     for b0 in range(0, len(zyx), bsz):
         c = zyx[b0: b0 + bsz]
         x = np.zeros((bsz, p, p, p, 1), np.float32)
         x[: len(c), ..., 0] = extract_patches(scan.image, c, p, 0.0)
-        out.append(np.asarray(fn(fpr_params, put(x)))[: len(c)])
+        out.append(np.asarray(fn(fpr_params, jnp.asarray(x)))[: len(c)])
     return np.concatenate(out).astype(np.float64)
 
 

@@ -59,8 +59,9 @@ def test_auto_resolves_by_backend_size_and_override():
     cpu = jax.default_backend() == "cpu"
     expect = "2dcat" if cpu else "xla3d"
     assert layers.resolve_conv_impl("auto") == expect
-    assert layers.resolve_conv_impl("auto", (32, 32, 32)) == expect
-    assert layers.resolve_conv_impl("auto", (64, 64, 64)) == ("2d" if cpu else "xla3d")
+    assert layers.resolve_conv_impl("auto", (32, 32, 32), 28) == expect
+    assert layers.resolve_conv_impl("auto", (64, 64, 64), 1) == expect  # the FPR stem
+    assert layers.resolve_conv_impl("auto", (64, 64, 64), 28) == ("2d" if cpu else "xla3d")
     layers.set_default_conv_impl("xla3d")
     try:
         assert layers.resolve_conv_impl("auto") == "xla3d"

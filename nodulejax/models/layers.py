@@ -21,11 +21,13 @@ Lowerings (``impl``):
   runs it as a GEMM; as a 2D conv it was 3-4x slower: 64^3, 56->28 channels, forward 9.7 ms
   as a matmul-like conv vs 35 ms as a 2D conv; issue 8's note).
 * ``"auto"``:  what :func:`set_default_conv_impl` set (from ``config.runtime.conv_impl``),
-  else "xla3d" on GPU/TPU and, on the CPU, chosen per convolution by the input's spatial
-  size: "2d" above 32^3 voxels (the paper's 64^3 FPR: one PGD step 2.39 s with "2d" vs
-  2.65 s with "2dcat"; per conv at 64^3, 28 -> 14 channels, forward 187 vs 246 ms), else
-  "2dcat" (16^3, 56 -> 14: forward + input gradient 8.3 vs 9.6 ms); issue 8's notes,
-  benchmarks/RESULTS.md.
+  else "xla3d" on GPU/TPU and, on the CPU, chosen per convolution from its input: "2d" when
+  the input has more than 32^3 voxels *and* at least 16 channels, else "2dcat". Measured
+  (2-core CPU, per conv, ms; issue 8's notes, benchmarks/RESULTS.md): 64^3, 28 -> 14
+  forward 187 (2d) vs 246 (2dcat), so the paper FPR's 64^3 level takes "2d"; 64^3, 1 -> 28
+  (the stem) 75 vs 61, 32^3, 28 -> 14 20 vs 20 and 16^3, 56 -> 14 (forward + input
+  gradient) 9.6 vs 8.3 take "2dcat"; the demo CG's 48^3 windows (4-8 channels) run 8.3-9.3 s
+  per scan with "2dcat" vs 11.1-12.7 s with "2d".
 
 Measured on the shared 2-core CPU (jax 0.10.2, heavily loaded, so +-50%): one 3x3x3 conv,
 16->16 channels, batch 8, 32^3, jitted: forward xla3d 777 ms / 2d 132 ms / 2dcat 147 ms;
@@ -61,14 +63,16 @@ def set_default_conv_impl(impl: str) -> None:
     _DEFAULT_IMPL["impl"] = impl
 
 
-CPU_2D_ABOVE_VOXELS = 32**3  # "auto" on CPU: "2d" above this many input voxels, else "2dcat"
+CPU_2D_ABOVE_VOXELS = 32**3  # "auto" on CPU: "2d" above this many input voxels ...
+CPU_2D_MIN_CHANNELS = 16  # ... and from this many input channels, else "2dcat"
 
 
-def resolve_conv_impl(impl: str = "auto", spatial: tuple[int, ...] | None = None) -> str:
+def resolve_conv_impl(impl: str = "auto", spatial: tuple[int, ...] | None = None,
+                      channels: int | None = None) -> str:
     """Map ``impl`` to a concrete lowering: "xla3d", "2d" or "2dcat".
 
-    ``spatial``: the input's (D, H, W), which decides "auto" on the CPU (module docstring);
-    without it "auto" on the CPU gives "2dcat" (the choice for the small layers).
+    ``spatial`` (D, H, W) and ``channels`` (Cin) of the input decide "auto" on the CPU
+    (module docstring); without them "auto" on the CPU gives "2dcat".
     """
     if impl not in CONV_IMPLS:
         raise ConfigError(f"conv impl {impl!r}: expected one of {CONV_IMPLS}")
@@ -77,7 +81,8 @@ def resolve_conv_impl(impl: str = "auto", spatial: tuple[int, ...] | None = None
     if impl == "auto":
         if jax.default_backend() != "cpu":
             return "xla3d"
-        big = spatial is not None and int(np.prod(spatial)) > CPU_2D_ABOVE_VOXELS
+        big = (spatial is not None and int(np.prod(spatial)) > CPU_2D_ABOVE_VOXELS
+               and channels is not None and channels >= CPU_2D_MIN_CHANNELS)
         impl = "2d" if big else "2dcat"
     return impl
 
@@ -100,7 +105,7 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: int = 1, impl: str = "auto"
     Returns:
       (B, ceil(D/s), ceil(H/s), ceil(W/s), Cout).
     """
-    impl = resolve_conv_impl(impl, x.shape[1:4])
+    impl = resolve_conv_impl(impl, x.shape[1:4], x.shape[-1])
     s = int(strides)
     if impl == "xla3d":
         return lax.conv_general_dilated(
