@@ -2,7 +2,8 @@
 
 "All the augmentation patches ... were pre-computed and randomly sampled during the FPR model
 training by attacking the baseline network (baseline-beta-finetune)". Four kinds, one folder
-each, in the layout :class:`PoolReader` (and ``nodulejax.train.augment``) reads::
+each, in the layout :class:`~nodulejax.pool_store.PoolReader` (and ``nodulejax.train.augment``)
+reads (files and reader: :mod:`nodulejax.pool_store`)::
 
     POOL/manifest.json                      config fingerprint, plan, finished shards
     POOL/<kind>/shard_00000.npz ...         x (n, P, P, P) float16 in [0, 1] + metadata (n, ...)
@@ -56,10 +57,17 @@ import numpy as np
 
 from nodulejax import attacks
 from nodulejax.errors import ConfigError, NoduleJaxError, PoolError
+from nodulejax.pool_store import (
+    MANIFEST,
+    POOL_KINDS,
+    PoolReader,
+    read_manifest,
+    shard_path,
+    write_manifest,
+    write_shard,
+)
 
-POOL_KINDS = ("syn_random", "syn_pgd", "perturb", "noise")
 KIND_ID = {"syn_random": 1, "syn_pgd": 2, "perturb": 3, "noise": 4}
-MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 ATTACK_TARGET = "fpr_baseline-beta-finetune"  # the paper attacks this model (Section 4)
 
@@ -376,54 +384,6 @@ def _compute(kind: str, items: np.ndarray, ctx: _Context) -> dict:
     return {"x": r["x"], "keep": np.ones(n, bool), **meta}
 
 
-# --------------------------------------------------------------------------- files
-def _fsync_dir(d: str) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
-    d, base = os.path.split(path)
-    tmp = os.path.join(d, f".{base}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(d)
-
-
-def shard_path(pool_dir: str, kind: str, index: int) -> str:
-    return os.path.join(pool_dir, kind, f"shard_{index:05d}.npz")
-
-
-def _write_shard(path: str, arrays: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def read_manifest(pool_dir: str) -> dict | None:
-    path = os.path.join(pool_dir, MANIFEST)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise PoolError(f"{path}: unreadable pool manifest ({type(e).__name__}: {e})") from e
-
-
-def _write_manifest(pool_dir: str, manifest: dict) -> None:
-    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
-    _atomic_write(os.path.join(pool_dir, MANIFEST), lambda f: f.write(data))
-
-
 def fingerprint(config, fpr: FPRHandle, gen: GenHandle | None, train_uids) -> dict:
     """What decides the pool's content: relevant config fields, weights, training scans."""
     from nodulejax.checkpoint import _flatten, _matches, config_to_dict
@@ -504,7 +464,7 @@ def build_pool(config, workdir: str, train_scans, *,
         man = {"fingerprint": fp, "done": {k: [] for k in POOL_KINDS}, "kept": {}}
     man.update(items=counts, shards=shards, shard_size=shard_size, complete=False)
     os.makedirs(out_dir, exist_ok=True)
-    _write_manifest(out_dir, man)
+    write_manifest(out_dir, man)
     ctx = _Context(c, fpr, generator, bg, pos)
     total = sum(counts.values())
     done_items = sum(min(shard_size, counts[k] - s * shard_size)
@@ -525,89 +485,23 @@ def build_pool(config, workdir: str, train_scans, *,
                 keep = r.pop("keep")
                 arrays = {k: v[keep] for k, v in r.items()}
                 arrays["x"] = arrays["x"].astype(np.float16)
-                _write_shard(shard_path(out_dir, kind, s), arrays)
+                write_shard(shard_path(out_dir, kind, s), arrays)
                 man["done"][kind] = sorted(done | {s})
                 done.add(s)
                 man.setdefault("kept", {})[f"{kind}/{s}"] = [int(keep.sum()), len(items)]
-                _write_manifest(out_dir, man)
+                write_manifest(out_dir, man)
                 new += len(items)
                 bar.update(len(items))
                 if on_shard is not None:
                     on_shard(kind, s)
     man["complete"] = True
-    _write_manifest(out_dir, man)
+    write_manifest(out_dir, man)
     dt = time.time() - t0
     if new:
         log.info("pool: %d samples in %.1f s (%.2f samples/s) -> %s", new, dt, new / dt, out_dir)
     with open(os.path.join(out_dir, "timing.json"), "w", encoding="utf-8") as f:
         json.dump({"samples": new, "seconds": dt, "samples_per_s": new / dt if dt else None}, f)
     return out_dir
-
-
-# --------------------------------------------------------------------------- reading
-class PoolReader:
-    """Read a pool: ``PoolReader(pool_dir).arrays(kind) -> (x (N, P, P, P) float16, meta)``.
-
-    The interface of ``nodulejax.train.augment.PoolReader``: ``meta`` maps each per-sample
-    array's name to its concatenation over the shards (N, ...). With a manifest (pools written
-    by :func:`build_pool`) only its finished shards are read, in shard order, and an unfinished
-    pool raises PoolError; without one, every ``<kind>/*.npz`` in name order is read."""
-
-    def __init__(self, pool_dir: str, *, require_complete: bool = True):
-        if not pool_dir or not os.path.isdir(pool_dir):
-            raise PoolError(f"augmentation pool folder {pool_dir!r} does not exist "
-                            "(run `attack.py --mode pool` first)")
-        self.pool_dir = pool_dir
-        self.manifest = read_manifest(pool_dir)
-        if self.manifest is not None and require_complete and not self.manifest.get("complete"):
-            raise PoolError(f"{os.path.join(pool_dir, MANIFEST)}: the pool is unfinished "
-                            "(re-run `attack.py --mode pool` to resume it)")
-        self._cache: dict[str, tuple[np.ndarray, dict]] = {}
-
-    def _shards(self, kind: str) -> list[str]:
-        if self.manifest is None:
-            import glob
-
-            return sorted(glob.glob(os.path.join(self.pool_dir, kind, "*.npz")))
-        return [shard_path(self.pool_dir, kind, s)
-                for s in sorted(self.manifest["done"].get(kind, []))]
-
-    def kinds(self) -> list[str]:
-        return [k for k in POOL_KINDS if self._shards(k)]
-
-    def arrays(self, kind: str) -> tuple[np.ndarray, dict]:
-        if kind not in POOL_KINDS:
-            raise PoolError(f"pool kind {kind!r}: expected one of {POOL_KINDS}")
-        if kind in self._cache:
-            return self._cache[kind]
-        paths = self._shards(kind)
-        if not paths:
-            raise PoolError(f"{os.path.join(self.pool_dir, kind)}: no shards for pool kind "
-                            f"{kind!r} (present: {self.kinds()})")
-        xs, metas = [], {}
-        for path in paths:
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    x = z["x"]
-                    if x.ndim == 5 and x.shape[-1] == 1:
-                        x = x[..., 0]
-                    if x.ndim != 4:
-                        raise PoolError(f"{path}: 'x' must be (n, P, P, P), got {x.shape}")
-                    if xs and x.shape[1:] != xs[0].shape[1:]:
-                        raise PoolError(f"{path}: patch shape {x.shape[1:]} differs from the "
-                                        f"earlier shards' {xs[0].shape[1:]}")
-                    xs.append(x.astype(np.float16))
-                    for k in z.files:
-                        if k != "x" and z[k].ndim >= 1 and len(z[k]) == len(x):
-                            metas.setdefault(k, []).append(z[k])
-            except PoolError:
-                raise
-            except Exception as e:  # noqa: BLE001 - missing / truncated shard
-                raise PoolError(f"{path}: unreadable pool shard: {type(e).__name__}: {e}") from e
-        x = np.concatenate(xs)
-        meta = {k: np.concatenate(v) for k, v in metas.items() if len(v) == len(xs)}
-        self._cache[kind] = (x, meta)
-        return x, meta
 
 
 __all__ = ["build_pool", "PoolReader", "FPRHandle", "GenHandle", "load_fpr", "load_generator",
