@@ -46,23 +46,30 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines out (-v 0)
-    from nodulejax import devices
-
-    devices.configure_cpu_devices(_CONFIG.value.get("runtime", {}).get("cpu_devices", "auto"))
     import jax
+
+    from nodulejax import devices
+    from nodulejax.errors import NoduleJaxError
+
+    try:
+        devices.configure_from(_CONFIG.value)  # before the first JAX computation
+        logging.info("JAX devices: %s", jax.devices())
+        _run(_CONFIG.value, _WORKDIR.value)
+    except NoduleJaxError as e:  # bad file / field: the message names it, no traceback needed
+        raise SystemExit(f"attack.py: {type(e).__name__}: {e}") from None
+
+
+def _run(config, workdir: str):
+    import os
 
     from nodulejax import figures, pool, stress
 
-    config, workdir = _CONFIG.value, _WORKDIR.value
-    logging.info("JAX devices: %s", jax.devices())
     if _MODE.value == "pool":
         out = pool.build_pool(config, workdir, load_scans(config, workdir, "train"),
                               fpr_model_name=pool.canonical_model_name(_ATTACK.value),
                               out_dir=_OUT.value, progress=True)
         print(f"pool: {out}")
     elif _MODE.value == "stress":
-        import os
-
         out_dir = _OUT.value or os.path.join(workdir, "report", "stress")
         stress.run_stress(config, workdir, load_scans(config, workdir, "test"), _MODELS.value,
                           out_dir, progress=True)

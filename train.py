@@ -24,16 +24,14 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines out (-v 0)
-    from nodulejax import devices
-
-    devices.configure_cpu_devices(_CONFIG.value.get("runtime", {}).get("cpu_devices", "auto"))
     import jax
 
-    from nodulejax import study
+    from nodulejax import devices, study
     from nodulejax.errors import NoduleJaxError
 
-    logging.info("JAX devices: %s", jax.devices())
     try:
+        devices.configure_from(_CONFIG.value)  # before the first JAX computation
+        logging.info("JAX devices: %s", jax.devices())
         study.run(_CONFIG.value, _WORKDIR.value)
     except NoduleJaxError as e:  # bad file / field: the message names it, no traceback needed
         raise SystemExit(f"train.py: {type(e).__name__}: {e}") from None

@@ -137,9 +137,7 @@ def _jax_worker(a, spec) -> dict:
         out = model.apply(v, xb.astype(dt))
         return losses.fpr_loss(out.astype(jnp.float32), y, head=head)
 
-    mesh = devices.batch_mesh() if a.shard == "auto" else None
-    if mesh is not None and x.shape[0] % mesh.size:
-        mesh = None
+    mesh = devices.mesh_for(x.shape[0]) if a.shard == "auto" else None
     size = x.shape[1:4]  # "auto" on CPU picks per layer: record the choice at full size
     res = {"impl": a.impl if a.impl != "auto" else f"auto ({resolve_conv_impl('auto', size, 28)}"
            f" at {size[0]}^3 from 16 channels, {resolve_conv_impl('auto')} elsewhere)",

@@ -78,8 +78,8 @@ def main(argv=None):
     print(f"{jax.local_device_count()} CPU devices; {a.config} FPR {size}^3, batch {a.batch}")
     print(f"one device:   grad_x {_ms(grad_x, x, v, y):7.1f} ms   "
           f"train {_ms(step, v, s, x, y):7.1f} ms")
-    mesh = devices.batch_mesh()
-    if mesh is not None and a.batch % mesh.size == 0:
+    mesh = devices.mesh_for(a.batch)
+    if mesh is not None:
         xs, ys = devices.put_batch((x, y), mesh)
         vr, sr = devices.replicate((v, s), mesh)
         print(f"batch split over {mesh.size}: grad_x {_ms(grad_x, xs, vr, ys):7.1f} ms   "

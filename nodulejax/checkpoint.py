@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nodulejax import devices
 from nodulejax.errors import CheckpointError
 
 # Config fields (fnmatch patterns on dotted paths) allowed to differ between the run that
@@ -410,11 +411,6 @@ def _one_device_template(step_dir: str):
                         if hasattr(m, "shape") and hasattr(m, "dtype") else m, tree)
 
 
-def _uncommitted(tree):
-    """Arrays not pinned to a device, so they mix with sharded and unsharded inputs alike."""
-    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)) if hasattr(a, "shape") else a, tree)
-
-
 def load_params(workdir: str, model_name: str, which: str = "best"):
     """The ``params`` of a trained model (for detection, the attack pool, evaluation).
 
@@ -448,9 +444,9 @@ def load_params(workdir: str, model_name: str, which: str = "best"):
         finally:
             mngr.close()
         if isinstance(state, Mapping) and "params" in state:
-            return _uncommitted(state["params"])
+            return devices.gather(state["params"])
         if hasattr(state, "params"):
-            return _uncommitted(state.params)
+            return devices.gather(state.params)
         top = sorted(state) if isinstance(state, Mapping) else type(state).__name__
         raise CheckpointError(f"checkpoint {where} holds no 'params' entry (top level: {top})")
     raise CheckpointError(f"no {which} checkpoint for model {model_name!r} under {d}")

@@ -12,8 +12,9 @@ may differ in the last bits (each device compiles its own half-batch).
 Call :func:`configure_cpu_devices` before the first JAX computation (the entry points
 ``train.py`` / ``attack.py`` do, from ``config.runtime.cpu_devices``); afterwards
 :func:`batch_mesh` returns the 1-D ``("data",)`` mesh over the local devices, or ``None``
-with one device (then nothing is sharded). The training loop's data parallelism
-(:mod:`nodulejax.train.sharding`) uses the same axis and placements.
+with one device (then nothing is sharded), :func:`mesh_for` the mesh of the devices that
+split a given batch evenly. The training loop's data parallelism
+(:mod:`nodulejax.train.sharding`, multi-host feeding on top) uses these meshes and placements.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nodulejax.errors import ConfigError
 
-__all__ = ["DATA_AXIS", "configure_cpu_devices", "batch_mesh", "mesh_for", "put_batch",
+__all__ = ["DATA_AXIS", "configure_cpu_devices", "configure_from", "make_mesh", "replicated",
+           "batch_sharding", "devices_for_batch", "batch_mesh", "mesh_for", "put_batch",
            "replicate", "gather"]
 
 DATA_AXIS = "data"
@@ -78,35 +80,71 @@ def configure_cpu_devices(n: int | str = "auto") -> int:
     return have
 
 
+def configure_from(config) -> int:
+    """:func:`configure_cpu_devices` with ``config.runtime.cpu_devices`` (default "auto"):
+    the first call of the entry points (train.py, attack.py)."""
+    return configure_cpu_devices(config.get("runtime", {}).get("cpu_devices", "auto"))
+
+
 _MESHES: dict[tuple, Mesh] = {}
 
 
-def batch_mesh() -> Mesh | None:
-    """1-D mesh ``("data",)`` over the default backend's local devices; None with one."""
-    devs = jax.local_devices()
-    if len(devs) < 2:
-        return None
-    key = tuple(d.id for d in devs)
+def make_mesh(devs=None) -> Mesh:
+    """1-D mesh with axis ``"data"`` over ``devs`` (default: every device, all hosts);
+    one Mesh object per device list."""
+    devs = list(jax.devices() if devs is None else devs)
+    key = tuple((d.platform, d.id) for d in devs)
     if key not in _MESHES:
-        _MESHES[key] = Mesh(np.array(devs), (DATA_AXIS,))
+        _MESHES[key] = Mesh(np.asarray(devs), (DATA_AXIS,))
     return _MESHES[key]
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def devices_for_batch(batch_size: int, devs=None) -> list:
+    """The devices a batch of ``batch_size`` is split over: the largest leading group of
+    ``devs`` whose count divides it (all of them when it divides evenly; e.g. batch 6 on 4
+    devices -> 3, batch 5 -> 1). ``devs`` defaults to every device, and on several hosts to
+    all of them whatever the size (each host feeds its own share, ``train.sharding``)."""
+    if devs is None:
+        devs = jax.devices()
+        if jax.process_count() > 1:
+            return list(devs)
+    devs = list(devs)
+    if batch_size <= 0:
+        return devs
+    n = max(k for k in range(1, len(devs) + 1) if batch_size % k == 0)
+    return devs[:n]
+
+
+def batch_mesh() -> Mesh | None:
+    """The ``("data",)`` mesh over the default backend's local devices; None with one."""
+    devs = jax.local_devices()
+    return make_mesh(devs) if len(devs) > 1 else None
+
+
 def mesh_for(batch_size: int) -> Mesh | None:
-    """:func:`batch_mesh` when a batch of ``batch_size`` splits evenly over it, else None."""
-    mesh = batch_mesh()
-    return mesh if mesh is not None and batch_size % mesh.size == 0 else None
+    """Mesh over the local devices that split a batch of ``batch_size`` evenly
+    (:func:`devices_for_batch`); None when that is a single device."""
+    devs = devices_for_batch(batch_size, jax.local_devices())
+    return make_mesh(devs) if len(devs) > 1 else None
 
 
 def put_batch(tree, mesh: Mesh):
     """Place every (on-device or host) array of ``tree`` with its leading (batch) axis split
     over ``mesh`` (this process's devices; see ``train.sharding.shard_batch`` for hosts)."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
+    return jax.device_put(tree, batch_sharding(mesh))
 
 
 def replicate(tree, mesh: Mesh):
-    """Place every array of ``tree`` whole on every device of ``mesh``."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    """Place every leaf (params, optimiser state, keys) whole on every device of ``mesh``."""
+    return jax.device_put(tree, replicated(mesh))
 
 
 def gather(tree):

@@ -23,13 +23,14 @@ Semantics (Madry et al. 2018, the "standard PGD" the paper uses):
   (demo FPR, batch 32 of 16^3, 2-core CPU: 0.46 s vs 0.25 s per step; issue 8's note and
   benchmarks/RESULTS.md), while on GPU the device loop saves a launch per step.
 * Sharding (``shard=``): ``"auto"`` (default) splits the batch over the local devices when
-  there are several (:mod:`nodulejax.devices`: one XLA CPU device per core, or several GPUs)
-  and ``B`` divides evenly, replicating ``loss_args``; the result comes back as one
-  default-device array. ``"none"`` keeps the batch on one device. Never under a trace. On the
-  2-core CPU this runs the two half-batches side by side: one demo PGD step at batch 16,
-  90-100 ms -> 49-60 ms (benchmarks/RESULTS.md, "CPU, session 3"). Per-example losses make
-  the sharded attack the same function; XLA compiles each half-batch itself, so the last
-  bits may differ from the one-device run.
+  there are several (:mod:`nodulejax.devices`: one XLA CPU device per core, or several
+  GPUs), over as many of them as divide ``B`` evenly (``devices.mesh_for``), replicating
+  ``loss_args``; the result comes back as one uncommitted default-device array. ``"none"``
+  keeps the batch on one device. Never under a trace. On the 2-core CPU this runs the two
+  half-batches side by side: one demo PGD step at batch 16, 90-100 ms -> 49-60 ms
+  (benchmarks/RESULTS.md, "CPU, session 3"). Per-example losses make the sharded attack the
+  same function; XLA compiles each part of the batch itself, so the last bits may differ
+  from the one-device run.
 
 **Per-example contract.** ``loss_fn(x, *loss_args)`` must return per-example losses ``(B,)``
 where example ``i``'s loss depends on ``x[i]`` only (no BatchNorm in training mode, no
@@ -203,23 +204,23 @@ def _traced(*trees) -> bool:
     return any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(trees))
 
 
-def _resolve_loop(loop: str, x, loss_args, steps) -> str:
+def _resolve_loop(loop: str, traced: bool) -> str:
     if loop not in LOOPS:
         raise ConfigError(f"pgd: loop must be one of {LOOPS}, got {loop!r}")
-    if _traced(x, loss_args, steps):
+    if traced:
         return "device"
     if loop == "auto":
         return "host" if jax.default_backend() == "cpu" else "device"
     return loop
 
 
-def _resolve_mesh(shard: str, x, loss_args, steps):
-    """The ("batch",) mesh to split the batch over, or None (one device)."""
+def _resolve_mesh(shard: str, traced: bool, batch: int):
+    """The ("data",) mesh to split the batch over (nodulejax.devices.mesh_for), or None."""
     if shard not in SHARDS:
         raise ConfigError(f"pgd: shard must be one of {SHARDS}, got {shard!r}")
-    if shard == "none" or _traced(x, loss_args, steps):
+    if shard == "none" or traced:
         return None
-    return devices.mesh_for(x.shape[0])
+    return devices.mesh_for(batch)
 
 
 def _run(
@@ -237,8 +238,9 @@ def _run(
     # (B,) float32 whatever was given, so scalar vs per-example values share one executable
     eps, step_size = (_as_batch(v, b, name) for v, name in ((eps, "eps"), (step_size, "step_size")))
     loss_args = tuple(loss_args)
-    host = _resolve_loop(loop, x, loss_args, steps) == "host"
-    mesh = _resolve_mesh(shard, x, loss_args, steps)
+    traced = _traced(x, loss_args, steps)
+    host = _resolve_loop(loop, traced) == "host"
+    mesh = _resolve_mesh(shard, traced, b)
     if mesh is not None:
         x, keys, eps, step_size = devices.put_batch((x, keys, eps, step_size), mesh)
         loss_args = devices.replicate(loss_args, mesh)

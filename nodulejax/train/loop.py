@@ -184,7 +184,8 @@ def fit(
     async_save = _cfg(config, "ckpt", "async_save", True) if async_save is None else async_save
     progress = _cfg(config, "train", "progress", True) if progress is None else progress
     if mesh is None:
-        b0 = _batch_size(batch_fn(0)) if num_steps > 0 else 0
+        # one host: the devices that split the batch evenly; several: every device
+        b0 = _batch_size(batch_fn(0)) if num_steps > 0 and jax.process_count() == 1 else 0
         mesh = shd.make_mesh(shd.devices_for_batch(b0))
 
     ckpt = ModelCheckpoints(model_dir(workdir, model_name), config=config, keep=keep,

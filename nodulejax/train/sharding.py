@@ -33,10 +33,16 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
-from nodulejax.devices import DATA_AXIS, replicate
+from nodulejax.devices import (
+    DATA_AXIS,
+    batch_sharding,
+    devices_for_batch,
+    make_mesh,
+    replicate,
+    replicated,
+)
 from nodulejax.errors import ConfigError
 
 __all__ = ["DATA_AXIS", "initialize_distributed", "make_mesh", "replicated", "batch_sharding",
@@ -57,31 +63,6 @@ def initialize_distributed(config: Any = None, *, multi_host: bool | None = None
     jax.distributed.initialize()
     _initialized = True
     return True
-
-
-def make_mesh(devices=None) -> Mesh:
-    """A 1-D mesh with axis ``"data"`` over ``devices`` (default: every device, all hosts)."""
-    devices = jax.devices() if devices is None else list(devices)
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P())
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(DATA_AXIS))
-
-
-def devices_for_batch(batch_size: int) -> list:
-    """The devices a batch of ``batch_size`` is split over: all of them when the size divides
-    evenly (and always on several hosts), else the largest leading group whose count divides
-    it (e.g. batch 6 on 4 host CPU devices -> 3 devices; batch 5 -> 1)."""
-    devs = jax.devices()
-    if jax.process_count() > 1 or batch_size <= 0:
-        return devs
-    n = max(k for k in range(1, len(devs) + 1) if batch_size % k == 0)
-    return devs[:n]
 
 
 def shard_batch(tree, mesh: Mesh):
