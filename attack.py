@@ -10,8 +10,18 @@ on the training folds (resumable: re-run the same command after a kill). stress:
 (markdown + JSON) on the test folds. figures: Figs. 5, 6, 8, 9 (PNG) on the test folds.
 """
 
+import os
+
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from nodulejax.adversarial.pool import build_pool
+from nodulejax.data.prepare import prepare_split
+from nodulejax.errors import NoduleJaxError
+from nodulejax.evaluation import figures, stress
+from nodulejax.experiments import canonical_model_name
+from nodulejax.runtime import devices
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
@@ -26,31 +36,11 @@ _OUT = flags.DEFINE_string("out_dir", None, "Output folder (default: WORKDIR/poo
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def load_scans(config, workdir: str, split: str):
-    """Prepared scans of the config's ``split`` folds (train / val / test), cached."""
-    import os
-
-    from nodulejax.data.luna16 import Luna16Dataset
-    from nodulejax.data.prepare import prepare_folds
-
-    root = config.data.root or os.path.join(workdir, "data")
-    folds = {"train": config.data.train_folds, "val": config.data.val_folds,
-             "test": config.data.test_folds}[split]
-    return prepare_folds(Luna16Dataset(root), list(folds), spacing=float(config.data.spacing),
-                         window=tuple(config.data.hu_window),
-                         cache_dir=os.path.join(workdir, "cache"))
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines out (-v 0)
-    import jax
-
-    from nodulejax import devices
-    from nodulejax.errors import NoduleJaxError
-
     try:
         devices.configure_from(_CONFIG.value)  # before the first JAX computation
         logging.info("JAX devices: %s", jax.devices())
@@ -60,23 +50,19 @@ def main(argv):
 
 
 def _run(config, workdir: str):
-    import os
-
-    from nodulejax import figures, pool, stress
-
     if _MODE.value == "pool":
-        out = pool.build_pool(config, workdir, load_scans(config, workdir, "train"),
-                              fpr_model_name=pool.canonical_model_name(_ATTACK.value),
+        out = build_pool(config, workdir, prepare_split(config, workdir, "train"),
+                              fpr_model_name=canonical_model_name(_ATTACK.value),
                               out_dir=_OUT.value, progress=True)
         print(f"pool: {out}")
     elif _MODE.value == "stress":
         out_dir = _OUT.value or os.path.join(workdir, "report", "stress")
-        stress.run_stress(config, workdir, load_scans(config, workdir, "test"), _MODELS.value,
+        stress.run_stress(config, workdir, prepare_split(config, workdir, "test"), _MODELS.value,
                           out_dir, progress=True)
         with open(os.path.join(out_dir, "stress.md")) as f:
             print(f.read())
     else:
-        for p in figures.make_figures(config, workdir, load_scans(config, workdir, "test"),
+        for p in figures.make_figures(config, workdir, prepare_split(config, workdir, "test"),
                                       _OUT.value, fpr_model_name=_ATTACK.value):
             print(p)
 

@@ -7,11 +7,16 @@
 
 Every config field can be overridden from the command line (ml_collections config_flags).
 Stages are resumable: a re-run skips finished stages and a killed stage resumes from its last
-checkpoint (see nodulejax/study.py).
+checkpoint (see nodulejax/study/).
 """
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from nodulejax.errors import NoduleJaxError
+from nodulejax.runtime import devices
+from nodulejax.study import runner as study
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).",
                                           lock_config=True)
@@ -24,11 +29,6 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines out (-v 0)
-    import jax
-
-    from nodulejax import devices, study
-    from nodulejax.errors import NoduleJaxError
-
     try:
         devices.configure_from(_CONFIG.value)  # before the first JAX computation
         logging.info("JAX devices: %s", jax.devices())

@@ -1,12 +1,13 @@
 """20-step L-inf PGD throughput and FPR training-step speed: JAX vs PyTorch, same weights.
 
-Issue 4 (benchmark) and issue 8 (fast batched PGD). The FPR network (DenseUNet3D, configs'
+The FPR network (DenseUNet3D, configs'
 ``c.fpr``) is initialised once in JAX; its params are saved and loaded into the PyTorch twin
 (``benchmarks/torch_denseunet.py``), so both frameworks run the same network on the same batch.
 Measured, each in its own subprocess (clean peak memory, a torch.compile failure cannot take
 the run down), one after the other in one command:
 
-* ``pgd``:   ``nodulejax.pgd.pgd`` (loop="auto": a host loop over one jitted step on CPU,
+* ``pgd``:   ``nodulejax.adversarial.pgd.pgd`` (loop="auto": a host loop over one jitted step
+  on CPU,
   ``fori_loop`` on GPU) with the FPR's own loss
   (``losses.fpr_loss``, label 1), eps 0.03, step 0.01, random start, bounds [0, 1]; PyTorch
   eager and ``torch.compile`` run the same algorithm (``torch_denseunet.torch_pgd_linf``).
@@ -14,7 +15,7 @@ the run down), one after the other in one command:
 * ``train``: one FPR training step (forward, backward over parameters, Adam lr 1e-3 update)
   on the mean FPR loss; steps/s and patches/s.
 
-JAX runs with one XLA CPU device per core (``--cpu-devices auto``, :mod:`nodulejax.devices`)
+JAX runs with one XLA CPU device per core (``--cpu-devices auto``, :mod:`nodulejax.runtime.devices`)
 and splits the batch over them (``--shard auto``: PGD's ``shard="auto"``, the train step data
 parallel with the state replicated); ``--cpu-devices 1`` / ``--shard none`` give the
 one-device numbers. PyTorch uses its intra-op threads (one per core).
@@ -112,7 +113,7 @@ def _config(name: str):
 # --- JAX worker ------------------------------------------------------------------------------
 def _jax_worker(a, spec) -> dict:
     sys.path.insert(0, ROOT)
-    from nodulejax import devices
+    from nodulejax.runtime import devices
 
     devices.configure_cpu_devices(a.cpu_devices)  # before JAX starts its backends
     import jax
@@ -120,9 +121,9 @@ def _jax_worker(a, spec) -> dict:
     import optax
 
     from nodulejax import losses
+    from nodulejax.adversarial.pgd import pgd
     from nodulejax.models import denseunet
     from nodulejax.models.layers import resolve_conv_impl
-    from nodulejax.pgd import pgd
 
     cfg = _config(a.config)
     model = denseunet.from_config(cfg.fpr, conv_impl=a.impl)
@@ -358,7 +359,7 @@ def main(argv=None):
     ap.add_argument("--frameworks", default="jax,torch_eager,torch_compile")
     ap.add_argument("--no-donate", dest="donate", action="store_false")
     ap.add_argument("--cpu-devices", default="auto",
-                    help="JAX host CPU devices ('auto' = one per core; nodulejax.devices)")
+                    help="JAX host CPU devices ('auto' = one per core; nodulejax.runtime.devices)")
     ap.add_argument("--shard", choices=("auto", "none"), default="auto",
                     help="JAX: split the batch over the devices (pgd shard=, data-parallel train)")
     ap.add_argument("--worker-timeout", type=int, default=1800)

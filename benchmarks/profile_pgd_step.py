@@ -1,4 +1,4 @@
-"""Where one JAX PGD step spends its time on the CPU (issue 8, benchmarks/RESULTS.md sec. 6).
+"""Where one JAX PGD step spends its time on the CPU (benchmarks/RESULTS.md sec. 6).
 
 Times ``grad_x`` (one PGD step: forward + input gradient of the summed FPR loss) and one
 train step of the config's FPR network, on one device and with the batch split over the
@@ -42,7 +42,7 @@ def main(argv=None):
     ap.add_argument("--cpu-devices", default="auto")
     a = ap.parse_args(argv)
     sys.path.insert(0, ROOT)
-    from nodulejax import devices
+    from nodulejax.runtime import devices
 
     devices.configure_cpu_devices(a.cpu_devices)
     import jax

@@ -1,9 +1,9 @@
 """PyTorch re-implementation of :class:`nodulejax.models.denseunet.DenseUNet3D` (benchmark only).
 
 Same architecture, same arithmetic, loading the *same weights* from the Flax params tree, so
-the JAX-vs-PyTorch throughput comparison of ``benchmarks/pgd_throughput.py`` (issue 8) runs
+the JAX-vs-PyTorch throughput comparison of ``benchmarks/pgd_throughput.py`` runs
 one network, not two look-alikes. Parity (forward outputs and input gradients) is tested in
-``tests/test_torch_parity.py``.
+``tests/benchmarks/test_torch_parity.py``.
 
 Layout: PyTorch's NCDHW (``(B, 1, P, P, P)``); :func:`to_torch_input` converts the project's
 NDHWC arrays. Parameter conversion (:func:`load_flax_params`):
@@ -18,7 +18,8 @@ The Flax module names (``stem``, ``enc{i}/NormActConv_{j}``, ``down{i}``, ``up{i
 ``dec{i}``, ``fuse{i}``, ``out_norm``, ``cls_hidden``, ``cls_out``, ``seg_head``) are mirrored
 one-to-one so the converter is a walk over the tree. Also: :func:`torch_fpr_loss` (the FPR's
 own BCE / Beta-evidential loss, :mod:`nodulejax.losses`) and :func:`torch_pgd_linf` (the L-inf
-PGD of :mod:`nodulejax.pgd`: random start, signed-gradient steps, eps-ball and [0, 1] clips).
+PGD of :mod:`nodulejax.adversarial.pgd`: random start, signed-gradient steps, eps-ball and
+[0, 1] clips).
 
 Requires ``torch`` (pyproject extra ``bench``); imported only by the benchmark and its test.
 """
@@ -246,7 +247,7 @@ def to_torch_input(x) -> torch.Tensor:
     return torch.from_numpy(np.array(np.asarray(x, np.float32).transpose(0, 4, 1, 2, 3)))
 
 
-# --- the FPR loss and PGD, as in nodulejax.losses / nodulejax.pgd ----------------------------
+# --- the FPR loss and PGD, as in nodulejax.losses / nodulejax.adversarial.pgd ------------
 def torch_fpr_loss(out, labels, head: str, kl_weight: float = 1.0):
     """Per-example loss (B,), same formulas as ``nodulejax.losses.fpr_loss``."""
     y = labels.to(out.dtype)
@@ -282,7 +283,8 @@ def make_loss_grad(model, head: str, kl_weight: float = 1.0):
 
 
 def torch_pgd_linf(loss_grad, x0, labels, *, eps, step_size, steps, generator=None):
-    """L-inf PGD as ``nodulejax.pgd.pgd`` (random start, bounds [0, 1]); returns x_adv."""
+    """L-inf PGD as ``nodulejax.adversarial.pgd.pgd`` (random start, bounds [0, 1]);
+    returns x_adv."""
     u = torch.rand(x0.shape, generator=generator, dtype=torch.float32).to(x0.device)
     x = (x0 + eps * (2.0 * u - 1.0).to(x0.dtype)).clamp(0.0, 1.0)
     for _ in range(steps):

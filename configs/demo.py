@@ -18,7 +18,7 @@ def get_config():
     c.data.phantom.size_scale = 0.6
 
     # CG: 32^3 training crops (40 mm, a 30 mm nodule fits) at batch 4, blob-weighted BCE and
-    # lr 3e-3 (issue 7's note: with the focal loss and 48^3 crops 150-400 steps found 0-1 of
+    # lr 3e-3 (with the focal loss and 48^3 crops 150-400 steps found 0-1 of
     # 13 test nodules; this finds 11 of 13 in 100 candidates per scan); inference windows of
     # 48^3 (fully convolutional; fewer, larger windows than the training crop)
     c.cg.input_size = 32

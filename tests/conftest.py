@@ -2,6 +2,6 @@
 on the 2-core CI machine, so the batch-sharded paths (PGD's ``shard="auto"``, the training
 loop's data parallelism) run in the tests as they do in the study."""
 
-from nodulejax import devices
+from nodulejax.runtime import devices
 
 devices.configure_cpu_devices(2)

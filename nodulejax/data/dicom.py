@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from nodulejax.data.io import (
+from nodulejax.data.volume import (
     CTReadError,
     CTVolume,
     check_budget,

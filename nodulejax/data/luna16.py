@@ -31,9 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nodulejax.data.io import load_ct
 from nodulejax.errors import LUNA16FormatError, NoduleJaxError
+from nodulejax.runtime.files import atomic_write
 
 __all__ = [
+    "UNKNOWN_DIAMETER_MM",
+    "hit_radius_sq",
+    "hit_matrix",
     "Annotations",
     "Candidates",
     "Predictions",
@@ -311,14 +316,14 @@ def write_submission(
     if not (np.all(np.isfinite(xyz)) and np.all(np.isfinite(prob))):
         raise ValueError(f"{p}: write_submission got non-finite coordinates or probabilities")
     uids = [check_seriesuid(u, f"{p}: row {i + 2}") for i, u in enumerate(uids)]
-    os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
-    tmp = f"{p}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+
+    def write(f):
         w = csv.writer(f, lineterminator="\n")
         w.writerow(SUBMISSION_HEADER)
         for u, c, pr in zip(uids, xyz.tolist(), prob.tolist(), strict=True):
             w.writerow([u, repr(c[0]), repr(c[1]), repr(c[2]), repr(pr)])
-    os.replace(tmp, p)
+
+    atomic_write(p, write, text=True)
 
 
 # ----------------------------------------------------------------------------------------
@@ -407,8 +412,6 @@ class Luna16Dataset:
 
     def load(self, uid: str, **kwargs):
         """Load a scan with :func:`nodulejax.data.io.load_ct` -> ``CTVolume`` (HU, (z, y, x))."""
-        from nodulejax.data.io import load_ct
-
         return load_ct(self.path(uid), **kwargs)
 
     def _find(self, names: Sequence[str]) -> str | None:
@@ -438,3 +441,28 @@ class Luna16Dataset:
         """``seriesuids.csv`` when present (the evaluation's scan list), else ``None``."""
         p = self._find(_SERIESUIDS)
         return None if p is None else read_seriesuids(p)
+
+
+# ----------------------------------------------------------------------------------------
+# The LUNA16 hit rule (one home: the candidate sensitivity and the FROC both use it)
+# ----------------------------------------------------------------------------------------
+
+UNKNOWN_DIAMETER_MM = 10.0  # LUNA16: a diameter < 0 means 10 mm
+
+
+def hit_radius_sq(diameter_mm) -> np.ndarray:
+    """Squared hit radius (mm^2) of findings of diameter ``d``: ``(d / 2)^2``, d < 0 -> 10 mm."""
+    d = np.asarray(diameter_mm, np.float64)
+    return (np.where(d < 0.0, UNKNOWN_DIAMETER_MM, d) / 2.0) ** 2
+
+
+def hit_matrix(marks, centres, r2) -> np.ndarray:
+    """(marks, findings) bool: a mark hits a finding when its squared distance in mm (summed
+    over x, y, z as the official evaluation script does) is strictly below ``r2``.
+    marks (M, 3), centres (G, 3) in mm (any one axis order), r2 (G,)."""
+    marks = np.asarray(marks, np.float64).reshape(-1, 3)
+    centres = np.asarray(centres, np.float64).reshape(-1, 3)
+    dx = marks[:, None, 0] - centres[None, :, 0]
+    dy = marks[:, None, 1] - centres[None, :, 1]
+    dz = marks[:, None, 2] - centres[None, :, 2]
+    return dx * dx + dy * dy + dz * dz < np.asarray(r2, np.float64)[None, :]

@@ -21,7 +21,7 @@ import zlib
 
 import numpy as np
 
-from nodulejax.data.io import (
+from nodulejax.data.volume import (
     CTReadError,
     CTVolume,
     check_budget,

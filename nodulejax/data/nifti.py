@@ -27,7 +27,7 @@ import zlib
 import nibabel as nib
 import numpy as np
 
-from nodulejax.data.io import (
+from nodulejax.data.volume import (
     CTReadError,
     CTVolume,
     check_budget,

@@ -15,7 +15,7 @@ import itertools
 
 import numpy as np
 
-from nodulejax.data.io import CTVolume
+from nodulejax.data.volume import CTVolume
 
 __all__ = [
     "patch_start",

@@ -118,7 +118,7 @@ def cg_crop_batch(scans: list[PreparedScan], size: int, batch: int, rng: np.rand
     random lung location. Returns ``image (B, S, S, S)``, ``heatmap (B, S, S, S)``, and
     ``boxes (B, M, 4)`` cube boxes ``z, y, x, d`` in crop voxels padded to ``max_nodules``
     rows with ``valid (B, M) bool``. The blob heatmap target is made on the device from the
-    boxes' centres (``nodulejax.detection_losses.heatmap_target`` with ``valid``).
+    boxes' centres (``nodulejax.losses.detection.heatmap_target`` with ``valid``).
     """
     eligible = [(i, j) for i, s in enumerate(scans) for j in range(len(s.nodules_zyx))
                 if types is None or (len(s.nodule_types) and s.nodule_types[j] in types)]

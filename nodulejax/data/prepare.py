@@ -23,7 +23,8 @@ import numpy as np
 
 from nodulejax.data import io, luna16, preprocess
 from nodulejax.errors import LUNA16FormatError
-from nodulejax.parallel import spawn_map
+from nodulejax.runtime.files import atomic_savez
+from nodulejax.runtime.processes import spawn_map
 
 NODULE_TYPES = ("solid", "part-solid", "ground-glass", "calcified", "unknown")
 
@@ -182,12 +183,9 @@ def prepare_scan(dataset: luna16.Luna16Dataset, uid: str, *, spacing: float,
                            res.direction, vol.path)
     scan = _assemble(dataset, uid, image, lung, geometry, seg, types)
     if path:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp.npz"
-        np.savez_compressed(tmp, image=image.astype(np.float16), lung=lung,
-                            seg=seg if seg is not None else np.zeros((0,), np.uint8),
-                            spacing=res.spacing, origin=res.origin, direction=res.direction)
-        os.replace(tmp, path)
+        atomic_savez(path, compressed=True, image=image.astype(np.float16), lung=lung,
+                     seg=seg if seg is not None else np.zeros((0,), np.uint8),
+                     spacing=res.spacing, origin=res.origin, direction=res.direction)
     return scan
 
 
@@ -243,3 +241,30 @@ def prepare_folds(dataset: luna16.Luna16Dataset, folds, *, spacing: float, windo
                                for u in missing], workers)
     return [prepare_scan(dataset, uid, spacing=spacing, window=window, cache_dir=cache_dir,
                          nodule_table=table) for uid in uids]
+
+
+SPLITS = ("train", "val", "test")
+
+
+def data_root(config, workdir: str) -> str:
+    """The dataset folder of a run: ``config.data.root`` or ``WORKDIR/data`` (the phantom)."""
+    return config.data.root or os.path.join(os.path.abspath(workdir), "data")
+
+
+def cache_dir(workdir: str) -> str:
+    """The one cache of prepared scans of a run: ``WORKDIR/cache``."""
+    return os.path.join(os.path.abspath(workdir), "cache")
+
+
+def prepare_split(config, workdir: str, split: str, dataset=None) -> list[PreparedScan]:
+    """Prepared scans of ``split`` ("train", "val", "test": ``config.data.<split>_folds``) of a
+    run, cached in :func:`cache_dir` - the one scan loader of the study, ``attack.py`` and
+    the detection CLI."""
+    if split not in SPLITS:
+        raise LUNA16FormatError(f"unknown split {split!r}; expected one of {SPLITS}")
+    d = config.data
+    folds = {"train": d.train_folds, "val": d.val_folds, "test": d.test_folds}[split]
+    dataset = dataset or luna16.Luna16Dataset(data_root(config, workdir))
+    return prepare_folds(dataset, list(folds), spacing=float(d.spacing),
+                         window=tuple(d.hu_window), cache_dir=cache_dir(workdir),
+                         workers=int(d.get("num_workers", 1)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from nodulejax.data.io import CTVolume
+from nodulejax.data.volume import CTVolume
 
 __all__ = ["resample", "resample_array", "resampled_shape", "window", "lung_mask"]
 
@@ -246,6 +246,59 @@ def _close(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
     return out
 
 
+def _body_air(sm: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(air inside the body, body) of smoothed HU ``sm``: the body is the largest component
+    above ``threshold`` with per-slice holes filled; air touching the in-plane border of the
+    volume is outside the patient and dropped."""
+    dense = sm >= threshold
+    body = _fill_holes_per_slice(_largest_component(dense))
+    air = (~dense) & body
+    lab, n = ndimage.label(air)
+    if n:
+        edge = np.unique(np.concatenate([lab[:, 0, :].ravel(), lab[:, -1, :].ravel(),
+                                         lab[:, :, 0].ravel(), lab[:, :, -1].ravel()]))
+        air &= ~np.isin(lab, edge[edge > 0])
+    return air, body
+
+
+def _two_lungs(cand: np.ndarray, body: np.ndarray, sp, min_lung_ml: float) -> list[np.ndarray]:
+    """Step (4) of :func:`lung_mask`: the lung components of the candidate air ``cand``."""
+    shape = cand.shape
+    lab, n = ndimage.label(cand)
+    lungs: list[np.ndarray] = []
+    if n:
+        sizes = np.bincount(lab.ravel()).astype(np.float64)
+        sizes[0] = 0
+        min_vox = min_lung_ml * 1000.0 / float(np.prod(sp))
+        bx = np.flatnonzero(body.any(axis=(0, 1)))
+        mid_x = 0.5 * (bx[0] + bx[-1]) if bx.size else shape[2] / 2
+        xsum = ndimage.sum_labels(
+            np.broadcast_to(np.arange(shape[2]), shape), lab, np.arange(n + 1)
+        )
+        side_left = ndimage.sum_labels(
+            np.broadcast_to(np.arange(shape[2]) < mid_x, shape), lab, np.arange(n + 1)
+        )
+        cx = xsum / np.maximum(sizes, 1)
+        first = int(np.argmax(sizes))
+        if sizes[first] >= min_vox:
+            frac_left = side_left[first] / sizes[first]
+            comp = lab == first
+            if 0.2 < frac_left < 0.8:
+                lungs = _split_merged(comp, sp, mid_x)
+            else:
+                lungs = [comp]
+                other = [
+                    i
+                    for i in np.argsort(sizes)[::-1]
+                    if i != first
+                    and sizes[i] >= min_vox
+                    and (cx[i] - mid_x) * (cx[first] - mid_x) < 0
+                ]
+                if other:
+                    lungs.append(lab == other[0])
+    return lungs
+
+
 def lung_mask(
     volume_or_hu,
     spacing=None,
@@ -301,23 +354,7 @@ def lung_mask(
     hu = np.asarray(hu, dtype=np.float32)
     sm = ndimage.gaussian_filter(hu, sigma=smooth_mm / sp) if smooth_mm > 0 else hu
 
-    dense = sm >= threshold
-    body = _fill_holes_per_slice(_largest_component(dense))
-    air = (~dense) & body
-    # air touching the in-plane border of the volume is outside the patient
-    lab, n = ndimage.label(air)
-    if n:
-        edge = np.unique(
-            np.concatenate(
-                [
-                    lab[:, 0, :].ravel(),
-                    lab[:, -1, :].ravel(),
-                    lab[:, :, 0].ravel(),
-                    lab[:, :, -1].ravel(),
-                ]
-            )
-        )
-        air &= ~np.isin(lab, edge[edge > 0])
+    air, body = _body_air(sm, threshold)
 
     airway = _airways(
         air, hu, body, sp, superior_last, airway_max_area_mm2, airway_hu, central_frac
@@ -327,38 +364,7 @@ def lung_mask(
     )
     cand = air & ~airway_d
 
-    lab, n = ndimage.label(cand)
-    lungs: list[np.ndarray] = []
-    if n:
-        sizes = np.bincount(lab.ravel()).astype(np.float64)
-        sizes[0] = 0
-        min_vox = min_lung_ml * 1000.0 / float(np.prod(sp))
-        bx = np.flatnonzero(body.any(axis=(0, 1)))
-        mid_x = 0.5 * (bx[0] + bx[-1]) if bx.size else hu.shape[2] / 2
-        xsum = ndimage.sum_labels(
-            np.broadcast_to(np.arange(hu.shape[2]), hu.shape), lab, np.arange(n + 1)
-        )
-        side_left = ndimage.sum_labels(
-            np.broadcast_to(np.arange(hu.shape[2]) < mid_x, hu.shape), lab, np.arange(n + 1)
-        )
-        cx = xsum / np.maximum(sizes, 1)
-        first = int(np.argmax(sizes))
-        if sizes[first] >= min_vox:
-            frac_left = side_left[first] / sizes[first]
-            comp = lab == first
-            if 0.2 < frac_left < 0.8:
-                lungs = _split_merged(comp, sp, mid_x)
-            else:
-                lungs = [comp]
-                other = [
-                    i
-                    for i in np.argsort(sizes)[::-1]
-                    if i != first
-                    and sizes[i] >= min_vox
-                    and (cx[i] - mid_x) * (cx[first] - mid_x) < 0
-                ]
-                if other:
-                    lungs.append(lab == other[0])
+    lungs = _two_lungs(cand, body, sp, min_lung_ml)
     out = np.zeros(hu.shape, bool)
     full = np.ones((3, 3, 3), bool)
     max_hole_px = max_hole_mm2 / (sp[1] * sp[2])

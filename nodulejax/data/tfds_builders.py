@@ -1,4 +1,4 @@
-"""TFDS builders for FPR candidate patches (issue 5, "Input pipeline"), TensorFlow-free.
+"""TFDS builders for FPR candidate patches, TensorFlow-free.
 
 Two builders expose the false-positive-reduction training set of paper Section 3.1 (patches of
 ``P^3`` voxels at the working spacing centred on candidates; positives at annotated nodules,
@@ -40,7 +40,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from nodulejax.data import luna16, patchsets, prepare
+from nodulejax.data import luna16, patchsets, phantom, prepare
 from nodulejax.errors import ConfigError, LUNA16FormatError
 
 FEATURE_KEYS = ("patch", "label", "seriesuid", "fold", "center_xyz")
@@ -182,7 +182,7 @@ def spec_from_config(config, **overrides) -> PatchesSpec:
               hu_window=tuple(d.hu_window), train_folds=tuple(d.train_folds),
               val_folds=tuple(d.val_folds), test_folds=tuple(d.test_folds), seed=int(config.seed),
               phantom_num_scans=int(d.phantom.num_scans), phantom_seed=int(d.phantom.seed),
-              phantom_size_scale=float(d.phantom.shape_scale),
+              phantom_size_scale=float(d.phantom.size_scale),
               phantom_num_subsets=int(d.phantom.num_subsets))
     kw.update(overrides)
     return PatchesSpec(**kw)
@@ -277,8 +277,6 @@ if tfds is not None:
         """Phantom FPR patches; the phantom is generated under ``<download_dir>/phantom_*``."""
 
         def _dataset_root(self, dl_manager) -> str:
-            from nodulejax.data import phantom
-
             s = self.spec
             tag = (f"phantom_n{s.phantom_num_scans}_seed{s.phantom_seed}_"
                    f"scale{s.phantom_size_scale:g}_sub{s.phantom_num_subsets}_"

@@ -1,0 +1,46 @@
+"""LUNA16 FROC / CPM with bootstrap CIs, Table 3, the stress tests (Tables 4-6) and the
+figures (Figs. 5, 6, 8, 9)."""
+
+from __future__ import annotations
+
+from nodulejax.evaluation import figures, froc, plots, stress, table3
+from nodulejax.evaluation.figures import (
+    central,
+    fig5_synthetic,
+    fig6_perturbations,
+    fig8_real_vs_synthetic,
+    fig9_noise,
+    make_figures,
+)
+from nodulejax.evaluation.froc import (
+    FPS,
+    MAX_MARKS,
+    FrocEntries,
+    bootstrap_sensitivity,
+    evaluate,
+    evaluate_files,
+    froc_curve,
+    main,
+    match_marks,
+    sensitivity_at,
+    table3_row,
+    write_outputs,
+)
+from nodulejax.evaluation.plots import plot_froc
+from nodulejax.evaluation.stress import (
+    TABLE4_COLUMNS,
+    TABLE6_COLUMNS,
+    run_stress,
+    stress_inputs,
+    table5_columns,
+    to_markdown,
+)
+from nodulejax.evaluation.table3 import assemble, find_results, order_rows
+
+__all__ = ["stress", "run_stress", "stress_inputs", "to_markdown", "table5_columns",
+           "TABLE4_COLUMNS", "TABLE6_COLUMNS", "figures", "make_figures", "fig5_synthetic",
+           "fig6_perturbations", "fig8_real_vs_synthetic", "fig9_noise", "central", "plots",
+           "plot_froc", "froc", "FPS", "MAX_MARKS", "FrocEntries", "match_marks", "froc_curve",
+           "sensitivity_at", "bootstrap_sensitivity", "evaluate", "evaluate_files",
+           "write_outputs", "table3_row", "main", "table3", "find_results", "order_rows",
+           "assemble"]

@@ -39,7 +39,6 @@ curve comes from cumulative sums of the multiplicities gathered along the sorted
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -48,7 +47,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nodulejax.data import luna16
+from nodulejax.data.luna16 import hit_matrix, hit_radius_sq
 from nodulejax.errors import LUNA16FormatError
+from nodulejax.evaluation.plots import plot_froc
+from nodulejax.runtime.files import atomic_write_json, atomic_write_text
 
 __all__ = [
     "FPS",
@@ -67,7 +70,6 @@ __all__ = [
 
 FPS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # FPs/scan of the CPM (paper Table 3)
 MAX_MARKS = 100  # LUNA16: marks kept per scan
-UNKNOWN_DIAMETER_MM = 10.0  # LUNA16: d < 0 means 10 mm
 CONFIDENCE = 0.95
 
 
@@ -163,18 +165,9 @@ def _group_findings(ann, index: dict[str, int], name: str):
     keep = scan >= 0
     scan, xyz, d = scan[keep], xyz[keep], d[keep]
     order = np.argsort(scan, kind="stable")
-    d = np.where(d < 0.0, UNKNOWN_DIAMETER_MM, d)[order]
-    r2 = (d / 2.0) ** 2
+    r2 = hit_radius_sq(d)[order]
     offsets = np.r_[0, np.cumsum(np.bincount(scan, minlength=n_scans))]
     return xyz[order], r2, offsets
-
-
-def _hits(marks: np.ndarray, centres: np.ndarray, r2: np.ndarray) -> np.ndarray:
-    """(marks, findings) bool: squared distance < r^2, summed x, y, z as the official script."""
-    dx = marks[:, None, 0] - centres[None, :, 0]
-    dy = marks[:, None, 1] - centres[None, :, 1]
-    dz = marks[:, None, 2] - centres[None, :, 2]
-    return dx * dx + dy * dy + dz * dz < r2[None, :]
 
 
 # ----------------------------------------------------------------------------------------
@@ -222,7 +215,7 @@ def match_marks(
         fp = np.ones(len(mp), bool)
         ax, ar2 = a_xyz[a_off[s] : a_off[s + 1]], a_r2[a_off[s] : a_off[s + 1]]
         if len(ax):
-            hit = _hits(mx, ax, ar2)  # (marks, nodules)
+            hit = hit_matrix(mx, ax, ar2)  # (marks, nodules)
             found = hit.any(0)
             best = np.where(hit, mp[:, None], -np.inf).max(0)[found]
             scans.append(np.full(len(best), s))
@@ -233,7 +226,7 @@ def match_marks(
             fp &= ~on_nodule
         ex, er2 = e_xyz[e_off[s] : e_off[s + 1]], e_r2[e_off[s] : e_off[s + 1]]
         if len(ex):
-            on_excluded = _hits(mx, ex, er2).any(1)
+            on_excluded = hit_matrix(mx, ex, er2).any(1)
             irrelevant += int((on_excluded & fp).sum())
             fp &= ~on_excluded
         scans.append(np.full(int(fp.sum()), s))
@@ -454,8 +447,6 @@ def evaluate_files(
     """:func:`evaluate` on LUNA16 CSV files (read by ``nodulejax.data.luna16``, which refuses
     malformed rows, non-finite numbers, duplicate scans and marks on unlisted scans, naming
     the file and line). ``excluded`` may be None (no excluded findings)."""
-    from nodulejax.data import luna16
-
     uids = luna16.read_seriesuids(seriesuids)
     ann = luna16.read_annotations(annotations)
     exc = luna16.read_annotations(excluded) if excluded is not None else None
@@ -486,17 +477,12 @@ def table3_header(result_or_keys) -> str:
 
 def write_outputs(result: dict, out_dir: str | os.PathLike, name: str = "run") -> None:
     """Write ``froc.json`` (``result`` plus ``name``), ``froc.png`` and ``table3_row.md``."""
-    from nodulejax.evaluation.plots import plot_froc
-
     os.makedirs(out_dir, exist_ok=True)
     res = dict(result, name=name)
-    tmp = os.path.join(out_dir, "froc.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(res, f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, "froc.json"))
+    atomic_write_json(os.path.join(out_dir, "froc.json"), res, indent=1)
     plot_froc(res, os.path.join(out_dir, "froc.png"), name=name)
-    with open(os.path.join(out_dir, "table3_row.md"), "w", encoding="utf-8") as f:
-        f.write(table3_header(res) + "\n" + table3_row(res, name) + "\n")
+    atomic_write_text(os.path.join(out_dir, "table3_row.md"),
+                      table3_header(res) + "\n" + table3_row(res, name) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,7 @@ Layout (channels last, (B, D, H, W, C), D = H = W = P, P divisible by 2^(levels-
     decoder:  level i = n-2 .. 0:  up: GN-ReLU-Conv1x1(C_skip_i) at low resolution -> nearest
                 (or trilinear) 2x resize (up_mode "nearest"/"trilinear"; "resize_conv" /
                 "shuffle" use layers.UpConv3D, a 3x3x3 conv at the high resolution, ~8x the
-                MACs); never a transposed conv (design.md) -> concat skip_i
+                MACs); never a transposed conv (slow gradient in XLA) -> concat skip_i
                 -> DenseBlock(block_layers[i], growth[i]) -> GN-ReLU-Conv1x1(C_skip_i)
     seg head: Conv3D(1, 1) on the last decoder features -> logits (B, P, P, P, 1)
     cls head: concat(global-avg-pool(bottleneck), global-avg-pool(decoder output))

@@ -1,12 +1,11 @@
 """Shared 3D layers (NDHWC, channels last) with a per-backend convolution lowering.
 
-Why a lowering switch (issue 8, ../shared/design.md "Performance facts"): XLA:CPU's native
-3D convolution is 20-27x slower than oneDNN, while the same 3D convolution written as 2D
-convolutions over (y, x) with the depth axis folded into the batch runs several times faster
-in XLA:CPU. On GPU/TPU XLA hands the 3D convolution to cuDNN / the TPU conv unit, which is the
-fast path there. Every lowering computes the same function (forward and gradients, tested
-against ``lax.conv_general_dilated``) from the same parameters, so a checkpoint trained with
-one lowering loads and runs with any other.
+Why a lowering switch: XLA:CPU's native 3D convolution is many times slower than oneDNN, while
+the same 3D convolution written as 2D convolutions over (y, x) with the depth axis folded into
+the batch runs several times faster in XLA:CPU. On GPU/TPU XLA hands the 3D convolution to cuDNN
+/ the TPU conv unit, which is the fast path there. Every lowering computes the same function
+(forward and gradients, tested against ``lax.conv_general_dilated``) from the same parameters,
+so a checkpoint trained with one lowering loads and runs with any other.
 
 Lowerings (``impl``):
 
@@ -18,22 +17,12 @@ Lowerings (``impl``):
   channel axis and a single 2D conv with kernel (k, k, k*Cin, Cout) (fewer passes over the
   output, k x input memory).
 * In "2d" and "2dcat" a 1x1x1 convolution is a ``dot_general`` over the channel axis (XLA:CPU
-  runs it as a GEMM; as a 2D conv it was 3-4x slower: 64^3, 56->28 channels, forward 9.7 ms
-  as a matmul-like conv vs 35 ms as a 2D conv; issue 8's note).
+  runs it as a GEMM, several times faster than as a 2D conv; benchmarks/RESULTS.md).
 * ``"auto"``:  what :func:`set_default_conv_impl` set (from ``config.runtime.conv_impl``),
   else "xla3d" on GPU/TPU and, on the CPU, chosen per convolution from its input: "2d" when
-  the input has more than 32^3 voxels *and* at least 16 channels, else "2dcat". Measured
-  (2-core CPU, per conv, ms; issue 8's notes, benchmarks/RESULTS.md): 64^3, 28 -> 14
-  forward 187 (2d) vs 246 (2dcat), so the paper FPR's 64^3 level takes "2d"; 64^3, 1 -> 28
-  (the stem) 75 vs 61, 32^3, 28 -> 14 20 vs 20 and 16^3, 56 -> 14 (forward + input
-  gradient) 9.6 vs 8.3 take "2dcat"; the demo CG's 48^3 windows (4-8 channels) run 8.3-9.3 s
-  per scan with "2dcat" vs 11.1-12.7 s with "2d".
-
-Measured on the shared 2-core CPU (jax 0.10.2, heavily loaded, so +-50%): one 3x3x3 conv,
-16->16 channels, batch 8, 32^3, jitted: forward xla3d 777 ms / 2d 132 ms / 2dcat 147 ms;
-forward+backward (input and kernel grads) xla3d 1631 ms / 2d 619 ms / 2dcat 356 ms;
-stride-2 forward xla3d 179 / 2d 96 / 2dcat 74 ms. Hence "2dcat" on CPU for the small
-layers and "2d" (fewer copies of the input) for the large ones.
+  the input has more than 32^3 voxels *and* at least 16 channels, else "2dcat" ("2d" makes
+  fewer copies of a large input, "2dcat" fewer passes over a small one; the per-convolution
+  timings behind the rule are in benchmarks/RESULTS.md).
 
 Parameters are always ``kernel`` (k, k, k, Cin, Cout) (DHWIO) and ``bias`` (Cout,), the
 same names and layout as ``flax.linen.Conv``.
@@ -173,8 +162,7 @@ class GroupNorm(nn.Module):
     ``flax.linen.GroupNorm(num_groups, epsilon)`` with its default fast variance
     (E[x^2] - E[x]^2), so checkpoints and the PyTorch twin are unchanged; written as two
     channel-sum reductions and one fused ``x * a + b`` (per example and channel) because that
-    is ~1.4x faster on XLA:CPU (demo FPR 16^3, batch 16: forward 54 -> 39 ms, PGD step
-    ``grad_x`` 105 -> 82-96 ms; issue 8's note). Input (B, ..., C), C divisible by num_groups.
+    is faster on XLA:CPU (benchmarks/RESULTS.md). Input (B, ..., C), C divisible by num_groups.
     """
 
     num_groups: int = 32
@@ -257,7 +245,7 @@ class UpConv3D(nn.Module):
     """Up-sampling by ``factor`` followed by a plain 3D convolution.
 
     Used instead of a transposed convolution because XLA's gradient of a 3D transposed conv
-    picks a poor algorithm on CUDA (jax-ml/jax#31662, design.md). ``mode``:
+    picks a poor algorithm on CUDA (jax-ml/jax#31662, openxla/xla#34273). ``mode``:
     "nearest" / "trilinear": resize then ``Conv3D(features, kernel_size)``;
     "shuffle": ``Conv3D(features * factor^3, kernel_size)`` at low resolution then
     :func:`voxel_shuffle` (sub-voxel convolution).

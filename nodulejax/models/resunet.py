@@ -1,7 +1,7 @@
 """3D residual U-Net candidate generator (paper Section 3.1, ref. [45] Zhang et al. 2018).
 
 The CG backbone of the paper: a residual U-Net trained to output a one-channel heatmap of
-nodule centres (same-size 3D Gaussian blobs, see `nodulejax.detection_losses`). The same
+nodule centres (same-size 3D Gaussian blobs, see `nodulejax.losses.detection`). The same
 network, fine-tuned, gives the ground-glass model; with `nodulejax.models.rpn.RPNHead` on
 its last decoder features it gives the 3D RPN (Table 2: "RPN" = backbone + head).
 
@@ -17,7 +17,7 @@ GroupNorm in place of BatchNorm so `apply` is pure, no mutable batch statistics)
 Widths: w_l = round(width * growth**l) for l = 0..depth-1 (depth = resolution levels), or
 an explicit per-level tuple `widths` (configs/paper.py uses (16, 16, 20, 20) to match Table 2).
 Upsampling is resize (nearest, by repetition) followed by plain convolutions, not a
-transposed convolution (see design.md: the transposed-conv gradient is slow in XLA).
+transposed convolution (the transposed-conv gradient is slow in XLA, jax-ml/jax#31662).
 All convolutions are `nodulejax.models.layers.Conv3D`.
 """
 

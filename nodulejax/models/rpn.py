@@ -8,8 +8,8 @@ Head (channels last):
     features (B, D, H, W, w0)  -- last decoder level of ResUNet3D
     -> conv3, stride s (w0 -> R) -> GN-ReLU -> conv3 (R -> R) -> GN-ReLU
     -> conv1 (R -> A)       objectness logits
-    -> conv1 (R -> 4A)      deltas (t_z, t_y, t_x, t_d) per anchor (nodulejax.boxes coding)
-Outputs are flattened in (z, y, x, anchor) order to match `nodulejax.boxes.make_anchors`
+    -> conv1 (R -> 4A)      deltas (t_z, t_y, t_x, t_d) per anchor (nodulejax.models.boxes coding)
+Outputs are flattened in (z, y, x, anchor) order to match `nodulejax.models.boxes.make_anchors`
 with the same stride s and the anchor sides c.cg.anchors_mm / spacing.
 """
 
@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nodulejax import boxes as bx
+from nodulejax.models import boxes as bx
 from nodulejax.models.layers import Conv3D
 from nodulejax.models.resunet import GNReLU, ResUNet3D
 

@@ -30,7 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from nodulejax.errors import ConfigError
+from nodulejax.models.denseunet import from_config
 from nodulejax.models.layers import Conv3D
+from nodulejax.models.resunet import build_resunet
+from nodulejax.models.rpn import build_rpn
 
 # Table 2 of the paper: (params, GMACs, input side)
 PAPER_TABLE2 = {
@@ -103,9 +106,6 @@ def _measure(model, shape, xla: bool, **apply_kw):
 
 def summarize(config, xla: bool = False, rows=("resunet", "rpn", "fpr")) -> dict:
     """{'resunet'|'rpn'|'fpr': {'params', 'gmacs'[, 'xla_gmacs']}} for a full config."""
-    from nodulejax.models.resunet import build_resunet
-    from nodulejax.models.rpn import build_rpn
-
     impl = "xla3d" if xla else "auto"
     out = {}
     s = int(config.cg.input_size)
@@ -120,8 +120,6 @@ def summarize(config, xla: bool = False, rows=("resunet", "rpn", "fpr")) -> dict
 
 def build_fpr(fpr, conv_impl: str = "auto"):
     """DenseUNet3D from config block c.fpr (``nodulejax.models.denseunet.from_config``)."""
-    from nodulejax.models.denseunet import from_config
-
     return from_config(fpr, conv_impl=conv_impl)
 
 

@@ -13,8 +13,8 @@ Layout (P a power of two >= 8; n = log2(P / 4) down/up levels, widths w * 2^i ca
              n x [nearest 2x up-sampling -> Conv3D(w_i, 3) -> GN -> ReLU]
              -> Conv3D(1, 3) -> sigmoid
 
-Up-sampling is resize + conv, not a transposed conv (design.md: the transposed-conv gradient
-is slow in XLA on CUDA; latent PGD differentiates through the decoder). GroupNorm keeps
+Up-sampling is resize + conv, not a transposed conv (the transposed-conv gradient is slow in XLA
+on CUDA, jax-ml/jax#31662; latent PGD differentiates through the decoder). GroupNorm keeps
 ``apply`` pure (no batch statistics).
 
 Use: ``VAE(...).apply(vars, x, key)`` -> (recon, mu, logvar);

@@ -34,15 +34,18 @@ in-step randomness comes from the step key, so both modes resume exactly.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nodulejax.adversarial import attacks
+from nodulejax.adversarial.noise import poisson_scaled
+from nodulejax.adversarial.pool.store import PoolReader
+from nodulejax.data.backgrounds import background_patches
+from nodulejax.data.patches import random_flip_rot
 from nodulejax.errors import ConfigError, PoolError
-from nodulejax.pool import PoolReader  # the manifest-aware reader of `attack.py pool`
 
 # kind codes carried in the batch: what the train step still has to do to the patch
 PLAIN, SYN_RANDOM, SYN_PGD, PERTURB, NOISE, POISSON = 0, 1, 2, 3, 4, 5
@@ -50,16 +53,6 @@ KIND_NAMES = {PLAIN: "plain", SYN_RANDOM: "syn_random", SYN_PGD: "syn_pgd", PERT
               NOISE: "noise", POISSON: "poisson"}
 GROUPS = ("pos_real", "pos_syn", "pos_adv", "neg_real", "neg_adv")
 GROUP_LABELS = np.array([1, 1, 1, 0, 0], np.int32)
-POOL_KINDS = ("syn_random", "syn_pgd", "perturb", "noise")
-
-
-def write_pool_shard(pool_dir: str, kind: str, index: int, x, **meta) -> str:
-    """Write one shard in the :class:`PoolReader` layout (tests, small tools)."""
-    d = os.path.join(pool_dir, kind)
-    os.makedirs(d, exist_ok=True)
-    path = os.path.join(d, f"shard_{index:05d}.npz")
-    np.savez(path, x=np.asarray(x, np.float16), **{k: np.asarray(v) for k, v in meta.items()})
-    return path
 
 
 # --------------------------------------------------------------------------- ratios
@@ -94,26 +87,6 @@ def group_ratios(config, row: dict | None = None) -> list[float]:
 
 
 # --------------------------------------------------------------------------- host sources
-def sample_backgrounds(scans, patch_size: int, per_scan: int, seed: int) -> np.ndarray:
-    """Lung background patches without a nodule (Section 4): ``per_scan`` centres per scan in
-    the lung mask, at least (nodule radius + half a patch) from every finding. (N, P, P, P)."""
-    from nodulejax.attacks import sample_background_centers
-    from nodulejax.data.patches import extract_patch
-
-    out = []
-    for i, s in enumerate(scans):
-        finds = [s.nodules_zyx] + ([s.excluded_zyx] if len(s.excluded_zyx) else [])
-        diam = [s.nodules_diam_mm] + ([s.excluded_diam_mm] if len(s.excluded_diam_mm) else [])
-        cz = np.concatenate(finds).reshape(-1, 3)
-        r = np.maximum(np.concatenate(diam), 0) / 2 / s.spacing + patch_size / 2
-        rng = np.random.default_rng([seed, 0xB6, i])
-        try:
-            cen = sample_background_centers(s.lung, cz, per_scan, r, rng)
-        except ConfigError:
-            cen = sample_background_centers(s.lung, cz, per_scan, r / 2, rng)
-        out += [extract_patch(s.image, c, patch_size, 0.0).astype(np.float16) for c in cen]
-    return np.stack(out) if out else np.zeros((0,) + (patch_size,) * 3, np.float16)
-
 
 class GroupSource:
     """One sampling group: patches (or None for patches made in the step), label, kind."""
@@ -149,8 +122,8 @@ def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | 
     else:
         if scans is None:
             raise ConfigError("in-loop synthetic nodules need the training scans for backgrounds")
-        bg = sample_backgrounds(scans, int(config.fpr.patch_size),
-                                int(config.pool.background_per_scan), seed)
+        bg = background_patches(scans, int(config.fpr.patch_size),
+                                int(config.pool.background_per_scan), seed)[0].astype(np.float16)
         src.append(GroupSource("pos_syn", bg, 1, SYN_PGD if syn == "pgd" else SYN_RANDOM,
                                len(bg)))
     # adversarial positives and negatives
@@ -185,8 +158,6 @@ def gather_batch(sources: list[GroupSource], idx, *, augment: bool, patch_size: 
     (real patches cut with a ``c.fpr.jitter_vox`` margin) is cropped to ``P`` at an offset drawn
     from the same seed (a random translation of up to the margin) or centred without
     ``augment``."""
-    from nodulejax.data.patches import random_flip_rot
-
     b = len(idx.group)
     x = np.zeros((b,) + (patch_size,) * 3, np.float32)
     y = np.zeros(b, np.int32)
@@ -221,41 +192,6 @@ def max_counts(sampler, sources) -> dict[int, int]:
 
 
 # --------------------------------------------------------------------------- in-step generation
-def poisson_icdf(key, lam, kmax: int):
-    """Poisson(lam) samples by inverse CDF, truncated at ``kmax`` (elementwise, lam >= 0).
-
-    ``k = #{j < kmax : CDF(j) < u}``, u ~ U(0, 1), the pmf accumulated in a ``fori_loop``
-    (O(voxels) memory). Exact up to the tail mass beyond kmax; XLA:CPU compiles it in a
-    fraction of the time of ``jax.random.poisson``'s rejection sampler."""
-    u = jax.random.uniform(key, lam.shape, jnp.float32)
-    loglam = jnp.log(jnp.maximum(lam, 1e-30))
-
-    def body(j, carry):
-        cdf, count = carry
-        jf = j.astype(jnp.float32)
-        logp = -lam + jnp.where(jf > 0, jf * loglam, 0.0) - jax.lax.lgamma(jf + 1.0)
-        cdf = cdf + jnp.exp(logp)
-        return cdf, count + (cdf < u).astype(jnp.float32)
-
-    zero = jnp.zeros(lam.shape, jnp.float32)
-    return jax.lax.fori_loop(0, kmax, body, (zero, zero))[1]
-
-
-def _poisson_scaled(key, x, scales):
-    """``clip(Poisson(x s) / s, 0, 1)`` per example with ``s`` drawn from ``scales`` (the same
-    noise as ``attacks.poisson_noise``, Table 5's x50 / x5 rescale). x (n, P, P, P, 1)."""
-    smax = max(scales)
-    kmax = int(np.ceil(smax + 12 * np.sqrt(smax) + 12))  # tail mass < 1e-12 at lam = smax
-    keys = jax.random.split(key, x.shape[0])
-
-    def one(k, xi):
-        ks, kp = jax.random.split(k)
-        s = jnp.asarray(scales, jnp.float32)[jax.random.randint(ks, (), 0, len(scales))]
-        lam = jnp.clip(xi, 0.0, 1.0) * s
-        return jnp.clip(poisson_icdf(kp, lam, kmax) / s, 0.0, 1.0)
-
-    return jax.vmap(one)(keys, x)
-
 
 def make_inloop_augment(config, fpr_model, *, head: str, counts: dict[int, int],
                         generator=None) -> Any:
@@ -268,8 +204,6 @@ def make_inloop_augment(config, fpr_model, *, head: str, counts: dict[int, int],
     PERTURB -> ``attacks.perturb_positives``, NOISE -> ``attacks.adversarial_noise``,
     POISSON -> Poisson noise. All PGD settings from ``config.pgd``; gradients are stopped.
     """
-    from nodulejax import attacks
-
     q = config.pgd
     p = int(config.fpr.patch_size)
     scales = tuple(float(s) for s in config.train.get("poisson_scales", (50.0, 5.0)))
@@ -304,7 +238,7 @@ def make_inloop_augment(config, fpr_model, *, head: str, counts: dict[int, int],
                     eps=q.noise_eps, step_size=q.noise_step, steps=int(q.image_steps),
                     norm=q.image_norm).x_adv
             elif code == POISSON:
-                new = _poisson_scaled(k, sub, scales)
+                new = poisson_scaled(k, sub, scales)
             else:
                 raise ConfigError(f"unknown augmentation kind {code}")
             x = x.at[idx].set(jax.lax.stop_gradient(new).astype(x.dtype), mode="drop")
@@ -313,6 +247,6 @@ def make_inloop_augment(config, fpr_model, *, head: str, counts: dict[int, int],
     return augment
 
 
-__all__ = ["PoolReader", "write_pool_shard", "group_ratios", "build_sources", "gather_batch",
-           "max_counts", "make_inloop_augment", "sample_backgrounds", "GroupSource", "GROUPS",
+__all__ = ["group_ratios", "build_sources", "gather_batch",
+           "max_counts", "make_inloop_augment", "GroupSource", "GROUPS",
            "KIND_NAMES", "PLAIN", "SYN_RANDOM", "SYN_PGD", "PERTURB", "NOISE", "POISSON"]

@@ -1,7 +1,7 @@
 """Candidate-generator training (paper Section 3.1): three ResUNet stages run with ``fit``.
 
 1. ``cg``: ResUNet3D on same-size Gaussian blob heatmaps of all nodules ("3D Blob All
-   Nodules"); penalty-reduced focal loss (``nodulejax.detection_losses``), Adam, ``c.cg.lr``,
+   Nodules"); penalty-reduced focal loss (``nodulejax.losses.detection``), Adam, ``c.cg.lr``,
    ``c.cg.steps`` steps.
 2. ``cg_ggo``: the same network, initialised from (1), fine-tuned on crops around
    ground-glass and part-solid nodules (``c.cg.ggo_types``) for ``c.cg.ggo_steps`` ("3D Blob
@@ -29,11 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nodulejax import detection_losses as dl
 from nodulejax.data.patchsets import cg_crop_batch
 from nodulejax.errors import ConfigError
-from nodulejax.models.resunet import ResUNet3D, build_resunet
-from nodulejax.models.rpn import ResUNetRPN, anchors_for, build_rpn
+from nodulejax.losses import detection as dl
+from nodulejax.models.build import cg_model, rpn_model
+from nodulejax.models.resunet import ResUNet3D
+from nodulejax.models.rpn import ResUNetRPN, anchors_for
 from nodulejax.train.loop import fit
 
 log = logging.getLogger(__name__)
@@ -41,16 +42,6 @@ log = logging.getLogger(__name__)
 STAGES = ("cg", "cg_ggo", "rpn")
 _STAGE_TAG = {"cg": 0, "cg_ggo": 1, "rpn": 2}
 
-
-# ----------------------------------------------------------------------------- models
-def cg_model(config) -> ResUNet3D:
-    """The blob-heatmap ResUNet of ``config.cg`` (used by both blob stages and detection)."""
-    return build_resunet(config.cg, str(config.runtime.conv_impl))
-
-
-def rpn_model(config) -> ResUNetRPN:
-    """ResUNet backbone + RPN head of ``config.cg`` (one anchor per ``c.cg.anchors_mm``)."""
-    return build_rpn(config.cg, str(config.runtime.conv_impl))
 
 
 def blob_sigma_vox(config) -> float:

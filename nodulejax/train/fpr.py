@@ -7,10 +7,10 @@ Section 3.3 / Table 3: the CE baseline is fine-tuned with the Beta loss
 (baseline-beta-finetune), which is then fine-tuned with the adversarial augmentations
 (``nodulejax.train.augment``).
 
-Stages and checkpoints (one directory per model, ``nodulejax.checkpoint.model_dir``):
+Stages and checkpoints (one directory per model, ``nodulejax.runtime.checkpoint.model_dir``):
 
 * :func:`train_fpr_seg` -> ``fpr_seg``: soft Dice + BCE on ``seg_patches``.
-* :func:`train_fpr_experiment` -> ``fpr_<row>`` for every row of ``configs/experiments.py``
+* :func:`train_fpr_experiment` -> ``fpr_<row>`` for every row of ``nodulejax.experiments``
   (``fpr_baseline-ce``, ``fpr_beta+syn``, ``fpr_beta+syn-random``...), initialised from the
   row's ``init_from`` model (:func:`init_params`: every parameter whose path and shape match is
   copied, the rest - the Beta head replacing the CE head, the classifier on top of the
@@ -32,50 +32,23 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from nodulejax import checkpoint as ckpt
-from nodulejax import devices, losses
 from nodulejax.data.patches import random_flip_rot
 from nodulejax.data.patchsets import fpr_patches, seg_patches
 from nodulejax.errors import CheckpointError, ConfigError
+from nodulejax.experiments import SEG_MODEL, model_name, row_config
+from nodulejax.experiments import row as experiment_row
+from nodulejax.losses import fpr as losses
+from nodulejax.losses.segmentation import seg_loss
+from nodulejax.models.build import fpr_model, vae_model
+from nodulejax.models.heads import fpr_prob
+from nodulejax.runtime import checkpoint as ckpt
+from nodulejax.runtime import devices
+from nodulejax.runtime.batching import pad_rows
 from nodulejax.train import augment as aug
 from nodulejax.train.loop import fit
 from nodulejax.train.sampler import BalancedSampler, IndexSampler
 
-SEG_MODEL = "fpr_seg"
-
-
 # --------------------------------------------------------------------------- models, names
-def fpr_model(config, head: str | None = None):
-    """DenseUNet3D from ``config.fpr`` (head overridden by ``head``)."""
-    from nodulejax.models import denseunet
-
-    f = config.fpr.to_dict() if hasattr(config.fpr, "to_dict") else dict(config.fpr)
-    if head is not None:
-        f["head"] = head
-    return denseunet.from_config(f, conv_impl=config.runtime.get("conv_impl", "auto"))
-
-
-def model_name(row: str) -> str:
-    """Checkpoint name of a Table 3 row: ``fpr_<row>`` with spaces/parentheses -> ``-``
-    (``"beta+syn (random)"`` -> ``"fpr_beta+syn-random"``)."""
-    from configs.experiments import canonical_name
-
-    name = canonical_name(row).replace(" (", "-").replace("(", "-").replace(")", "")
-    return "fpr_" + name.replace(" ", "-")
-
-
-def _row(name: str) -> tuple[str, dict]:
-    from configs.experiments import EXPERIMENTS, canonical_name
-
-    name = canonical_name(name)
-    return name, dict(EXPERIMENTS[name])
-
-
-def row_config(config, name: str):
-    """A copy of ``config`` with the Table 3 row ``name`` applied (``apply_experiment``)."""
-    from configs.experiments import apply_experiment
-
-    return apply_experiment(config.copy_and_resolve_references(), name)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -102,7 +75,7 @@ def roc_auc(scores, labels) -> float:
 def _eval_fn(model, head: str):
     def f(params, x, y):
         out = model.apply({"params": params}, x[..., None], task="cls")
-        return losses.fpr_prob(out, head=head), losses.fpr_loss(out, y, head=head, kl_weight=1.0)
+        return fpr_prob(out, head=head), losses.fpr_loss(out, y, head=head, kl_weight=1.0)
 
     return jax.jit(f)
 
@@ -123,12 +96,8 @@ def _scores_losses(params, config, x, y, head, batch_size):
         params = devices.replicate(params, mesh)
     probs, ls = [], []
     for i in range(0, len(x), bs):
-        xb = np.asarray(x[i:i + bs], np.float32)
-        yb = np.asarray(y[i:i + bs], np.float32)
-        n = len(xb)
-        if n < bs:  # fixed shape: one compilation
-            xb = np.concatenate([xb, np.zeros((bs - n,) + xb.shape[1:], np.float32)])
-            yb = np.concatenate([yb, np.zeros(bs - n, np.float32)])
+        (xb, yb), n = pad_rows((np.asarray(x[i:i + bs], np.float32),
+                                np.asarray(y[i:i + bs], np.float32)), bs)  # one compilation
         if mesh is not None:
             xb, yb = devices.put_batch((xb, yb), mesh)
         p, loss = jax.device_get(fn(params, xb, yb))
@@ -197,7 +166,7 @@ def init_params(config, workdir: str, row: str, seed: int) -> tuple[dict, dict]:
     """Initial classifier params of Table 3 row ``row``: fresh DenseUNet3D(head) params with
     every matching tensor copied from the row's ``init_from`` model (``fpr_seg`` or a row).
     Returns ``(params, info)``, info = {"init_from", "copied", "fresh"} (path lists)."""
-    name, r = _row(row)
+    name, r = experiment_row(row)
     p = int(config.fpr.patch_size)
     model = fpr_model(config, r["head"])
     fresh = init_model(model, seed, p, task="cls")
@@ -211,15 +180,6 @@ def init_params(config, workdir: str, row: str, seed: int) -> tuple[dict, dict]:
 
 
 # --------------------------------------------------------------------------- segmentation
-def seg_loss(logits, mask):
-    """Soft Dice + BCE (per example mean), logits/mask (B, P, P, P, 1) -> scalar."""
-    m = mask.astype(logits.dtype)
-    bce = jnp.mean(jax.nn.softplus(logits) - m * logits)
-    p = jax.nn.sigmoid(logits)
-    ax = tuple(range(1, logits.ndim))
-    dice = (2 * jnp.sum(p * m, ax) + 1.0) / (jnp.sum(p, ax) + jnp.sum(m, ax) + 1.0)
-    return bce + jnp.mean(1.0 - dice)
-
 
 def _tx(lr: float):
     return optax.adam(float(lr))
@@ -309,7 +269,7 @@ def make_fpr_step(model, tx, *, head: str, kl_anneal_steps: int, inloop=None):
 
         def loss_fn(params):
             out = model.apply({"params": params}, x, task="cls")
-            prob = losses.fpr_prob(out, head=head)
+            prob = fpr_prob(out, head=head)
             return jnp.mean(losses.fpr_loss(out, y, head=head, kl_weight=kl)), prob
 
         (loss, prob), g = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
@@ -337,7 +297,7 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
     ``c.fpr.early_stop_patience``); returns the params of the best validation AUC.
     ``train_patches`` / ``val_patches``: precomputed ``fpr_patches`` dicts (skip cutting).
     """
-    name, row = _row(name)
+    name, row = experiment_row(name)
     cfg = row_config(config, name)
     f, head, stage = cfg.fpr, row["head"], row["stage"]
     p, bs, seed = int(f.patch_size), int(f.batch_size), int(cfg.seed)
@@ -370,8 +330,6 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
                               "'current'")
         gen_module = None
         if needs_gen:
-            from nodulejax.train.synth import vae_model
-
             if generator is None:
                 generator = _load(workdir, "synth", mname)["vae"]
             gen_module = vae_model(cfg)
@@ -397,6 +355,6 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
     return ckpt.load_params(workdir, mname, "best")
 
 
-__all__ = ["fpr_model", "model_name", "row_config", "roc_auc", "evaluate_fpr", "fpr_scores",
-           "transfer_params", "init_params", "seg_loss", "train_fpr_seg", "make_fpr_step",
-           "train_fpr_experiment", "SEG_MODEL"]
+__all__ = ["roc_auc", "evaluate_fpr", "fpr_scores",
+           "transfer_params", "init_params", "train_fpr_seg", "make_fpr_step",
+           "train_fpr_experiment"]

@@ -1,4 +1,4 @@
-"""Training logs: tqdm progress bar, TensorBoard scalars and ``metrics.jsonl`` (issue 5).
+"""Training logs: tqdm progress bar, TensorBoard scalars and ``metrics.jsonl``.
 
 Files, one folder per model (``WORKDIR/logs/<model_name>/`` by default):
 
@@ -24,6 +24,8 @@ from collections.abc import Mapping
 import jax
 import tqdm
 
+from nodulejax.runtime.files import atomic_write_text
+
 
 def truncate_jsonl(path: str, max_step: int) -> None:
     """Drop records with ``step > max_step`` (atomic rewrite)."""
@@ -38,10 +40,7 @@ def truncate_jsonl(path: str, max_step: int) -> None:
                 continue  # a line cut by a kill
             if int(rec.get("step", 0)) <= max_step:
                 keep.append(json.dumps(rec))
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _clean(scalars: Mapping) -> dict:

@@ -1,8 +1,8 @@
-"""The generic, model-agnostic training loop every stage trainer plugs into (issue 5).
+"""The generic, model-agnostic training loop every stage trainer plugs into.
 
 ``fit`` owns what all stages share: exact resume from the latest Orbax checkpoint, jitted
 steps with explicit per-step keys ``jax.random.fold_in(key, step)``, data parallelism over
-a device mesh (``nodulejax.train.sharding``), host-side prefetch
+a device mesh (``nodulejax.runtime.sharding``), host-side prefetch
 (``nodulejax.train.sampler.Prefetcher``), logging (``nodulejax.train.logger``), periodic
 and final checkpoints, best-by-metric checkpoints, early stopping, and saving on SIGTERM /
 Ctrl-C. A stage trainer supplies only::
@@ -31,9 +31,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from nodulejax.checkpoint import RESUMABLE_FIELDS, ModelCheckpoints, model_dir
 from nodulejax.errors import ConfigError
-from nodulejax.train import sharding as shd
+from nodulejax.runtime import sharding as shd
+from nodulejax.runtime.checkpoint import RESUMABLE_FIELDS, ModelCheckpoints, model_dir
 from nodulejax.train.logger import MetricLogger
 from nodulejax.train.sampler import Prefetcher
 
@@ -74,6 +74,12 @@ def _batch_size(batch) -> int:
     return int(leaves[0].shape[0]) if leaves and np.ndim(leaves[0]) else 0
 
 
+def _default_mesh(batch_fn, num_steps: int):
+    """One host: the devices that split the batch evenly; several hosts: every device."""
+    b0 = _batch_size(batch_fn(0)) if num_steps > 0 and jax.process_count() == 1 else 0
+    return shd.make_mesh(shd.devices_for_batch(b0))
+
+
 def _improved(value: float, best: float | None, mode: str) -> bool:
     if not np.isfinite(value):
         return False
@@ -99,6 +105,179 @@ class _Signals:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """The loop's cadence and early-stopping settings (resolved from args and config)."""
+
+    log_every: int
+    ckpt_every: int
+    eval_every: int
+    best_metric: str | None
+    best_mode: str
+    patience: int
+
+    @classmethod
+    def resolve(cls, config, num_steps: int, eval_fn, *, eval_every: int, best_metric,
+                best_mode: str, patience: int, log_every, ckpt_every) -> _Options:
+        if num_steps < 0:
+            raise ConfigError(f"num_steps must be >= 0, got {num_steps}")
+        if best_metric is not None and eval_fn is None:
+            raise ConfigError("best_metric needs an eval_fn")
+        if eval_fn is not None and eval_every <= 0:
+            eval_every = max(num_steps, 1)  # evaluate after the last step only
+        return cls(log_every=log_every or _cfg(config, "train", "log_every", 50),
+                   ckpt_every=ckpt_every or _cfg(config, "ckpt", "every", 500),
+                   eval_every=eval_every, best_metric=best_metric, best_mode=best_mode,
+                   patience=patience)
+
+
+@dataclasses.dataclass
+class _Run:
+    """The mutable state of one ``fit`` invocation: model state, key, position, loop state
+    (best metric, evaluations without improvement; saved in checkpoints), logs and timing."""
+
+    ckpt: ModelCheckpoints
+    state: Any
+    key: Any
+    start: int = 0
+    step: int = 0
+    last_saved: int = -1
+    resumed_from: int | None = None
+    loop_state: dict = dataclasses.field(default_factory=lambda: {
+        "best": None, "best_step": None, "bad_evals": 0, "stopped": False})
+    pending: list = dataclasses.field(default_factory=list)
+    eval_history: list = dataclasses.field(default_factory=list)
+    last_metrics: dict = dataclasses.field(default_factory=dict)
+    t_first: float | None = None
+    t_end: float | None = None
+    n_timed: int = 0
+    ex_per_step: int = 0
+    t_log: float = dataclasses.field(default_factory=time.perf_counter)
+    n_log: int = 0
+
+    def resume(self, num_steps: int) -> None:
+        """Restore state, key, position and loop state from the latest checkpoint, if any."""
+        restored = self.ckpt.restore_latest(self.state)
+        if restored is not None:
+            self.state, self.start = restored.state, restored.data_position
+            self.resumed_from = restored.step
+            self.key = restored.key if restored.key is not None else self.key
+            self.loop_state.update(restored.loop_state)
+        self.step = self.start
+        self.last_saved = self.resumed_from if self.resumed_from is not None else -1
+
+    def after_step(self, metrics) -> None:
+        """Count the step; the first one of this invocation (compiling) is not timed."""
+        self.step += 1
+        self.pending.append(metrics)
+        self.n_log += 1
+        if self.step == self.start + 1:
+            jax.block_until_ready(metrics)
+            self.t_first = time.perf_counter()
+            self.t_log, self.n_log = self.t_first, 0
+        elif self.t_first is not None:
+            self.n_timed += 1
+
+    def log(self, opt: _Options, num_steps: int, logger, lr_fn) -> None:
+        """Every ``log_every`` steps (and the last): mean train metrics, throughput, lr."""
+        if not (self.step % opt.log_every == 0 or self.step == num_steps):
+            return
+        vals = jax.device_get(self.pending)
+        self.pending = []
+        m = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
+        now = time.perf_counter()
+        if self.n_log:
+            m["steps_per_sec"] = self.n_log / max(now - self.t_log, 1e-9)
+            m["examples_per_sec"] = m["steps_per_sec"] * self.ex_per_step
+        self.t_log, self.n_log = now, 0
+        if lr_fn is not None:
+            m["lr"] = float(lr_fn(self.step - 1))
+        self.last_metrics = m
+        logger.write(self.step, m, "train")
+
+    def evaluate(self, opt: _Options, eval_fn, logger) -> None:
+        """Run ``eval_fn``, log it, keep the best checkpoint, count toward early stopping."""
+        ev = {k: float(v) for k, v in eval_fn(self.state, self.step).items()}
+        self.eval_history.append((self.step, ev))
+        logger.write(self.step, ev, "val")
+        if opt.best_metric is None:
+            return
+        if opt.best_metric not in ev:
+            raise ConfigError(f"eval_fn returned {sorted(ev)}, no {opt.best_metric!r}")
+        ls = self.loop_state
+        if _improved(ev[opt.best_metric], ls["best"], opt.best_mode):
+            ls.update(best=ev[opt.best_metric], best_step=self.step, bad_evals=0)
+            self.ckpt.save_best(self.step, self.state, key=self.key, data_position=self.step,
+                                loop_state=ls, metrics=ev)
+        else:
+            ls["bad_evals"] += 1
+            if opt.patience and ls["bad_evals"] >= opt.patience:
+                ls["stopped"] = True
+
+    def save(self, final: bool = False) -> None:
+        if self.step != self.last_saved:
+            self.ckpt.save(self.step, self.state, key=self.key, data_position=self.step,
+                           loop_state=self.loop_state, metrics=self.last_metrics)
+            self.last_saved = self.step
+        if final:
+            self.ckpt.wait()
+
+    def state_intact(self) -> bool:
+        return not any(getattr(x, "is_deleted", lambda: False)()
+                       for x in jax.tree.leaves(self.state))
+
+    def result(self) -> FitResult:
+        sps = (self.n_timed / (self.t_end - self.t_first)
+               if (self.t_first is not None and self.n_timed) else float("nan"))
+        ls = self.loop_state
+        return FitResult(state=self.state, step=self.step, key=self.key,
+                         resumed_from=self.resumed_from, best_metric=ls["best"],
+                         best_step=ls["best_step"], stopped_early=bool(ls["stopped"]),
+                         steps_per_sec=sps, last_metrics=self.last_metrics,
+                         eval_history=self.eval_history)
+
+
+def _train(run: _Run, opt: _Options, step_fn, feeder, logger, signals, *, num_steps: int,
+           eval_fn, lr_fn, on_step) -> None:
+    """The step loop of :func:`fit`: step, log, evaluate, checkpoint; save on the way out."""
+    try:
+        while run.step < num_steps and not run.loop_state["stopped"]:
+            batch = next(feeder)
+            run.ex_per_step = run.ex_per_step or _batch_size(batch) * jax.process_count()
+            run.state, metrics = step_fn(run.state, batch, run.key, np.int32(run.step))
+            run.after_step(metrics)
+            logger.advance()
+            if on_step is not None:
+                on_step(run.step, run.state)
+            run.log(opt, num_steps, logger, lr_fn)
+            if eval_fn is not None and opt.eval_every and (
+                    run.step % opt.eval_every == 0 or run.step == num_steps):
+                run.evaluate(opt, eval_fn, logger)
+            if (run.step % opt.ckpt_every == 0 or run.step == num_steps
+                    or run.loop_state["stopped"]):
+                run.save()
+            if signals.received is not None:
+                run.save(final=True)
+                sig = signals.received
+                if sig == signal.SIGINT:
+                    raise KeyboardInterrupt
+                raise SystemExit(128 + int(sig))
+        jax.block_until_ready(run.state)
+        run.t_end = time.perf_counter()
+        run.save(final=True)
+    except (KeyboardInterrupt, SystemExit):
+        if run.step != run.last_saved and run.state_intact():
+            run.save(final=True)
+        raise
+    except BaseException:
+        if run.step != run.last_saved and run.state_intact():
+            try:
+                run.save(final=True)
+            except Exception:  # noqa: BLE001 - keep the original error
+                pass
+        raise
 
 
 def fit(
@@ -170,139 +349,33 @@ def fit(
     to be on disk, then raise ``SystemExit(143)`` (SIGTERM) or ``KeyboardInterrupt``. Any
     other exception saves the last completed step (if its state is intact) and re-raises.
     """
-    if num_steps < 0:
-        raise ConfigError(f"num_steps must be >= 0, got {num_steps}")
-    if best_metric is not None and eval_fn is None:
-        raise ConfigError("best_metric needs an eval_fn")
-    if eval_fn is not None and eval_every <= 0:
-        eval_every = max(num_steps, 1)  # evaluate after the last step only
-    log_every = log_every or _cfg(config, "train", "log_every", 50)
-    ckpt_every = ckpt_every or _cfg(config, "ckpt", "every", 500)
-    keep = keep or _cfg(config, "ckpt", "keep", 3)
+    opt = _Options.resolve(config, num_steps, eval_fn, eval_every=eval_every,
+                           best_metric=best_metric, best_mode=best_mode, patience=patience,
+                           log_every=log_every, ckpt_every=ckpt_every)
     prefetch = _cfg(config, "data", "prefetch", 2) if prefetch is None else prefetch
     num_workers = num_workers or _cfg(config, "data", "num_workers", 1)
-    async_save = _cfg(config, "ckpt", "async_save", True) if async_save is None else async_save
     progress = _cfg(config, "train", "progress", True) if progress is None else progress
-    if mesh is None:
-        # one host: the devices that split the batch evenly; several: every device
-        b0 = _batch_size(batch_fn(0)) if num_steps > 0 and jax.process_count() == 1 else 0
-        mesh = shd.make_mesh(shd.devices_for_batch(b0))
-
-    ckpt = ModelCheckpoints(model_dir(workdir, model_name), config=config, keep=keep,
-                            best_metric=best_metric, best_mode=best_mode,
-                            async_save=async_save, resumable_fields=resumable_fields,
-                            relevant_fields=relevant_fields)
-    state = shd.replicate(state, mesh)
-    restored = ckpt.restore_latest(state)
-    loop_state = {"best": None, "best_step": None, "bad_evals": 0, "stopped": False}
-    start, resumed_from = 0, None
-    if restored is not None:
-        state, start, resumed_from = restored.state, restored.data_position, restored.step
-        key = restored.key if restored.key is not None else key
-        loop_state.update(restored.loop_state)
-    key = shd.replicate(key, mesh)
+    mesh = mesh if mesh is not None else _default_mesh(batch_fn, num_steps)
+    ckpt = ModelCheckpoints(
+        model_dir(workdir, model_name), config=config, keep=keep or _cfg(config, "ckpt", "keep", 3),
+        best_metric=best_metric, best_mode=best_mode, resumable_fields=resumable_fields,
+        async_save=_cfg(config, "ckpt", "async_save", True) if async_save is None else async_save,
+        relevant_fields=relevant_fields)
+    run = _Run(ckpt=ckpt, state=shd.replicate(state, mesh), key=key)
+    run.resume(num_steps)
+    run.key = shd.replicate(run.key, mesh)
     step_fn = _jitted(train_step, donate)
-
     logger = MetricLogger(logdir or f"{workdir}/logs/{model_name}", total_steps=num_steps,
-                          start_step=start, progress=progress, desc=model_name)
+                          start_step=run.start, progress=progress, desc=model_name)
     signals = _Signals(handle_signals)
-    feeder = Prefetcher(lambda i: shd.shard_batch(batch_fn(i), mesh), start=start,
+    feeder = Prefetcher(lambda i: shd.shard_batch(batch_fn(i), mesh), start=run.start,
                         stop=num_steps, depth=prefetch, num_workers=num_workers)
-    step, last_saved = start, (resumed_from if resumed_from is not None else -1)
-    pending, eval_history, last_metrics = [], [], {}
-    t_first, t_end, n_timed, ex_per_step = None, None, 0, 0
-    t_log, n_log = time.perf_counter(), 0
-
-    def save(final=False):
-        nonlocal last_saved
-        if step != last_saved:
-            ckpt.save(step, state, key=key, data_position=step, loop_state=loop_state,
-                      metrics=last_metrics)
-            last_saved = step
-        if final:
-            ckpt.wait()
-
-    def state_intact():
-        return not any(getattr(x, "is_deleted", lambda: False)()
-                       for x in jax.tree.leaves(state))
-
     try:
-        while step < num_steps and not loop_state["stopped"]:
-            batch = next(feeder)
-            ex_per_step = ex_per_step or _batch_size(batch) * jax.process_count()
-            state, metrics = step_fn(state, batch, key, np.int32(step))
-            step += 1
-            pending.append(metrics)
-            n_log += 1
-            if step == start + 1:
-                jax.block_until_ready(metrics)
-                t_first = time.perf_counter()
-                t_log, n_log = t_first, 0
-            elif t_first is not None:
-                n_timed += 1
-            logger.advance()
-            if on_step is not None:
-                on_step(step, state)
-
-            if step % log_every == 0 or step == num_steps:
-                vals = jax.device_get(pending)
-                pending = []
-                last_metrics = {k: float(np.mean([v[k] for v in vals])) for k in vals[0]}
-                now = time.perf_counter()
-                if n_log:
-                    last_metrics["steps_per_sec"] = n_log / max(now - t_log, 1e-9)
-                    last_metrics["examples_per_sec"] = last_metrics["steps_per_sec"] * ex_per_step
-                t_log, n_log = now, 0
-                if lr_fn is not None:
-                    last_metrics["lr"] = float(lr_fn(step - 1))
-                logger.write(step, last_metrics, "train")
-
-            if eval_fn is not None and eval_every and (step % eval_every == 0 or step == num_steps):
-                ev = {k: float(v) for k, v in eval_fn(state, step).items()}
-                eval_history.append((step, ev))
-                logger.write(step, ev, "val")
-                if best_metric is not None:
-                    if best_metric not in ev:
-                        raise ConfigError(f"eval_fn returned {sorted(ev)}, no {best_metric!r}")
-                    if _improved(ev[best_metric], loop_state["best"], best_mode):
-                        loop_state.update(best=ev[best_metric], best_step=step, bad_evals=0)
-                        ckpt.save_best(step, state, key=key, data_position=step,
-                                       loop_state=loop_state, metrics=ev)
-                    else:
-                        loop_state["bad_evals"] += 1
-                        if patience and loop_state["bad_evals"] >= patience:
-                            loop_state["stopped"] = True
-
-            if step % ckpt_every == 0 or step == num_steps or loop_state["stopped"]:
-                save()
-            if signals.received is not None:
-                save(final=True)
-                sig = signals.received
-                if sig == signal.SIGINT:
-                    raise KeyboardInterrupt
-                raise SystemExit(128 + int(sig))
-        jax.block_until_ready(state)
-        t_end = time.perf_counter()
-        save(final=True)
-    except (KeyboardInterrupt, SystemExit):
-        if step != last_saved and state_intact():
-            save(final=True)
-        raise
-    except BaseException:
-        if step != last_saved and state_intact():
-            try:
-                save(final=True)
-            except Exception:  # noqa: BLE001 - keep the original error
-                pass
-        raise
+        _train(run, opt, step_fn, feeder, logger, signals, num_steps=num_steps,
+               eval_fn=eval_fn, lr_fn=lr_fn, on_step=on_step)
     finally:
         signals.restore()
         feeder.close()
         logger.close()
         ckpt.close()
-
-    sps = n_timed / (t_end - t_first) if (t_first is not None and n_timed) else float("nan")
-    return FitResult(state=state, step=step, key=key, resumed_from=resumed_from,
-                     best_metric=loop_state["best"], best_step=loop_state["best_step"],
-                     stopped_early=bool(loop_state["stopped"]), steps_per_sec=sps,
-                     last_metrics=last_metrics, eval_history=eval_history)
+    return run.result()

@@ -1,4 +1,4 @@
-"""Deterministic, resumable batch sampling and a host-side prefetcher (issue 5).
+"""Deterministic, resumable batch sampling and a host-side prefetcher.
 
 Every batch is a pure function of ``(seed, i)``: batch ``i`` draws its example indices from
 per-epoch permutations ``np.random.default_rng([seed, group, epoch])`` and its augmentation

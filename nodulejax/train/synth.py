@@ -27,40 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nodulejax import losses
 from nodulejax.data.patches import random_flip_rot
 from nodulejax.data.patchsets import nodule_cutouts
 from nodulejax.errors import ConfigError
+from nodulejax.experiments import SYNTH_MODEL
+from nodulejax.losses import synth as losses
+from nodulejax.models.build import critic_model, vae_model
 from nodulejax.train.loop import fit
 from nodulejax.train.sampler import IndexSampler
-
-SYNTH_MODEL = "synth"
-_MODELS: dict = {}
-
-
-def _synth_key(config):
-    s = config.synth.to_dict() if hasattr(config.synth, "to_dict") else dict(config.synth)
-    return repr(sorted(s.items())), config.runtime.get("conv_impl", "auto")
-
-
-def vae_model(config):
-    """VAE from ``config.synth`` (``models.vae.from_config``; one object per setting)."""
-    from nodulejax.models import vae
-
-    k = ("vae",) + _synth_key(config)
-    if k not in _MODELS:
-        _MODELS[k] = vae.from_config(config.synth, conv_impl=k[2])
-    return _MODELS[k]
-
-
-def critic_model(config):
-    """Critic from ``config.synth`` (``models.critic.from_config``)."""
-    from nodulejax.models import critic
-
-    k = ("critic",) + _synth_key(config)
-    if k not in _MODELS:
-        _MODELS[k] = critic.from_config(config.synth, conv_impl=k[2])
-    return _MODELS[k]
 
 
 def _split_vars(variables):
@@ -176,5 +150,4 @@ def train_synth(config, workdir: str, train_scans, *, progress: bool | None = No
     return params["vae"], params["critic"]
 
 
-__all__ = ["train_synth", "make_synth_step", "init_synth_state", "vae_model", "critic_model",
-           "SYNTH_MODEL"]
+__all__ = ["train_synth", "make_synth_step", "init_synth_state"]

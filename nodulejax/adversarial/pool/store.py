@@ -1,0 +1,118 @@
+"""The augmentation pool on disk: shard files, the manifest, atomic writes, and the reader.
+
+Layout (written by :func:`nodulejax.adversarial.pool.build.build_pool`, read by
+:class:`PoolReader` and ``nodulejax.train.augment``)::
+
+    POOL/manifest.json                      config fingerprint, plan, finished shards
+    POOL/<kind>/shard_00000.npz ...         x (n, P, P, P) float16 in [0, 1] + metadata (n, ...)
+
+Every file is written to a hidden temp file, fsynced, renamed over the target and its folder
+fsynced, so a killed writer leaves either the old or the new file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from nodulejax.errors import PoolError
+from nodulejax.runtime.files import atomic_write
+
+POOL_KINDS = ("syn_random", "syn_pgd", "perturb", "noise")
+MANIFEST = "manifest.json"
+
+
+def shard_path(pool_dir: str, kind: str, index: int) -> str:
+    return os.path.join(pool_dir, kind, f"shard_{index:05d}.npz")
+
+
+def write_shard(path: str, arrays: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def read_manifest(pool_dir: str) -> dict | None:
+    path = os.path.join(pool_dir, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise PoolError(f"{path}: unreadable pool manifest ({type(e).__name__}: {e})") from e
+
+
+def write_manifest(pool_dir: str, manifest: dict) -> None:
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    atomic_write(os.path.join(pool_dir, MANIFEST), lambda f: f.write(data))
+
+
+class PoolReader:
+    """Read a pool: ``PoolReader(pool_dir).arrays(kind) -> (x (N, P, P, P) float16, meta)``.
+
+    The interface of ``nodulejax.train.augment.PoolReader``: ``meta`` maps each per-sample
+    array's name to its concatenation over the shards (N, ...). With a manifest (pools written
+    by :func:`build_pool`) only its finished shards are read, in shard order, and an unfinished
+    pool raises PoolError; without one, every ``<kind>/*.npz`` in name order is read."""
+
+    def __init__(self, pool_dir: str, *, require_complete: bool = True):
+        if not pool_dir or not os.path.isdir(pool_dir):
+            raise PoolError(f"augmentation pool folder {pool_dir!r} does not exist "
+                            "(run `attack.py --mode pool` first)")
+        self.pool_dir = pool_dir
+        self.manifest = read_manifest(pool_dir)
+        if self.manifest is not None and require_complete and not self.manifest.get("complete"):
+            raise PoolError(f"{os.path.join(pool_dir, MANIFEST)}: the pool is unfinished "
+                            "(re-run `attack.py --mode pool` to resume it)")
+        self._cache: dict[str, tuple[np.ndarray, dict]] = {}
+
+    def _shards(self, kind: str) -> list[str]:
+        if self.manifest is None:
+            import glob
+
+            return sorted(glob.glob(os.path.join(self.pool_dir, kind, "*.npz")))
+        return [shard_path(self.pool_dir, kind, s)
+                for s in sorted(self.manifest["done"].get(kind, []))]
+
+    def kinds(self) -> list[str]:
+        return [k for k in POOL_KINDS if self._shards(k)]
+
+    def arrays(self, kind: str) -> tuple[np.ndarray, dict]:
+        if kind not in POOL_KINDS:
+            raise PoolError(f"pool kind {kind!r}: expected one of {POOL_KINDS}")
+        if kind in self._cache:
+            return self._cache[kind]
+        paths = self._shards(kind)
+        if not paths:
+            raise PoolError(f"{os.path.join(self.pool_dir, kind)}: no shards for pool kind "
+                            f"{kind!r} (present: {self.kinds()})")
+        xs, metas = [], {}
+        for path in paths:
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    x = z["x"]
+                    if x.ndim == 5 and x.shape[-1] == 1:
+                        x = x[..., 0]
+                    if x.ndim != 4:
+                        raise PoolError(f"{path}: 'x' must be (n, P, P, P), got {x.shape}")
+                    if xs and x.shape[1:] != xs[0].shape[1:]:
+                        raise PoolError(f"{path}: patch shape {x.shape[1:]} differs from the "
+                                        f"earlier shards' {xs[0].shape[1:]}")
+                    xs.append(x.astype(np.float16))
+                    for k in z.files:
+                        if k != "x" and z[k].ndim >= 1 and len(z[k]) == len(x):
+                            metas.setdefault(k, []).append(z[k])
+            except PoolError:
+                raise
+            except Exception as e:  # noqa: BLE001 - missing / truncated shard
+                raise PoolError(f"{path}: unreadable pool shard: {type(e).__name__}: {e}") from e
+        x = np.concatenate(xs)
+        meta = {k: np.concatenate(v) for k, v in metas.items() if len(v) == len(xs)}
+        self._cache[kind] = (x, meta)
+        return x, meta
+
+
+__all__ = ["POOL_KINDS", "MANIFEST", "PoolReader", "read_manifest", "shard_path",
+           "write_manifest", "write_shard"]

@@ -1,0 +1,43 @@
+"""The whole study: its stages in order, the run folder, the report and the toy experiment."""
+
+from __future__ import annotations
+
+from nodulejax.study import context, report, runner, stages, toy
+from nodulejax.study.context import Study
+from nodulejax.study.report import mean_std, write_report
+from nodulejax.study.runner import run
+from nodulejax.study.stages import (
+    run_single,
+    stage_augmented,
+    stage_cg,
+    stage_data,
+    stage_detect,
+    stage_evaluate,
+    stage_figures,
+    stage_fpr_baselines,
+    stage_fpr_seg,
+    stage_pool,
+    stage_prepare,
+    stage_report,
+    stage_stress,
+    stage_synth,
+    stage_toy,
+)
+from nodulejax.study.toy import (
+    decode,
+    fpr_bce,
+    fpr_logits,
+    latent_bce,
+    long_tail_subsample,
+    make_moons,
+    run_toy,
+    train_mlp,
+    train_vae,
+)
+
+__all__ = ["context", "Study", "report", "write_report", "mean_std", "toy", "make_moons",
+           "long_tail_subsample", "fpr_logits", "fpr_bce", "decode", "latent_bce", "train_mlp",
+           "train_vae", "run_toy", "stages", "stage_data", "stage_prepare", "stage_cg",
+           "stage_fpr_seg", "stage_fpr_baselines", "stage_synth", "stage_pool", "stage_augmented",
+           "stage_detect", "stage_evaluate", "stage_stress", "stage_figures", "stage_toy",
+           "stage_report", "run_single", "runner", "run"]

@@ -1,0 +1,243 @@
+"""The study's report: ``WORKDIR/report/report.md`` with its figures.
+
+Sections follow the paper: Table 2 (model sizes), Table 3 (FROC / CPM with bootstrap CIs per
+experiment), FROC curves, Tables 4-6 (stress tests), Fig. 7 (toy), Figs. 5/6/8/9 style
+mosaics, then a check of the paper's qualitative claims on this run's numbers, stage times,
+the config and the package versions. Every number is read from the files the stages wrote.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import platform
+import shutil
+from importlib import metadata
+
+import numpy as np
+
+from nodulejax.models import summary
+from nodulejax.runtime.config_tools import load_config
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "SimpleITK",
+            "nibabel", "ml-collections", "tensorflow-datasets", "matplotlib")
+PAPER_TABLE2 = {"resunet": (143.92e3, 67.15), "rpn": (276.93e3, 113.91), "fpr": (455.98e3, 17.24)}
+
+
+def _load(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _versions() -> str:
+    rows = []
+    for p in PACKAGES:
+        try:
+            rows.append(f"| {p} | {metadata.version(p)} |")
+        except metadata.PackageNotFoundError:
+            rows.append(f"| {p} | not installed |")
+    return "| package | version |\n|---|---|\n" + "\n".join(rows)
+
+
+def _table2(config) -> str:
+    try:
+        ours_paper = summary.summarize(load_config(str(config.report.paper_config)))
+        ours_run = summary.summarize(config)
+    except Exception as e:  # report what failed instead of losing the whole report
+        return f"_Table 2 could not be computed: {type(e).__name__}: {e}_"
+    lines = ["| network | input (paper / run) | paper params | paper GMACs | "
+             "ours (paper config) params | ours GMACs | this run's params | this run's GMACs |",
+             "|---|---|---|---|---|---|---|---|"]
+    for k, (p, g) in PAPER_TABLE2.items():
+        a, b = ours_paper[k], ours_run[k]
+        size = config.fpr.patch_size if k == "fpr" else config.cg.input_size
+        psize = 64 if k == "fpr" else 128
+        lines.append(f"| {k} | {psize}^3 / {size}^3 | {p / 1e3:.2f}k | {g:.2f} | "
+                     f"{a['params'] / 1e3:.2f}k | {a['gmacs']:.2f} | {b['params'] / 1e3:.2f}k | "
+                     f"{b['gmacs']:.3f} |")
+    return "\n".join(lines)
+
+
+def _copy_fig(src, report_dir, name) -> str | None:
+    if src and os.path.exists(src):
+        dst = os.path.join(report_dir, name)
+        if os.path.abspath(src) != os.path.abspath(dst):
+            shutil.copyfile(src, dst)
+        return name
+    return None
+
+
+def _claims(froc: dict, stress: dict | None) -> list[str]:
+    """The paper's qualitative claims, checked against this run's numbers (plain words)."""
+    out = []
+    cpm = {k: v["cpm"] for k, v in (froc or {}).items()}
+    if "beta+syn" in cpm:
+        base = {k: cpm[k] for k in ("baseline-ce", "baseline-beta", "baseline-beta-finetune")
+                if k in cpm}
+        best_base = max(base.values()) if base else float("nan")
+        holds = cpm["beta+syn"] > best_base
+        out.append(f"- **Table 3 (beta+syn beats the baselines):** beta+syn CPM "
+                   f"{cpm['beta+syn']:.3f} vs best baseline {best_base:.3f} "
+                   f"({', '.join(f'{k} {v:.3f}' for k, v in base.items())}): "
+                   f"{_verdict(holds, cpm['beta+syn'] - best_base)} on this run.")
+        if "beta+syn (random)" in cpm:
+            holds = cpm["beta+syn"] >= cpm["beta+syn (random)"]
+            out.append(f"- **Table 3 (PGD synthetic >= random synthetic):** "
+                       f"{cpm['beta+syn']:.3f} vs {cpm['beta+syn (random)']:.3f}: "
+                       f"{_verdict(holds, cpm['beta+syn'] - cpm['beta+syn (random)'])}.")
+    out += _stress_claims(stress)
+    if not out:
+        out.append("- No claim could be checked: the evaluation or stress stages did not run.")
+    return out
+
+
+def _m(table, model, col):
+    try:
+        return float(table[model][col]["mean"])
+    except (KeyError, TypeError):
+        return None
+
+
+MARGIN = 0.01  # differences of mean confidence below this are reported as no effect
+
+
+def _verdict(ok: bool, diff: float | None = None) -> str:
+    if diff is not None and abs(diff) < MARGIN:
+        return f"no clear effect (|difference| {abs(diff):.4f} < {MARGIN})"
+    return "holds" if ok else "does NOT hold"
+
+
+def _stress_claims(st: dict | None) -> list[str]:
+    """Tables 4-6 claims from ``stress.json`` (means of the FPR confidence)."""
+    if not st:
+        return []
+    out, base = [], "baseline-beta-finetune"
+    t4, t5, t6 = st.get("table4") or {}, st.get("table5") or {}, st.get("table6") or {}
+    r, g = _m(t4, base, "Randomly sampled nodules"), _m(t4, base, "PGD sampled nodules")
+    if r is not None and g is not None:
+        out.append(f"- **Table 4 (PGD-searched synthetic nodules fool the baseline more than "
+                   f"random ones):** baseline-beta-finetune {g:.4f} (PGD) vs {r:.4f} (random): "
+                   f"{_verdict(g < r, g - r)}.")
+        s = _m(t4, "beta+syn", "PGD sampled nodules")
+        if s is not None:
+            out.append(f"- **Table 4 (beta+syn recognises PGD nodules better):** {s:.4f} vs "
+                       f"baseline {g:.4f}: {_verdict(s > g, s - g)}.")
+    for row in ("beta+perturb", "beta+perturb+syn"):
+        a, b = _m(t5, row, "Adv."), _m(t5, base, "Adv.")
+        if a is not None and b is not None:
+            out.append(f"- **Table 5 ({row} keeps nodules under PGD perturbation):** {a:.4f} vs "
+                       f"baseline {b:.4f}: {_verdict(a > b, a - b)}.")
+        a, b = _m(t6, row, "PGD noise"), _m(t6, base, "PGD noise")
+        if a is not None and b is not None:
+            out.append(f"- **Table 6 ({row} is not fired by PGD noise):** {a:.4f} vs baseline "
+                       f"{b:.4f}: {_verdict(a < b, a - b)}.")
+    return out
+
+
+def write_report(study) -> str:
+    """Assemble ``WORKDIR/report/report.md``; returns its path."""
+    wd = study.workdir
+    rep = os.path.join(wd, "report")
+    os.makedirs(rep, exist_ok=True)
+    stages = {os.path.basename(p)[:-5]: _load(p)
+              for p in sorted(glob.glob(os.path.join(wd, "stages", "*.json")))}
+    md = [f"# nodulejax study report: `{study.config.name}`", "",
+          "Reimplementation of Liu et al., *No Surprises* (IEEE TMI), run end to end on "
+          f"{'the synthetic chest-CT phantom' if study.config.data.kind == 'phantom' else 'LUNA16'}"
+          ". Numbers below come from this run's files; they are not the paper's.", ""]
+
+    data = stages.get("prepare") or {}
+    md += ["## Data", "", "| split | scans | nodules | types |", "|---|---|---|---|"]
+    for split in ("train", "val", "test"):
+        d = data.get(split) or {}
+        md.append(f"| {split} | {d.get('scans', '-')} | {d.get('nodules', '-')} | "
+                  f"{d.get('types', '-')} |")
+    if _copy_fig(os.path.join(rep, "scan_summary.png"), rep, "scan_summary.png"):
+        md += ["", "![one scan](scan_summary.png)"]
+
+    md += ["", "## Table 2: model complexity", "", _table2(study.config)]
+
+    ev = stages.get("evaluate") or {}
+    md += ["", "## Table 3: FROC on the held-out test folds", ""]
+    t3 = os.path.join(wd, "eval", "table3.md")
+    md.append(open(t3, encoding="utf-8").read() if os.path.exists(t3)
+              else "_evaluate stage did not run._")
+    cand = stages.get("detect") or {}
+    if "candidate_sensitivity" in cand:
+        md += ["", f"Candidate generation sensitivity at <= {study.config.cg.num_candidates} "
+                   f"candidates per scan: {cand['candidate_sensitivity']:.3f} "
+                   f"(mean {cand.get('mean_candidates', float('nan')):.1f} candidates per scan)."]
+    for name in (ev.get("froc") or {}):
+        png = os.path.join(wd, "eval", "froc", name.replace(" ", "_"), "froc.png")
+        fig = _copy_fig(png, rep, f"froc_{name.replace(' ', '_').replace('+', 'p')}.png")
+        if fig:
+            md.append(f"\n![FROC {name}]({fig})")
+    aucs = {**((stages.get("fpr") or {}).get("test") or {}),
+            **((stages.get("augmented") or {}).get("test") or {})}
+    if aucs:
+        md += ["", "FPR classification on the held-out candidates (candidates_V2 of the test "
+               "folds):", "", "| model | AUC | loss |", "|---|---|---|"]
+        md += [f"| {k} | {v.get('auc', float('nan')):.4f} | {v.get('loss', float('nan')):.4f} |"
+               for k, v in aucs.items()]
+
+    stress = _load(os.path.join(wd, "eval", "stress", "stress.json"))
+    md += ["", "## Tables 4-6: stress tests", ""]
+    st_md = os.path.join(wd, "eval", "stress", "stress.md")
+    md.append(open(st_md, encoding="utf-8").read() if os.path.exists(st_md)
+              else "_stress stage did not run._")
+    for png in sorted(glob.glob(os.path.join(wd, "eval", "stress", "*.png"))):
+        fig = _copy_fig(png, rep, os.path.basename(png))
+        md.append(f"\n![{os.path.basename(png)}]({fig})")
+
+    md += ["", "## Figs. 5, 6, 8, 9: adversarial examples (central axial slices, test folds)", ""]
+    figs = (stages.get("figures") or {}).get("figures", [])
+    captions = {"fig5": "Fig. 5: synthetic nodules before (top) / after (bottom) latent PGD, "
+                        "with the attacked FPR's scores",
+                "fig6": "Fig. 6: PGD perturbations of a positive patch, a noise patch and a "
+                        "negative patch (original / adversarial / difference)",
+                "fig8": "Fig. 8: real nodules (top) vs PGD-synthetic nodules (bottom)",
+                "fig9": "Fig. 9: a nodule under uniform noise levels and under PGD"}
+    for rel in figs:
+        name = os.path.basename(rel)
+        if _copy_fig(os.path.join(wd, rel), rep, name):
+            md += [f"{captions.get(name[:4], name)}:", "", f"![{name}]({name})", ""]
+    if not figs:
+        md.append("_figures stage did not run._")
+
+    toy = stages.get("toy")
+    md += ["", "## Fig. 7: two-moons toy experiment", ""]
+    if toy and _copy_fig(os.path.join(wd, "eval", "toy", "toy.png"), rep, "toy.png"):
+        md += ["![toy](toy.png)", "", "```json", json.dumps(toy.get("panels", toy), indent=1,
+                                                            default=str)[:3000], "```"]
+    else:
+        md.append("_toy stage did not run._")
+
+    md += ["", "## Do the paper's claims hold here?", ""]
+    md += _claims(ev.get("froc"), stress)
+
+    md += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
+    md += [f"| {k} | {v.get('seconds', float('nan')):.1f} |" for k, v in stages.items() if v]
+    total = sum(v.get("seconds", 0.0) for v in stages.values() if v)
+    md += [f"| **total** | {total:.1f} |", "", "## Environment", "",
+           f"Python {platform.python_version()} on {platform.platform()}; "
+           f"devices: {_devices()}.", "", _versions(), "", "## Config", "", "```",
+           str(study.config), "```"]
+    path = os.path.join(rep, "report.md")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(md) + "\n")
+    return path
+
+
+def _devices() -> str:
+    import jax
+
+    return ", ".join(sorted({f"{d.platform}:{d.device_kind}" for d in jax.devices()}))
+
+
+def mean_std(x) -> str:
+    """'0.82 ± 0.17' as in Tables 4-6."""
+    x = np.asarray(x, float)
+    return f"{x.mean():.2f} ± {x.std():.2f}" if x.size else "-"

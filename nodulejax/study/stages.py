@@ -1,0 +1,244 @@
+"""The stages of the study, in order: one table (``STUDY_STAGES``, ``STAGES``).
+
+Each ``stage_*`` takes the :class:`nodulejax.study.context.Study` and returns a JSON-able
+summary that the study stores in ``WORKDIR/stages/<stage>.json`` and the report reads back.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from nodulejax.adversarial.pool import build_pool
+from nodulejax.data import phantom
+from nodulejax.data.phantom import plot_scan_summary
+from nodulejax.detection.run import detect_scans, load_cg_params, write_rows
+from nodulejax.errors import ConfigError
+from nodulejax.evaluation import froc, table3
+from nodulejax.evaluation.figures import make_figures
+from nodulejax.evaluation.stress import run_stress
+from nodulejax.experiments import (
+    ALL_ROWS,
+    ATTACK_MODEL,
+    ATTACK_TARGET,
+    AUGMENTED,
+    BASELINES,
+    model_name,
+    row_config,
+)
+from nodulejax.runtime import checkpoint
+from nodulejax.runtime.files import atomic_write_json, atomic_write_text
+from nodulejax.study.report import write_report
+from nodulejax.study.toy import run_toy
+from nodulejax.train.cg import train_cg
+from nodulejax.train.fpr import evaluate_fpr, train_fpr_experiment, train_fpr_seg
+from nodulejax.train.synth import train_synth
+
+
+def _rows(study):
+    only = tuple(getattr(study.config.train, "rows", ()) or ())
+    return [r for r in ALL_ROWS if not only or r in only or r in BASELINES]
+
+
+# ---------------------------------------------------------------------------- data
+def stage_data(study):
+    d = study.config.data
+    if d.kind == "luna16":
+        if not d.root:
+            raise ConfigError("config.data.root: a LUNA16 folder is needed when "
+                              "config.data.kind == 'luna16'")
+        return {"root": d.root, "num_scans": len(study.dataset)}
+    if d.kind != "phantom":
+        raise ConfigError(f"config.data.kind: expected 'phantom' or 'luna16', got {d.kind!r}")
+    p = d.phantom
+    summary = phantom.generate_dataset(study.data_root, int(p.num_scans), int(p.seed),
+                                       size_scale=float(p.size_scale),
+                                       num_subsets=int(p.num_subsets),
+                                       max_voxels=int(p.max_voxels),
+                                       workers=int(d.num_workers))
+    summary.pop("uids", None)
+    return summary
+
+def stage_prepare(study):
+    info = {}
+    for split in ("train", "val", "test"):
+        scans = study.scans(split)
+        n_nod = sum(len(s.nodules_zyx) for s in scans)
+        types = {}
+        for s in scans:
+            for t in s.nodule_types:
+                types[t] = types.get(t, 0) + 1
+        info[split] = {"scans": len(scans), "nodules": n_nod, "types": types,
+                       "mean_shape": np.mean([s.image.shape for s in scans], 0).tolist()
+                       if scans else None}
+    report = os.path.join(study.workdir, "report")
+    os.makedirs(report, exist_ok=True)
+    uid = study.dataset.uids()[0]
+    vol = study.dataset.load(uid)
+    ann = study.dataset.annotations.for_uid(uid)
+    rows = np.concatenate([ann.xyz, ann.diameter_mm[:, None]], 1) if len(ann) else []
+    plot_scan_summary(vol, rows, os.path.join(report, "scan_summary.png"),
+                      title=f"{uid} (native grid)")
+    info["picture"] = "report/scan_summary.png"
+    atomic_write_json(os.path.join(report, "dataset.json"), info, indent=1)
+    return info
+
+
+# ---------------------------------------------------------------------------- training
+def stage_cg(study):
+    train_cg(study.config, study.workdir, study.scans("train"), study.scans("val"))
+    return {"models": ["cg", "cg_ggo", "rpn"]}
+
+
+def stage_fpr_seg(study):
+    train_fpr_seg(study.config, study.workdir, study.scans("train"))
+    return {"model": "fpr_seg"}
+
+
+def _test_auc(study, name, cfg):
+    params = checkpoint.load_params(study.workdir, model_name(name), which="best")
+    return evaluate_fpr(params, cfg, study.scans("test"))
+
+
+def _train_rows(study, rows, **kw):
+    out = {}
+    for name in rows:
+        cfg = row_config(study.config, name)
+        train_fpr_experiment(cfg, study.workdir, name, study.scans("train"), study.scans("val"),
+                             **kw)
+        out[name] = {k: float(v) for k, v in _test_auc(study, name, cfg).items()}
+        print(f"[study] {name}: held-out test candidates {out[name]}", flush=True)
+    return out
+
+
+def stage_fpr_baselines(study):
+    return {"test": _train_rows(study, BASELINES)}
+
+
+def stage_synth(study):
+    train_synth(study.config, study.workdir, study.scans("train"))
+    return {"model": "synth"}
+
+
+def stage_pool(study):
+    cfg = row_config(study.config, ATTACK_TARGET)
+    pool_dir = build_pool(cfg, study.workdir, study.scans("train"),
+                          fpr_model_name=ATTACK_MODEL)
+    return {"pool_dir": os.path.relpath(pool_dir, study.workdir)}
+
+
+def stage_augmented(study):
+    pool_dir = os.path.join(study.workdir, study.record("pool")["pool_dir"])
+    rows = [r for r in _rows(study) if r in AUGMENTED]
+    return {"test": _train_rows(study, rows, pool_dir=pool_dir)}
+
+
+# ---------------------------------------------------------------------------- evaluation
+def _eval_dir(study, *parts):
+    path = os.path.join(study.workdir, "eval", *parts)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _test_seriesuids(study) -> str:
+    """The evaluation's seriesuids file: every scan of the test folds (no header)."""
+    path = os.path.join(_eval_dir(study), "seriesuids_test.csv")
+    atomic_write_text(path, "".join(f"{s.uid}\n" for s in study.scans("test")))
+    return path
+
+
+def stage_detect(study):
+    """Whole-scan CG on the test scans (candidates cached once), each FPR model scores them:
+    one LUNA16 submission CSV per Table 3 row in WORKDIR/eval/predictions/."""
+    out_dir = _eval_dir(study, "predictions")
+    scans = study.scans("test")
+    cache = os.path.join(study.workdir, "candidates")
+    cg_params = load_cg_params(study.workdir)
+    _, info = detect_scans(study.config, scans, cg_params=cg_params, cache_dir=cache)
+    out = {"candidate_sensitivity": info["sensitivity"],
+           "mean_candidates": info["candidates_per_scan"], "candidates": info, "models": {}}
+    for name in _rows(study):
+        cfg = row_config(study.config, name)
+        params = checkpoint.load_params(study.workdir, model_name(name), which="best")
+        rows, info = detect_scans(cfg, scans, fpr_params=params, cache_dir=cache)
+        write_rows(os.path.join(out_dir, f"{name}.csv"), rows)
+        out["models"][name] = {"marks": len(rows), "seconds_per_scan": info["seconds_per_scan"]}
+    return out
+
+
+def stage_evaluate(study):
+    root = study.data_root
+    ann = os.path.join(root, "annotations.csv")
+    exc = os.path.join(root, "annotations_excluded.csv")
+    uids = _test_seriesuids(study)
+    results = {}
+    run_dirs = []
+    for name in _rows(study):
+        pred = os.path.join(_eval_dir(study, "predictions"), f"{name}.csv")
+        res = froc.evaluate_files(ann, exc if os.path.exists(exc) else None, uids, pred,
+                                  bootstrap=int(study.config.eval.bootstrap),
+                                  seed=int(study.config.seed))
+        res["name"] = name
+        out = _eval_dir(study, "froc", name.replace(" ", "_"))
+        froc.write_outputs(res, out, name)
+        run_dirs.append(out)
+        results[name] = {"cpm": res["cpm"], "cpm_ci": res["cpm_ci"],
+                         "sensitivity_at": res["sensitivity_at"],
+                         "n_nodules": res["n_nodules"], "n_detected": res["n_detected"]}
+    md, _ = table3.assemble(run_dirs)
+    atomic_write_text(os.path.join(_eval_dir(study), "table3.md"), md)
+    return {"froc": results}
+
+
+def stage_stress(study):
+    models = [model_name(n) for n in _rows(study) if n == ATTACK_TARGET or n in AUGMENTED]
+    out_dir = _eval_dir(study, "stress")
+    return run_stress(study.config, study.workdir, study.scans("test"), models, out_dir)
+
+
+def stage_figures(study):
+    """Figs. 5, 6, 8, 9: synthetic nodules before/after latent PGD, real vs PGD-synthetic
+    nodules, PGD perturbations of a positive / noise / negative patch, noise levels (PNG)."""
+    out = _eval_dir(study, "figures")
+    paths = make_figures(study.config, study.workdir, study.scans("test"), out)
+    return {"figures": [os.path.relpath(p, study.workdir) for p in paths]}
+
+
+def stage_toy(study):
+    t = study.config.toy
+    out = _eval_dir(study, "toy")
+    return run_toy(out, int(study.config.seed), mlp_steps=int(t.mlp_steps),
+                   vae_steps=int(t.vae_steps))
+
+
+def stage_report(study):
+    path = write_report(study)
+    return {"report": os.path.relpath(path, study.workdir)}
+
+
+def run_single(study, stage: str):
+    """``--config.stage=NAME`` for one model: fpr / fpr_finetune / fpr_augmented of the row
+    ``config.train.experiment``, or fpr_seg_pretrain."""
+    cfg = study.config
+    if stage in ("fpr", "fpr_finetune", "fpr_augmented"):
+        name = cfg.train.experiment
+        kw = {}
+        if stage == "fpr_augmented" and cfg.train.aug_source == "pool":
+            kw["pool_dir"] = os.path.join(study.workdir, study.record("pool")["pool_dir"])
+        return study.run_stage(f"{stage}_{name}", lambda: {"test": _train_rows(study, [name],
+                                                                                **kw)})
+    if stage == "fpr_seg_pretrain":
+        return study.run_stage("fpr_seg", lambda: stage_fpr_seg(study))
+    names = ", ".join(STUDY_STAGES + ("fpr_seg_pretrain", "fpr_finetune", "fpr_augmented"))
+    raise ConfigError(f"config.stage: unknown stage {stage!r}; expected 'study' or one of "
+                      f"{names}")
+
+
+STAGES = {
+    "data": stage_data, "prepare": stage_prepare, "cg": stage_cg, "fpr_seg": stage_fpr_seg,
+    "fpr": stage_fpr_baselines, "synth": stage_synth, "pool": stage_pool,
+    "augmented": stage_augmented, "detect": stage_detect, "evaluate": stage_evaluate,
+    "stress": stage_stress, "figures": stage_figures, "toy": stage_toy, "report": stage_report,
+}
+STUDY_STAGES = tuple(STAGES)  # the order of the whole study

@@ -1,0 +1,271 @@
+"""nodulejax.adversarial.pool.build on a tiny phantom: resumable, deterministic, metadata,
+config guard.
+
+The FPR is the real DenseUNet3D (configs/tiny.py sizes) briefly trained on the phantom's
+patches and saved through the real checkpoint code. The generator is a small differentiable
+blob decoder with the VAE.decode convention (the synthesizer's VAE belongs to another module;
+a randomly initialised VAE does not produce nodule-like blobs above the fusion threshold).
+The FPR gets only 30 full-batch steps (compilation on the shared 2-core CPU dominates), so its
+scores are nearly constant; the direction checks compare means that PGD moves only slightly.
+"""
+
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import tiny
+from nodulejax import losses
+from nodulejax.adversarial.pool import build as pool
+from nodulejax.data import luna16, phantom, prepare
+from nodulejax.data.patchsets import fpr_patches
+from nodulejax.errors import PoolError
+from nodulejax.evaluation.stress import score_patches
+from nodulejax.models.build import fpr_model
+from nodulejax.runtime import checkpoint
+
+
+class BlobGen(nn.Module):
+    """Stand-in generator: a Gaussian blob whose amplitude, radius and offset depend on z."""
+
+    latent_dim: int = 4
+    patch_size: int = 8
+
+    @nn.compact
+    def decode(self, z):
+        h = nn.Dense(5)(z)
+        amp = 0.4 + 0.5 * nn.sigmoid(h[:, 0])
+        rad = 1.2 + 1.0 * nn.sigmoid(h[:, 1])
+        off = 0.5 * jnp.tanh(h[:, 2:5])
+        c = jnp.arange(self.patch_size) - (self.patch_size - 1) / 2
+        g = jnp.stack(jnp.meshgrid(c, c, c, indexing="ij"), -1)  # (p, p, p, 3)
+        d2 = jnp.sum((g[None] - off[:, None, None, None]) ** 2, -1)
+        blob = amp[:, None, None, None] * jnp.exp(-d2 / (2 * rad[:, None, None, None] ** 2))
+        return blob[..., None]
+
+    def __call__(self, z):
+        return self.decode(z)
+
+
+def _tiny():
+    try:
+        return tiny.get_config()
+    except TypeError:  # configs/demo.py overrides fpr.growth (tuple in default) with an int
+        import ml_collections
+
+        from configs import default
+
+        orig = default.get_config
+        default.get_config = lambda: ml_collections.ConfigDict(orig().to_dict(), type_safe=False)
+        try:
+            return tiny.get_config()
+        finally:
+            default.get_config = orig
+
+
+def tiny_config():
+    c = _tiny()
+    c.data.spacing = 2.0
+    c.pgd.batch_size = 4
+    c.pool.shard_size = 4
+    c.pool.num_noise = 6
+    c.pool.background_per_scan = 1
+    c.stress.num_synthetic = 8
+    return c
+
+
+def _train_fpr(config, scans, steps=30):
+    """A few full-batch Adam steps of the real DenseUNet3D (Beta head) on the phantom's
+    candidate patches -> (params, training accuracy)."""
+    model = fpr_model(config, "beta")
+    data = fpr_patches(scans, int(config.fpr.patch_size), max_neg_per_scan=6)
+    x = jnp.asarray(data["x"], jnp.float32)[..., None]
+    y = jnp.asarray(data["y"], jnp.float32)
+    params = model.init(jax.random.PRNGKey(0), x[:1], task="cls")["params"]
+    tx = optax.adam(3e-3)
+
+    def step(carry, _):
+        p, s = carry
+        g = jax.grad(lambda p: jnp.mean(losses.fpr_loss(
+            model.apply({"params": p}, x, task="cls"), y, head="beta", kl_weight=0.1)))(p)
+        u, s = tx.update(g, s)
+        return (optax.apply_updates(p, u), s), None
+
+    (params, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, tx.init(p)), None, steps))(params)
+    return jax.device_get(params), None
+
+
+_SHARED: dict = {}
+
+
+def shared_setup(tmp_path_factory):
+    """(config, workdir, generator, scans), built once per session and shared with
+    test_stress.py: a 4-scan phantom, checkpoints/fpr_baseline-beta-finetune (briefly trained)
+    and fpr_beta+syn (its weights * 1.01), and the blob generator."""
+    if "v" not in _SHARED:
+        root = str(tmp_path_factory.mktemp("phantom_pool"))
+        phantom.generate_dataset(root, num_scans=4, seed=3, size_scale=0.3, num_subsets=4,
+                                 max_voxels=300_000)
+        scans = prepare.prepare_folds(luna16.Luna16Dataset(root), [0, 1, 2, 3], spacing=2.0,
+                                      window=(-1000.0, 400.0))
+        config = tiny_config()
+        workdir = str(tmp_path_factory.mktemp("work"))
+        params, _ = _train_fpr(config, scans)  # brief: near-constant scores, see module doc
+        for name, p in (("fpr_baseline-beta-finetune", params),
+                        ("fpr_beta+syn", jax.tree.map(lambda a: a * 1.01, params))):
+            with checkpoint.ModelCheckpoints(checkpoint.model_dir(workdir, name), config=config,
+                                             async_save=False) as m:
+                m.save(1, {"params": p})
+        gen = BlobGen(latent_dim=int(config.synth.latent_dim),
+                      patch_size=int(config.synth.patch_size))
+        gvars = gen.init(jax.random.PRNGKey(5), jnp.zeros((1, gen.latent_dim)), method="decode")
+        _SHARED["v"] = (config, workdir, pool.GenHandle(gen, gvars), scans)
+    return _SHARED["v"]
+
+
+@pytest.fixture(scope="session")
+def scans(tmp_path_factory):
+    return shared_setup(tmp_path_factory)[3]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    return shared_setup(tmp_path_factory)[:3]
+
+
+@pytest.fixture(scope="session")
+def full_pool(trained, scans, tmp_path_factory):
+    config, workdir, gen = trained
+    out = str(tmp_path_factory.mktemp("pool_full"))
+    pool.build_pool(config, workdir, scans, out_dir=out, generator=gen, progress=False)
+    return out
+
+
+def _all(pool_dir):
+    r = pool.PoolReader(pool_dir)
+    return {k: r.arrays(k) for k in pool.POOL_KINDS}
+
+
+def test_interrupted_and_resumed_pool_equals_uninterrupted(trained, scans, full_pool, tmp_path):
+    config, workdir, gen = trained
+    out = str(tmp_path / "pool")
+    seen = []
+
+    def boom(kind, s):
+        seen.append((kind, s))
+        if len(seen) == 3:
+            raise KeyboardInterrupt("injected kill after 3 shards")
+
+    with pytest.raises(KeyboardInterrupt):
+        pool.build_pool(config, workdir, scans, out_dir=out, generator=gen, progress=False,
+                        on_shard=boom)
+    man = pool.read_manifest(out)
+    assert not man["complete"] and sum(len(v) for v in man["done"].values()) == 3
+    with pytest.raises(PoolError, match="unfinished"):
+        pool.PoolReader(out)
+    # a stray temp file of a shard being written when the process died is ignored
+    os.makedirs(os.path.join(out, "noise"), exist_ok=True)
+    open(os.path.join(out, "noise", ".shard_00000.npz.tmp"), "wb").write(b"partial")
+    resumed = []
+    pool.build_pool(config, workdir, scans, out_dir=out, generator=gen, progress=False,
+                    on_shard=lambda k, s: resumed.append((k, s)))
+    assert not set(resumed) & set(seen)  # finished shards are not recomputed
+    assert len(resumed) + len(seen) == sum(pool.read_manifest(out)["shards"].values())
+    a, b = _all(out), _all(full_pool)
+    for kind in pool.POOL_KINDS:
+        np.testing.assert_array_equal(a[kind][0], b[kind][0])
+        assert a[kind][1].keys() == b[kind][1].keys()
+        for k in a[kind][1]:
+            np.testing.assert_array_equal(a[kind][1][k], b[kind][1][k], err_msg=f"{kind}.{k}")
+        # no duplicates, no gaps beyond the diameter filter
+        items = a[kind][1]["item"]
+        assert np.all(np.diff(items) > 0)
+    # a finished pool is not recomputed
+    again = []
+    pool.build_pool(config, workdir, scans, out_dir=out, generator=gen, progress=False,
+                    on_shard=lambda k, s: again.append(k))
+    assert again == []
+
+
+def test_pool_metadata_consistent(trained, scans, full_pool):
+    config, workdir, gen = trained
+    fpr = pool.load_fpr(config, workdir, "fpr_baseline-beta-finetune")
+    man = pool.read_manifest(full_pool)
+    n_pos = sum(len(s.nodules_zyx) for s in scans)
+    assert man["items"] == {"syn_random": 4, "syn_pgd": 4, "perturb": n_pos, "noise": 6}
+    uids = {s.uid: s for s in scans}
+    p = int(config.fpr.patch_size)
+    pos, pos_uid, _ = pool.positive_patches(scans, p)
+    for kind in pool.POOL_KINDS:
+        x, meta = pool.PoolReader(full_pool).arrays(kind)
+        assert x.shape[1:] == (p, p, p) and x.dtype == np.float16
+        assert len(x) > 0, kind
+        for k, v in meta.items():
+            assert len(v) == len(x), (kind, k)
+        assert 0.0 <= x.min() and x.max() <= 1.0
+        assert np.all((meta["prob_before"] >= 0) & (meta["prob_before"] <= 1))
+        # prob_after is the attacked FPR's score of the stored patch (float16 rounding)
+        rescored = score_patches(fpr, x.astype(np.float32), int(config.pgd.batch_size))
+        np.testing.assert_allclose(rescored, meta["prob_after"], atol=2e-2)
+        keys = pool.item_keys(int(config.seed), pool.KIND_ID[kind], meta["item"])
+        if kind.startswith("syn"):
+            assert np.all(meta["diameter_mm"] >= config.synth.min_diameter_mm)
+            for u, c in zip(meta["uid"], meta["center_zyx"], strict=False):
+                assert uids[u].lung[tuple(c)]
+                d = np.linalg.norm(uids[u].nodules_zyx - c, axis=1)
+                assert np.all(d >= p / 4)
+            # the key used is one of the item's max_tries derived keys
+            tries = meta["tries"]
+            derived = np.stack([np.asarray(jax.random.fold_in(k, t))
+                                for k, t in zip(keys, tries, strict=True)])
+            np.testing.assert_array_equal(meta["key"], derived)
+        else:
+            np.testing.assert_array_equal(meta["key"], keys)
+        if kind == "syn_pgd":
+            assert np.all(meta["attack"] == "latent_pgd") and np.all(meta["eps"] == 0.15)
+            assert np.mean(meta["prob_after"]) < np.mean(meta["prob_before"])
+        if kind == "syn_random":
+            np.testing.assert_array_equal(meta["prob_before"], meta["prob_after"])
+        if kind == "perturb":
+            # each sample is its positive moved by at most eps (plus float16 rounding)
+            np.testing.assert_array_equal(meta["uid"], pos_uid[meta["item"]])
+            dev = np.abs(x.astype(np.float32) - pos[meta["item"]]).max()
+            assert dev <= config.pgd.image_eps + 1e-3
+        if kind == "noise":
+            assert np.all(meta["uid"] == "") and np.all(meta["eps"] == config.pgd.noise_eps)
+
+
+def test_changed_config_is_refused(trained, scans, full_pool):
+    config, workdir, gen = trained
+    c = tiny_config()
+    c.pool.num_noise = 7
+    with pytest.raises(PoolError, match="pool.num_noise"):
+        pool.build_pool(c, workdir, scans, out_dir=full_pool, generator=gen, progress=False)
+    c = tiny_config()
+    c.pgd.noise_eps = 0.2
+    with pytest.raises(PoolError, match="pgd.noise_eps"):
+        pool.build_pool(c, workdir, scans, out_dir=full_pool, generator=gen, progress=False)
+    # other weights for the attacked model are a different pool too
+    with pytest.raises(PoolError, match="fpr_params"):
+        pool.build_pool(config, workdir, scans, out_dir=full_pool, generator=gen,
+                        fpr_model_name="fpr_beta+syn", progress=False)
+
+
+def test_samples_do_not_depend_on_batching(trained, scans, full_pool):
+    """An item computed alone (padded batch) equals the same item inside the full run."""
+    config, workdir, gen = trained
+    fpr = pool.load_fpr(config, workdir, "fpr_baseline-beta-finetune")
+    p = int(config.fpr.patch_size)
+    ctx = pool._Context(config, fpr, gen, pool.background_patches(scans, p, 1, int(config.seed)),
+                        pool.positive_patches(scans, p))
+    for kind in ("noise", "perturb", "syn_pgd"):
+        x, meta = pool.PoolReader(full_pool).arrays(kind)
+        j = len(x) - 1
+        r = pool._compute(kind, meta["item"][j:j + 1], ctx)
+        np.testing.assert_allclose(r["x"][0].astype(np.float16).astype(np.float32),
+                                   x[j].astype(np.float32), atol=1e-3)
+        np.testing.assert_array_equal(r["key"][0], meta["key"][j])

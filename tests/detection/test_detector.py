@@ -1,0 +1,174 @@
+"""Whole-scan detection: sliding-window blending, heatmap peaks + NMS, union of blob and RPN
+candidates, candidate sensitivity, submission CSV in world mm, and the CLI end to end."""
+
+import os
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from configs import tiny
+from nodulejax.data import io, luna16, phantom
+from nodulejax.data.prepare import PreparedScan
+from nodulejax.detection import detector as dt
+from nodulejax.detection import run as detect_run
+from nodulejax.detection.__main__ import main as detect_main
+
+
+# ----------------------------------------------------------------------------- blending
+@pytest.mark.parametrize("blend", ["gaussian", "linear"])
+def test_sliding_window_equals_full_pass_for_pointwise_net(blend):
+    rng = np.random.default_rng(0)
+    vol = rng.random((21, 13, 30)).astype(np.float32)
+    fn = lambda x: np.concatenate([x ** 2, np.sin(3 * x)], -1)  # noqa: E731
+    out = dt.sliding_window(fn, vol, 8, 0.25, blend=blend, batch_size=3, channels=2)
+    assert out.shape == vol.shape + (2,)
+    np.testing.assert_allclose(out[..., 0], vol ** 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[..., 1], np.sin(3 * vol), rtol=1e-5, atol=1e-6)
+
+
+def test_sliding_window_with_receptive_field_matches_full_pass():
+    """A 3^3 box filter (receptive field 1 voxel < overlap): Gaussian blending gives the
+    full-volume result up to the tiny weight of window borders."""
+    rng = np.random.default_rng(1)
+    vol = rng.random((24, 20, 28)).astype(np.float32)
+
+    def box(x):  # (B, W, W, W, 1), zero padding like a SAME conv
+        return np.stack([ndimage.uniform_filter(v[..., 0], 3, mode="constant")[..., None]
+                         for v in x])
+
+    full = ndimage.uniform_filter(vol, 3, mode="constant")
+    out = dt.sliding_window(box, vol, 12, 0.5, blend="gaussian", batch_size=4)[..., 0]
+    np.testing.assert_allclose(out, full, atol=2e-3)
+    lin = dt.sliding_window(box, vol, 12, 0.5, blend="linear", batch_size=4)[..., 0]
+    assert np.abs(lin - full).max() > np.abs(out - full).max()  # borders matter more
+
+
+def test_window_grid_covers_volume():
+    starts, padded = dt.window_grid((17, 8, 33), 8, 0.25)
+    for n, s, p in zip((17, 8, 33), starts, padded, strict=False):
+        assert s[0] == 0 and s[-1] + 8 == p >= n and np.all(np.diff(s) == 6)
+
+
+# ----------------------------------------------------------------------------- peaks / union
+def test_heatmap_peaks_find_planted_blobs_and_nms_keeps_k():
+    shape = (30, 30, 30)
+    centres = np.array([[5, 6, 7], [20, 22, 9], [15, 15, 25]])
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    h = np.zeros(shape, np.float32)
+    for i, c in enumerate(centres):
+        h = np.maximum(h, (0.9 - 0.1 * i) * np.exp(-((zz - c[0]) ** 2 + (yy - c[1]) ** 2
+                                                      + (xx - c[2]) ** 2) / 8.0))
+    zyx, scores = dt.heatmap_candidates(h, 5, 1.0, 5.0)
+    assert len(zyx) <= 5 and np.all(np.diff(scores) <= 0)
+    np.testing.assert_array_equal(zyx[:3], centres)
+    noisy = np.random.default_rng(0).random(shape).astype(np.float32)
+    zyx, scores = dt.heatmap_candidates(noisy, 7, 2.0, 6.0)
+    assert len(zyx) == 7
+    d = np.linalg.norm((zyx[:, None] - zyx[None]) * 2.0, axis=-1) + 1e9 * np.eye(7)
+    assert d.min() >= 6.0
+
+
+def test_union_merges_duplicates_by_distance():
+    blob = np.array([[10.0, 10, 10], [30, 30, 30]])
+    rpn = np.array([[11.0, 10, 10], [50, 50, 50], [50.5, 50, 50]])
+    zyx, scores, src = dt.merge_candidates(blob, [0.5, 0.4], rpn, [0.9, 0.3, 0.2], 3.0)
+    assert len(zyx) == 3
+    np.testing.assert_array_equal(src, [3, 1, 2])
+    np.testing.assert_allclose(scores, [0.9, 0.4, 0.3])
+    np.testing.assert_allclose(zyx[0], blob[0])
+
+
+# ----------------------------------------------------------------------------- geometry / CSV
+def _flipped_scan(shape=(20, 24, 28)):
+    geom = io.CTVolume(np.zeros((0, 0, 0), np.float32), np.array([2.0, 2.0, 2.0]),
+                       np.array([100.0, 50.0, -300.0]), np.diag([-1.0, -1.0, 1.0]))
+    img = np.zeros(shape, np.float32)
+    return PreparedScan(uid="1.2.3.4", fold=0, image=img, lung=np.ones(shape, bool),
+                        geometry=geom, nodules_zyx=np.array([[5.0, 6.0, 7.0]]),
+                        nodules_diam_mm=np.array([6.0]), nodule_types=np.array(["solid"], object),
+                        excluded_zyx=np.zeros((0, 3)), excluded_diam_mm=np.zeros(0),
+                        cand_zyx=np.zeros((0, 3)), cand_label=np.zeros(0, int))
+
+
+def test_submission_round_trip_world_coordinates(tmp_path):
+    scan = _flipped_scan()
+    h = np.zeros(scan.image.shape, np.float32)
+    h[5, 6, 7] = 1.0
+    zyx, scores = dt.heatmap_candidates(h, 3, scan.spacing, 5.0)
+    xyz = dt.to_world(scan, zyx[:1])
+    # direction diag(-1, -1, 1): x = 100 - 2 * 7, y = 50 - 2 * 6, z = -300 + 2 * 5
+    np.testing.assert_allclose(xyz[0], [86.0, 38.0, -290.0])
+    path = str(tmp_path / "p.csv")
+    detect_run.write_rows(path, [(scan.uid, *xyz[0], 0.75)])
+    pred = luna16.read_predictions(path, known_uids=[scan.uid])
+    np.testing.assert_allclose(pred.xyz, [[86.0, 38.0, -290.0]])
+    np.testing.assert_allclose(pred.probability, [0.75])
+
+
+def test_candidate_sensitivity_luna16_radius():
+    scan = _flipped_scan()  # nodule at (5, 6, 7), d = 6 mm -> radius 3 mm = 1.5 voxels
+    near = np.array([[5.0, 6.0, 8.0]])  # 2 mm away: hit
+    far = np.array([[5.0, 6.0, 9.0]])  # 4 mm away: miss
+    src = np.array([2], np.int8)
+    info = dt.candidate_sensitivity([scan], {scan.uid: (near, np.ones(1), src)})
+    assert info["sensitivity"] == 1.0 and info["sensitivity_rpn"] == 1.0
+    assert info["sensitivity_blob"] == 0.0
+    info = dt.candidate_sensitivity([scan], {scan.uid: (far, np.ones(1), src)})
+    assert info["sensitivity"] == 0.0 and info["n_nodules"] == 1
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from nodulejax.train import cg
+
+    root = str(tmp_path_factory.mktemp("detphantom"))
+    phantom.generate_dataset(root, num_scans=4, seed=5, size_scale=0.3, num_subsets=4,
+                             max_voxels=300_000)
+    c = tiny.get_config()
+    from nodulejax.data import prepare
+
+    scans = prepare.prepare_folds(luna16.Luna16Dataset(root), [0, 1], spacing=c.data.spacing,
+                                  window=tuple(c.data.hu_window))
+    workdir = str(tmp_path_factory.mktemp("detwork"))
+    cg.train_cg(c, workdir, scans, progress=False, async_save=False)
+    return c, root, workdir
+
+
+def test_cli_end_to_end(trained, tmp_path):
+    import jax
+
+    from nodulejax.runtime.checkpoint import ModelCheckpoints, model_dir
+
+    c, root, workdir = trained
+    model = dt.fpr_model(c)
+    p = int(c.fpr.patch_size)
+    params = jax.jit(model.init)(jax.random.key(0), np.zeros((1, p, p, p, 1), np.float32))
+    with ModelCheckpoints(model_dir(workdir, "fpr_test"), config=c, async_save=False) as m:
+        m.save(0, {"params": params["params"]})
+    cfg = os.path.join(os.path.dirname(tiny.__file__), "tiny.py")
+    out = str(tmp_path / "pred.csv")
+    info = detect_main(["--config", cfg, "--workdir", workdir, "--data", root, "--out", out,
+                            "--folds", "2,3", "--fpr-model", "fpr_test"])
+    ds = luna16.Luna16Dataset(root)
+    uids = ds.uids([2, 3])
+    pred = luna16.read_predictions(out, known_uids=uids)
+    assert info["n_scans"] == 2 and len(pred.probability) == info["n_rows"] > 0
+    assert np.all((pred.probability >= 0) & (pred.probability <= 1))
+    assert 0.0 <= info["sensitivity"] <= 1.0
+    per_scan = {u: int(np.sum(pred.seriesuid == u)) for u in uids}
+    assert max(per_scan.values()) <= c.cg.num_candidates + c.cg.rpn_candidates
+    for u in uids:
+        assert os.path.exists(os.path.join(workdir, "candidates", f"{u}.npz"))
+    # world coordinates lie inside each scan's extent
+    for u in uids:
+        vol = ds.load(u)
+        v = vol.world_to_voxel(pred.xyz[pred.seriesuid == u])
+        assert np.all(v > -1) and np.all(v < np.asarray(vol.shape) + 1)
+    # second run (another FPR name = none): candidates come from the cache, same positions
+    out2 = str(tmp_path / "pred2.csv")
+    detect_main(["--config", cfg, "--workdir", workdir, "--data", root, "--out", out2,
+                     "--folds", "2,3", "--fpr-model", "none"])
+    pred2 = luna16.read_predictions(out2)
+    np.testing.assert_allclose(pred2.xyz, pred.xyz)

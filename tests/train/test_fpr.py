@@ -1,0 +1,253 @@
+"""FPR trainers (nodulejax.train.fpr, nodulejax.train.augment) on a tiny phantom, tiny config.
+
+One module-scoped chain of real runs: fpr_seg -> baseline-ce -> baseline-beta-finetune ->
+beta+perturb+syn from a pool folder and generated in the loop. The stages train on a fixed
+batch (as many patches as the batch holds, no flips) so that their loss must fall; metrics
+come from the runs' metrics.jsonl.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import tiny
+from nodulejax.adversarial.noise import poisson_icdf
+from nodulejax.adversarial.pool.store import shard_path, write_shard
+from nodulejax.data import luna16, phantom, prepare
+from nodulejax.data.patchsets import fpr_patches, seg_patches
+from nodulejax.errors import CheckpointError, ConfigError
+from nodulejax.runtime import checkpoint
+from nodulejax.train import augment as aug
+from nodulejax.train import fpr
+from nodulejax.train.sampler import BalancedSampler
+
+
+def _config():
+    c = tiny.get_config()
+    c.train.log_every = 1
+    c.train.progress = False
+    c.ckpt.every = 100
+    c.fpr.augment = False  # fixed batch: the loss must fall
+    c.fpr.kl_anneal_steps = 0  # constant Beta objective (KL weight 1)
+    c.fpr.steps = 4
+    c.fpr.finetune_steps = 3
+    c.fpr.seg_pretrain_steps = 3
+    c.fpr.eval_every = 2
+    return c
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("phantom"))
+    phantom.generate_dataset(root, num_scans=4, seed=1, size_scale=0.3, num_subsets=4,
+                             max_voxels=300_000)
+    c = tiny.get_config()
+    return prepare.prepare_folds(luna16.Luna16Dataset(root), [0, 1, 2, 3],
+                                 spacing=c.data.spacing, window=c.data.hu_window)
+
+
+@pytest.fixture(scope="module")
+def patches(scans):
+    p = _config().fpr.patch_size
+    allp = fpr_patches(scans, p)
+    pos, neg = np.flatnonzero(allp["y"] == 1), np.flatnonzero(allp["y"] == 0)
+    assert len(pos) >= 2 and len(neg) >= 2
+    keep = np.concatenate([pos[:2], neg[:2]])  # batch 4 = the whole training set
+    train = {k: v[keep] for k, v in allp.items()}
+    return {"train": train, "val": allp}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("fpr_wd"))
+
+
+def _losses(workdir, model):
+    rows = [json.loads(line) for line in open(f"{workdir}/logs/{model}/metrics.jsonl")]
+    return [r["loss"] for r in rows if r["split"] == "train"]
+
+
+def _falls(ls):
+    assert len(ls) >= 3 and np.all(np.isfinite(ls)), ls
+    assert ls[-1] < ls[0], ls
+
+
+# ----------------------------------------------------------------------------- pure parts
+def test_roc_auc_perfect_reversed_ties_and_brute_force():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    s = np.array([0.1, 0.2, 0.8, 0.9, 0.3, 0.7])
+    assert fpr.roc_auc(s, y) == 1.0
+    assert fpr.roc_auc(-s, y) == 0.0
+    assert fpr.roc_auc(np.full(6, 0.4), y) == 0.5
+    assert np.isnan(fpr.roc_auc(s, np.ones(6)))
+    rng = np.random.default_rng(0)
+    s = rng.integers(0, 5, 200).astype(float)  # many ties
+    y = rng.integers(0, 2, 200)
+    d = s[y == 1][:, None] - s[y == 0][None, :]
+    brute = (np.sum(d > 0) + 0.5 * np.sum(d == 0)) / d.size
+    assert fpr.roc_auc(s, y) == pytest.approx(brute, abs=1e-12)
+
+
+def test_group_ratios_give_unused_shares_to_real_patches():
+    c = _config()
+    r = {"syn": "pgd", "perturb": True, "poisson": False}
+    assert aug.group_ratios(c, r) == pytest.approx([0.25, 0.125, 0.125, 0.25, 0.25])
+    r = {"syn": "pgd", "perturb": False, "poisson": False}
+    assert aug.group_ratios(c, r) == pytest.approx([0.375, 0.125, 0.0, 0.5, 0.0])
+    r = {"syn": "none", "perturb": False, "poisson": True}
+    assert aug.group_ratios(c, r) == pytest.approx([0.375, 0.0, 0.125, 0.25, 0.25])
+    r = {"syn": "none", "perturb": False, "poisson": False}
+    assert aug.group_ratios(c, r) == pytest.approx([0.5, 0, 0, 0.5, 0])
+    c.train.syn = "bogus"
+    with pytest.raises(ConfigError, match="train.syn"):
+        aug.group_ratios(c)
+
+
+def test_model_names_are_valid_checkpoint_dirs(tmp_path):
+    assert fpr.model_name("baseline-ce") == "fpr_baseline-ce"
+    assert fpr.model_name("beta+syn") == "fpr_beta+syn"
+    names = {fpr.model_name(r) for r in __import__("configs.experiments").experiments.EXPERIMENTS}
+    assert len(names) == 9
+    for n in names:
+        checkpoint.model_dir(str(tmp_path), n)  # raises on an invalid name
+
+
+def test_sampling_ratios_hold_in_every_batch(tmp_path):
+    """Pool patches tagged by value: every batch of 16 has 4/2/2/4/4 real-pos/syn/perturbed/
+    real-neg/noise patches with the right labels (paper Section 3.3 ratios)."""
+    c = _config()
+    c.fpr.batch_size = 16
+    p = 4
+    real = {"x": np.concatenate([np.full((5, p, p, p), 0.1), np.full((7, p, p, p), 0.4)]),
+            "y": np.array([1] * 5 + [0] * 7)}
+    for kind, v in (("syn_pgd", 0.2), ("perturb", 0.3), ("noise", 0.5)):
+        write_shard(shard_path(str(tmp_path), kind, 0),
+                    {"x": np.full((3, p, p, p), v, np.float16), "item": np.arange(3)})
+    row = {"syn": "pgd", "perturb": True, "poisson": False}
+    src = aug.build_sources(c, row, real, pool_dir=str(tmp_path))
+    sampler = BalancedSampler([s.size for s in src], aug.group_ratios(c, row), 16, 0)
+    for step in range(7):
+        b = aug.gather_batch(src, sampler.batch(step), augment=True, patch_size=p)
+        vals = np.round(b["x"][:, 0, 0, 0], 1)
+        for v, n, label in ((0.1, 4, 1), (0.2, 2, 1), (0.3, 2, 1), (0.4, 4, 0), (0.5, 4, 0)):
+            assert np.sum(np.isclose(vals, v, atol=1e-3)) == n, (step, v, vals)
+            assert np.all(b["y"][np.isclose(vals, v, atol=1e-3)] == label)
+        assert np.all(b["kind"] == aug.PLAIN)
+    c.train.aug_source = "inloop"
+    with pytest.raises(ConfigError, match="scans"):
+        aug.build_sources(c, row, real)
+
+
+def test_poisson_augment_only_touches_poisson_slots():
+    c = _config()
+    f = aug.make_inloop_augment(c, None, head="beta", counts={aug.POISSON: 2})
+    x = jnp.full((4, 4, 4, 4, 1), 0.5)
+    kind = jnp.array([aug.PLAIN, aug.POISSON, aug.PLAIN, aug.POISSON])
+    out = np.asarray(jax.jit(f)(x, kind, jax.random.key(0), None, None, 1.0))
+    np.testing.assert_array_equal(out[[0, 2]], 0.5)
+    assert not np.allclose(out[[1, 3]], 0.5)
+    assert out.min() >= 0 and out.max() <= 1
+    # Poisson(0.5 s) / s has mean 0.5
+    assert abs(out[[1, 3]].mean() - 0.5) < 0.15
+    for lam in (0.0, 0.7, 40.0):  # the sampler: mean = variance = lam
+        s = np.asarray(poisson_icdf(jax.random.key(1), jnp.full((20000,), lam), 130))
+        assert abs(s.mean() - lam) < 0.05 * lam + 0.02 and abs(s.var() - lam) < 0.1 * lam + 0.02
+
+
+# ----------------------------------------------------------------------------- training chain
+@pytest.fixture(scope="module")
+def seg_params(scans, workdir):
+    c = _config()
+    sp = seg_patches(scans, c.fpr.patch_size, seed=0)
+    sp = {k: v[:c.fpr.batch_size] for k, v in sp.items()}
+    return fpr.train_fpr_seg(c, workdir, scans, patches=sp)
+
+
+@pytest.fixture(scope="module")
+def ce_params(seg_params, patches, workdir):
+    return fpr.train_fpr_experiment(_config(), workdir, "baseline-ce", None, None,
+                                    train_patches=patches["train"], val_patches=patches["val"])
+
+
+@pytest.fixture(scope="module")
+def ft_params(ce_params, patches, workdir):
+    return fpr.train_fpr_experiment(_config(), workdir, "baseline-beta-finetune", None, None,
+                                    train_patches=patches["train"], val_patches=patches["val"])
+
+
+def test_seg_pretraining_loss_falls(seg_params, workdir):
+    _falls(_losses(workdir, "fpr_seg"))
+    assert "seg_head" in seg_params
+
+
+def test_baseline_ce_from_seg_loss_falls_and_evaluates(ce_params, seg_params, patches, workdir):
+    _falls(_losses(workdir, "fpr_baseline-ce"))
+    assert (np.asarray(ce_params["stem"]["kernel"]).shape  # from fpr_seg's encoder
+            == np.asarray(seg_params["stem"]["kernel"]).shape)
+    r = fpr.evaluate_fpr(ce_params, _config(), patches["val"], head="ce")
+    assert 0.0 <= r["auc"] <= 1.0 and np.isfinite(r["loss"])
+    assert r["n_pos"] == int(patches["val"]["y"].sum())
+    assert os.path.isdir(checkpoint.model_dir(workdir, "fpr_baseline-ce") + "/best")
+
+
+def test_finetune_initialises_from_baseline_ce(ft_params, ce_params, workdir):
+    _falls(_losses(workdir, "fpr_baseline-beta-finetune"))
+    params, info = fpr.init_params(_config(), workdir, "baseline-beta-finetune", 5)
+    assert info["init_from"] == "fpr_baseline-ce"
+    assert "cls_out/kernel" in info["fresh"]  # CE (.., 1) -> Beta (.., 2) head
+    assert "stem/kernel" in info["copied"] and "cls_hidden/kernel" in info["copied"]
+    np.testing.assert_array_equal(params["stem"]["kernel"], ce_params["stem"]["kernel"])
+    np.testing.assert_array_equal(params["cls_hidden"]["kernel"],
+                                  ce_params["cls_hidden"]["kernel"])
+    assert np.asarray(params["cls_out"]["kernel"]).shape[-1] == 2
+    assert np.asarray(ft_params["cls_out"]["kernel"]).shape[-1] == 2
+
+
+def test_missing_init_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="fpr_seg"):
+        fpr.init_params(_config(), str(tmp_path), "baseline-beta", 0)
+
+
+def _generator_params(c):
+    from nodulejax.train import synth
+
+    tx = __import__("optax").adam(1e-3)
+    st = synth.init_synth_state(c, jax.random.key(0, impl="rbg"), tx, tx)
+    return st["params"]["vae"]
+
+
+def test_augmented_from_pool(ft_params, patches, workdir, tmp_path):
+    c = _config()
+    p = c.fpr.patch_size
+    rng = np.random.default_rng(0)
+    pool = str(tmp_path / "pool")
+    for kind in ("syn_pgd", "perturb", "noise"):
+        write_shard(shard_path(pool, kind, 0),
+                    {"x": rng.uniform(0, 1, (3, p, p, p)).astype(np.float16)})
+    params = fpr.train_fpr_experiment(c, workdir, "beta+perturb+syn", None, None, pool_dir=pool,
+                                      train_patches=patches["train"],
+                                      val_patches=patches["val"])
+    ls = _losses(workdir, "fpr_beta+perturb+syn")
+    assert len(ls) == c.fpr.finetune_steps and np.all(np.isfinite(ls))
+    assert np.asarray(params["cls_out"]["kernel"]).shape[-1] == 2
+
+
+def test_augmented_inloop(ft_params, scans, patches, workdir):
+    c = _config()
+    c.train.aug_source = "inloop"
+    c.fpr.finetune_steps = 2
+    wd = os.path.join(workdir, "inloop")
+    os.makedirs(os.path.join(wd, "checkpoints"), exist_ok=True)
+    src = checkpoint.model_dir(workdir, "fpr_baseline-beta-finetune")
+    os.symlink(src, checkpoint.model_dir(wd, "fpr_baseline-beta-finetune"))
+    # latent PGD (Eqs. 7-9) on the generator inside the jitted step, against the frozen
+    # baseline; perturb / noise use the same make_inloop_augment path
+    fpr.train_fpr_experiment(c, wd, "beta+syn", scans, None,
+                             generator=_generator_params(c), train_patches=patches["train"],
+                             val_patches=patches["val"])
+    ls = _losses(wd, "fpr_beta+syn")
+    assert len(ls) == 2 and np.all(np.isfinite(ls))
