@@ -292,24 +292,14 @@ def pgd_with_losses(
                 loop, shard)
 
 
-def pgd(
-    loss_fn: LossFn,
-    x: jax.Array,
-    key: jax.Array,
-    *,
-    eps,
-    step_size,
-    steps: int,
-    norm: str = "linf",
-    bounds: tuple[float, float] | None = (0.0, 1.0),
-    random_start: bool = True,
-    loss_args: tuple[Any, ...] = (),
-    loop: str = "auto",
-    shard: str = "auto",
-) -> jax.Array:
+def _pgd_kw(loss_fn, x, key, *, with_losses: bool, eps, step_size, steps: int,
+            norm: str = "linf", bounds=(0.0, 1.0), random_start: bool = True,
+            loss_args: tuple = (), loop: str = "auto", shard: str = "auto"):
+    return _run(loss_fn, x, key, eps, step_size, steps, norm, bounds, random_start, loss_args,
+                with_losses, loop, shard)
+
+
+def pgd(loss_fn: LossFn, x: jax.Array, key: jax.Array, **kw) -> jax.Array:
     """Adversarial ``x`` (same shape) maximising ``loss_fn`` inside the eps-ball; see
-    :func:`pgd_with_losses` for the arguments (Eq. 9 of the paper)."""
-    return _run(
-        loss_fn, x, key, eps, step_size, steps, norm, bounds, random_start, loss_args, False, loop,
-        shard,
-    )
+    :func:`pgd_with_losses` for the keyword arguments (Eq. 9 of the paper)."""
+    return _pgd_kw(loss_fn, x, key, with_losses=False, **kw)

@@ -43,7 +43,6 @@ STAGES = ("cg", "cg_ggo", "rpn")
 _STAGE_TAG = {"cg": 0, "cg_ggo": 1, "rpn": 2}
 
 
-
 def blob_sigma_vox(config) -> float:
     """Blob std in voxels at the working spacing: c.cg.blob_sigma_mm / c.data.spacing."""
     return float(config.cg.blob_sigma_mm) / float(config.data.spacing)
@@ -54,6 +53,21 @@ def heatmap_targets(boxes, valid, shape, sigma_vox):
     """(B, M, 4) boxes + (B, M) valid -> (B, D, H, W, 1) blob targets (on device)."""
     fn = lambda b, v: dl.heatmap_target(shape, b[:, :3], sigma_vox, v)  # noqa: E731
     return jax.vmap(fn)(boxes, valid)[..., None]
+
+
+def _adam_step(loss_fn, tx, public_loss_fn):
+    """``step(state {params, opt_state}, batch, key) -> (state, {"loss"})``: one Adam step on
+    ``loss_fn(params, batch, key)``; ``step.loss_fn`` / ``step.tx`` for tests and tools."""
+
+    def step(state, batch, key):
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates),
+                "opt_state": opt_state}, {"loss": loss}
+
+    step.loss_fn = public_loss_fn
+    step.tx = tx
+    return step
 
 
 @functools.lru_cache(maxsize=16)
@@ -73,16 +87,7 @@ def heatmap_step(model: ResUNet3D, lr: float, sigma_vox: float, loss: str = "foc
         logits, _ = model.apply({"params": params}, x)
         return jnp.mean(dl.heatmap_loss(logits, target, loss, pos_weight))
 
-    def step(state, batch, key):
-        del key
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        return {"params": optax.apply_updates(state["params"], updates),
-                "opt_state": opt_state}, {"loss": loss}
-
-    step.loss_fn = loss_fn
-    step.tx = tx
-    return step
+    return _adam_step(lambda params, batch, key: loss_fn(params, batch), tx, loss_fn)
 
 
 @functools.lru_cache(maxsize=16)
@@ -96,15 +101,7 @@ def rpn_step(model: ResUNetRPN, lr: float, input_size: int, anchors_mm: tuple, s
         labels, tdeltas = dl.rpn_targets(anchors, batch["boxes"], batch["valid"])
         return jnp.mean(dl.rpn_loss(out["objectness"], out["deltas"], labels, tdeltas, key))
 
-    def step(state, batch, key):
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, key)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        return {"params": optax.apply_updates(state["params"], updates),
-                "opt_state": opt_state}, {"loss": loss}
-
-    step.loss_fn = loss_fn
-    step.tx = tx
-    return step
+    return _adam_step(loss_fn, tx, loss_fn)
 
 
 # ----------------------------------------------------------------------------- data

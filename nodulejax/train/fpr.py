@@ -44,6 +44,7 @@ from nodulejax.models.heads import fpr_prob
 from nodulejax.runtime import checkpoint as ckpt
 from nodulejax.runtime import devices
 from nodulejax.runtime.batching import pad_rows
+from nodulejax.runtime.keys import STREAMS
 from nodulejax.train import augment as aug
 from nodulejax.train.loop import fit
 from nodulejax.train.sampler import BalancedSampler, IndexSampler
@@ -265,7 +266,8 @@ def make_fpr_step(model, tx, *, head: str, kl_anneal_steps: int, inloop=None):
         if inloop is not None:
             tv = {"params": state["target"] if "target" in state else state["params"]}
             gv = {"params": state["gen"]} if "gen" in state else None
-            x = inloop(x, batch["kind"], jax.random.fold_in(key, 7), tv, gv, kl)
+            k_in = jax.random.fold_in(key, STREAMS["train/inloop"])
+            x = inloop(x, batch["kind"], k_in, tv, gv, kl)
 
         def loss_fn(params):
             out = model.apply({"params": params}, x, task="cls")

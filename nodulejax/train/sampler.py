@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from nodulejax.errors import ConfigError
+from nodulejax.runtime.keys import STREAMS
 
-_AUG = 0xA06  # stream tag for augmentation seeds
+_AUG = STREAMS["train/augment_seeds"]  # stream tag for augmentation seeds
 _MAX_CYCLE = 256
 
 

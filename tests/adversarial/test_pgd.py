@@ -319,17 +319,3 @@ def test_sharded_batch_gives_the_same_attack(trained):
     np.testing.assert_array_equal(np.asarray(odd), np.asarray(odd_one))
     with pytest.raises(ConfigError, match="shard"):
         pgd(classifier_loss, x, jax.random.PRNGKey(3), shard="gpu", **kw)
-
-
-def test_configure_cpu_devices_after_start():
-    """Once JAX runs, asking for the count in effect is a no-op; another count or a bad value
-    is a ConfigError naming config.runtime.cpu_devices."""
-    from nodulejax.runtime import devices
-
-    jnp.zeros(1).block_until_ready()
-    assert devices.configure_cpu_devices(2) == 2
-    with pytest.raises(ConfigError, match="cpu_devices"):
-        devices.configure_cpu_devices(3)
-    for bad in ("many", 0):
-        with pytest.raises(ConfigError, match="cpu_devices"):
-            devices.configure_cpu_devices(bad)

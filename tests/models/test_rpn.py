@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from nodulejax.losses.detection import rpn_loss, rpn_targets, sample_anchors, smooth_l1
+from nodulejax.losses.detection import rpn_loss, rpn_targets, sample_anchors
 from nodulejax.models import boxes as bx
 from nodulejax.models.rpn import ResUNetRPN, anchors_for, rpn_proposals
 
@@ -68,26 +68,6 @@ def test_targets_and_sampling(setup):
     assert not np.any(np.asarray(mask) & (np.asarray(labels) == -1))
     n_sampled = np.asarray(mask).sum(1)
     assert np.all(n_sampled > 20) and np.all(n_sampled < 120)
-
-
-def test_smooth_l1_and_loss_terms():
-    b = 1.0 / 9.0
-    x = jnp.array([0.0, 0.05, -0.05, 1.0, -2.0])
-    np.testing.assert_allclose(smooth_l1(x, b),
-                               [0.0, 0.5 * 0.0025 / b, 0.5 * 0.0025 / b, 1 - b / 2, 2 - b / 2],
-                               rtol=1e-5)
-    # perfect regression, all anchors sampled (num_samples >> N): loss = mean BCE
-    labels = jnp.array([[1, 0, -1, 0]])
-    obj = jnp.array([[2.0, -1.0, 5.0, 0.0]])
-    d = jnp.zeros((1, 4, 4))
-    loss = rpn_loss(obj, d, labels, d, jax.random.key(0), num_samples=1000, pos_fraction=1.0)
-    bce = [np.log1p(np.exp(-2.0)), np.log1p(np.exp(-1.0)), np.log1p(np.exp(0.0))]
-    assert float(loss[0]) == pytest.approx(np.mean(bce), rel=1e-5)
-    # a regression error on the positive adds smooth-L1; on a negative it adds nothing
-    d_err = d.at[0, 0, 0].set(1.0).at[0, 1, 1].set(3.0)
-    loss2 = rpn_loss(obj, d_err, labels, d, jax.random.key(0), num_samples=1000,
-                     pos_fraction=1.0, reg_weight=2.0)
-    assert float(loss2[0]) == pytest.approx(np.mean(bce) + 2 * (1 - b / 2), rel=1e-5)
 
 
 def test_adam_step_lowers_rpn_loss_and_proposals(setup):

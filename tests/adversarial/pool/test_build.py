@@ -21,6 +21,7 @@ import pytest
 from configs import tiny
 from nodulejax import losses
 from nodulejax.adversarial.pool import build as pool
+from nodulejax.adversarial.pool import store
 from nodulejax.data import luna16, phantom, prepare
 from nodulejax.data.patchsets import fpr_patches
 from nodulejax.errors import PoolError
@@ -146,8 +147,8 @@ def full_pool(trained, scans, tmp_path_factory):
 
 
 def _all(pool_dir):
-    r = pool.PoolReader(pool_dir)
-    return {k: r.arrays(k) for k in pool.POOL_KINDS}
+    r = store.PoolReader(pool_dir)
+    return {k: r.arrays(k) for k in store.POOL_KINDS}
 
 
 def test_interrupted_and_resumed_pool_equals_uninterrupted(trained, scans, full_pool, tmp_path):
@@ -163,10 +164,10 @@ def test_interrupted_and_resumed_pool_equals_uninterrupted(trained, scans, full_
     with pytest.raises(KeyboardInterrupt):
         pool.build_pool(config, workdir, scans, out_dir=out, generator=gen, progress=False,
                         on_shard=boom)
-    man = pool.read_manifest(out)
+    man = store.read_manifest(out)
     assert not man["complete"] and sum(len(v) for v in man["done"].values()) == 3
     with pytest.raises(PoolError, match="unfinished"):
-        pool.PoolReader(out)
+        store.PoolReader(out)
     # a stray temp file of a shard being written when the process died is ignored
     os.makedirs(os.path.join(out, "noise"), exist_ok=True)
     open(os.path.join(out, "noise", ".shard_00000.npz.tmp"), "wb").write(b"partial")
@@ -174,9 +175,9 @@ def test_interrupted_and_resumed_pool_equals_uninterrupted(trained, scans, full_
     pool.build_pool(config, workdir, scans, out_dir=out, generator=gen, progress=False,
                     on_shard=lambda k, s: resumed.append((k, s)))
     assert not set(resumed) & set(seen)  # finished shards are not recomputed
-    assert len(resumed) + len(seen) == sum(pool.read_manifest(out)["shards"].values())
+    assert len(resumed) + len(seen) == sum(store.read_manifest(out)["shards"].values())
     a, b = _all(out), _all(full_pool)
-    for kind in pool.POOL_KINDS:
+    for kind in store.POOL_KINDS:
         np.testing.assert_array_equal(a[kind][0], b[kind][0])
         assert a[kind][1].keys() == b[kind][1].keys()
         for k in a[kind][1]:
@@ -194,14 +195,14 @@ def test_interrupted_and_resumed_pool_equals_uninterrupted(trained, scans, full_
 def test_pool_metadata_consistent(trained, scans, full_pool):
     config, workdir, gen = trained
     fpr = pool.load_fpr(config, workdir, "fpr_baseline-beta-finetune")
-    man = pool.read_manifest(full_pool)
+    man = store.read_manifest(full_pool)
     n_pos = sum(len(s.nodules_zyx) for s in scans)
     assert man["items"] == {"syn_random": 4, "syn_pgd": 4, "perturb": n_pos, "noise": 6}
     uids = {s.uid: s for s in scans}
     p = int(config.fpr.patch_size)
     pos, pos_uid, _ = pool.positive_patches(scans, p)
-    for kind in pool.POOL_KINDS:
-        x, meta = pool.PoolReader(full_pool).arrays(kind)
+    for kind in store.POOL_KINDS:
+        x, meta = store.PoolReader(full_pool).arrays(kind)
         assert x.shape[1:] == (p, p, p) and x.dtype == np.float16
         assert len(x) > 0, kind
         for k, v in meta.items():
@@ -263,7 +264,7 @@ def test_samples_do_not_depend_on_batching(trained, scans, full_pool):
     ctx = pool._Context(config, fpr, gen, pool.background_patches(scans, p, 1, int(config.seed)),
                         pool.positive_patches(scans, p))
     for kind in ("noise", "perturb", "syn_pgd"):
-        x, meta = pool.PoolReader(full_pool).arrays(kind)
+        x, meta = store.PoolReader(full_pool).arrays(kind)
         j = len(x) - 1
         r = pool._compute(kind, meta["item"][j:j + 1], ctx)
         np.testing.assert_allclose(r["x"][0].astype(np.float16).astype(np.float32),

@@ -1,0 +1,16 @@
+"""nodulejax.errors: every error a user can cause is a NoduleJaxError, catchable as the
+builtin type a caller would expect."""
+
+import pytest
+
+from nodulejax import errors
+
+
+@pytest.mark.parametrize("cls, builtin", [
+    (errors.CTReadError, ValueError), (errors.LUNA16FormatError, ValueError),
+    (errors.ConfigError, ValueError), (errors.CheckpointError, RuntimeError),
+    (errors.PoolError, RuntimeError)])
+def test_error_types(cls, builtin):
+    assert issubclass(cls, errors.NoduleJaxError) and issubclass(cls, builtin)
+    with pytest.raises(errors.NoduleJaxError, match="names the file"):
+        raise cls("names the file")
