@@ -1,0 +1,69 @@
+"""nodulejax.train.augment: the five sampling groups of Section 3.3 and their sources (pool or
+in-loop), with the paper's ratios."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nodulejax.adversarial.noise import poisson_icdf
+from nodulejax.adversarial.pool.store import shard_path, write_shard
+from nodulejax.errors import ConfigError
+from nodulejax.train import augment as aug
+from nodulejax.train.sampler import BalancedSampler
+from tests.train.test_fpr import _config
+
+
+def test_group_ratios_give_unused_shares_to_real_patches():
+    c = _config()
+    r = {"syn": "pgd", "perturb": True, "poisson": False}
+    assert aug.group_ratios(c, r) == pytest.approx([0.25, 0.125, 0.125, 0.25, 0.25])
+    r = {"syn": "pgd", "perturb": False, "poisson": False}
+    assert aug.group_ratios(c, r) == pytest.approx([0.375, 0.125, 0.0, 0.5, 0.0])
+    r = {"syn": "none", "perturb": False, "poisson": True}
+    assert aug.group_ratios(c, r) == pytest.approx([0.375, 0.0, 0.125, 0.25, 0.25])
+    r = {"syn": "none", "perturb": False, "poisson": False}
+    assert aug.group_ratios(c, r) == pytest.approx([0.5, 0, 0, 0.5, 0])
+    c.train.syn = "bogus"
+    with pytest.raises(ConfigError, match="train.syn"):
+        aug.group_ratios(c)
+
+def test_sampling_ratios_hold_in_every_batch(tmp_path):
+    """Pool patches tagged by value: every batch of 16 has 4/2/2/4/4 real-pos/syn/perturbed/
+    real-neg/noise patches with the right labels (paper Section 3.3 ratios)."""
+    c = _config()
+    c.fpr.batch_size = 16
+    p = 4
+    real = {"x": np.concatenate([np.full((5, p, p, p), 0.1), np.full((7, p, p, p), 0.4)]),
+            "y": np.array([1] * 5 + [0] * 7)}
+    for kind, v in (("syn_pgd", 0.2), ("perturb", 0.3), ("noise", 0.5)):
+        write_shard(shard_path(str(tmp_path), kind, 0),
+                    {"x": np.full((3, p, p, p), v, np.float16), "item": np.arange(3)})
+    row = {"syn": "pgd", "perturb": True, "poisson": False}
+    src = aug.build_sources(c, row, real, pool_dir=str(tmp_path))
+    sampler = BalancedSampler([s.size for s in src], aug.group_ratios(c, row), 16, 0)
+    for step in range(7):
+        b = aug.gather_batch(src, sampler.batch(step), augment=True, patch_size=p)
+        vals = np.round(b["x"][:, 0, 0, 0], 1)
+        for v, n, label in ((0.1, 4, 1), (0.2, 2, 1), (0.3, 2, 1), (0.4, 4, 0), (0.5, 4, 0)):
+            assert np.sum(np.isclose(vals, v, atol=1e-3)) == n, (step, v, vals)
+            assert np.all(b["y"][np.isclose(vals, v, atol=1e-3)] == label)
+        assert np.all(b["kind"] == aug.PLAIN)
+    c.train.aug_source = "inloop"
+    with pytest.raises(ConfigError, match="scans"):
+        aug.build_sources(c, row, real)
+
+def test_poisson_augment_only_touches_poisson_slots():
+    c = _config()
+    f = aug.make_inloop_augment(c, None, head="beta", counts={aug.POISSON: 2})
+    x = jnp.full((4, 4, 4, 4, 1), 0.5)
+    kind = jnp.array([aug.PLAIN, aug.POISSON, aug.PLAIN, aug.POISSON])
+    out = np.asarray(jax.jit(f)(x, kind, jax.random.key(0), None, None, 1.0))
+    np.testing.assert_array_equal(out[[0, 2]], 0.5)
+    assert not np.allclose(out[[1, 3]], 0.5)
+    assert out.min() >= 0 and out.max() <= 1
+    # Poisson(0.5 s) / s has mean 0.5
+    assert abs(out[[1, 3]].mean() - 0.5) < 0.15
+    for lam in (0.0, 0.7, 40.0):  # the sampler: mean = variance = lam
+        s = np.asarray(poisson_icdf(jax.random.key(1), jnp.full((20000,), lam), 130))
+        assert abs(s.mean() - lam) < 0.05 * lam + 0.02 and abs(s.var() - lam) < 0.1 * lam + 0.02
