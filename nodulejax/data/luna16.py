@@ -199,6 +199,11 @@ def _read_rows(
                         f"{path}: line {reader.line_num}: {len(rec)} field(s), expected at "
                         f"least {need} for columns {list(columns)}"
                     )
+                if len(rec) > len(header) and any(c.strip() for c in rec[len(header):]):
+                    raise LUNA16FormatError(
+                        f"{path}: line {reader.line_num}: {len(rec)} field(s), more than the "
+                        f"header's {len(header)} (a stray comma shifts the columns?)"
+                    )
                 rows.append((reader.line_num, [rec[i].strip() for i in idx]))
         except csv.Error as e:
             raise LUNA16FormatError(f"{path}: line {reader.line_num}: bad CSV: {e}") from e

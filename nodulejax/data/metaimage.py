@@ -55,6 +55,11 @@ _ALIASES = {
 }
 
 
+#: keys whose length is NDims: MetaIO reads them only after NDims
+_NDIMS_FIRST = ("DimSize", "ElementSpacing", "ElementSize", "Offset", "TransformMatrix",
+                "CenterOfRotation")
+
+
 def _parse_header(path: str) -> tuple[dict[str, str], int]:
     """Return ({key: value}, byte offset just past the header) for a .mhd/.mha file."""
     try:
@@ -77,10 +82,17 @@ def _parse_header(path: str) -> tuple[dict[str, str], int]:
         line = raw.decode("latin-1").strip()
         if not line:
             continue
+        # control bytes, tabs included: MetaIO (ITK) does not read a tab as a separator but
+        # drops the field or the next line, so what such a header means is ambiguous
+        if re.search(r"[\x00-\x1f\x7f]", raw.rstrip(b"\r").decode("latin-1")):
+            raise CTReadError(f"{path}: header line {lineno} holds a tab or control byte: "
+                              f"{line[:80]!r}")
         if "=" not in line:
             raise CTReadError(f"{path}: header line {lineno} is not 'Key = Value': {line[:80]!r}")
         key, value = (s.strip() for s in line.split("=", 1))
         key = _ALIASES.get(key, key)
+        if key in _NDIMS_FIRST and "NDims" not in fields:  # MetaIO (ITK) refuses these too
+            raise CTReadError(f"{path}: header line {lineno}: {key} comes before NDims")
         if key in fields and fields[key] != value:
             raise CTReadError(f"{path}: header line {lineno}: {key} given twice, differently")
         fields[key] = value
@@ -100,14 +112,18 @@ def _bool(path, fields, key, default=False) -> bool:
     raise CTReadError(f"{path}: {key} = {v!r} is not True/False")
 
 
+#: a MetaIO number as C's strtod reads it whole (Python's float() also takes '1_0', 'nan')
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
 def _floats(path, fields, key, n, default):
     v = fields.get(key)
     if v is None:
         return np.asarray(default, dtype=np.float64)
-    try:
-        out = np.array([float(t) for t in v.split()], dtype=np.float64)
-    except ValueError:
-        raise CTReadError(f"{path}: {key} = {v!r} is not numeric") from None
+    if not all(_NUMBER.fullmatch(t) for t in v.split()):
+        raise CTReadError(f"{path}: {key} = {v!r} is not numeric")
+    out = np.array([float(t) for t in v.split()], dtype=np.float64)
     if out.shape != (n,):
         raise CTReadError(f"{path}: {key} needs {n} numbers, got {v!r}")
     return out
@@ -175,10 +191,10 @@ def _decompress(path, data_path, buf: bytes, nbytes: int) -> bytes:
 
 
 def _int_field(path, fields, key, default: int) -> int:
-    try:
-        return int(fields.get(key, str(default)))
-    except ValueError:
-        raise CTReadError(f"{path}: {key} = {fields.get(key)!r} is not an integer") from None
+    v = fields.get(key, str(default)).strip()
+    if not _INTEGER.fullmatch(v):
+        raise CTReadError(f"{path}: {key} = {fields.get(key)!r} is not an integer")
+    return int(v)
 
 
 def _check_header_tail(path: str, header_end: int) -> None:
@@ -250,10 +266,10 @@ def read_metaimage(path: str, *, max_voxels: int = 1_000_000_000) -> CTVolume:
     etype = fields.get("ElementType", "").strip()
     if etype not in ELEMENT_TYPES:
         raise CTReadError(f"{path}: ElementType = {etype!r} is not one of {sorted(ELEMENT_TYPES)}")
-    try:
-        dims = [int(t) for t in fields.get("DimSize", "").split()]
-    except ValueError:
-        raise CTReadError(f"{path}: DimSize = {fields.get('DimSize')!r} is not integral") from None
+    dims = fields.get("DimSize", "").split()
+    if not all(_INTEGER.fullmatch(t) for t in dims):
+        raise CTReadError(f"{path}: DimSize = {fields.get('DimSize')!r} is not integral")
+    dims = [int(t) for t in dims]
     if len(dims) != 3 or min(dims) < 1:
         raise CTReadError(f"{path}: DimSize = {fields.get('DimSize')!r}; need 3 positive sizes")
     check_budget(path, dims[::-1], max_voxels)
@@ -271,6 +287,9 @@ def read_metaimage(path: str, *, max_voxels: int = 1_000_000_000) -> CTVolume:
 
     data_path = _data_file(path, fields["ElementDataFile"])
     if data_path is None:
+        if _int_field(path, fields, "HeaderSize", 0) != 0:  # ITK and MetaIO disagree on it
+            raise CTReadError(f"{path}: HeaderSize = {fields['HeaderSize']!r} with "
+                              "ElementDataFile = LOCAL is ambiguous; refusing it")
         data_path, offset = path, header_end
     else:
         _check_header_tail(path, header_end)

@@ -35,6 +35,7 @@ from nodulejax.errors import ConfigError
 from nodulejax.models.resunet import ResUNet3D, build_resunet
 from nodulejax.models.rpn import ResUNetRPN, anchors_for, build_rpn
 from nodulejax.train.loop import fit
+from nodulejax.train.sharding import process_share
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,9 @@ def make_batch_fn(config, scans, stage: str, types=None):
     def batch_fn(step):
         rng = np.random.default_rng([seed, tag, int(step)])
         b = cg_crop_batch(scans, size, bsz, rng, types=types)
-        return {"image": b["image"][..., None].astype(np.float32), "boxes": b["boxes"],
-                "valid": b["valid"]}
+        s = process_share(bsz)  # this host's rows of the global batch
+        return {"image": b["image"][s, ..., None].astype(np.float32), "boxes": b["boxes"][s],
+                "valid": b["valid"][s]}
 
     return batch_fn
 
