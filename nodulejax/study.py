@@ -24,6 +24,7 @@ single stage can be run with ``--config.stage=NAME`` (its inputs must exist).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -31,7 +32,7 @@ import time
 import numpy as np
 from absl import logging
 
-from nodulejax.errors import ConfigError
+from nodulejax.errors import ConfigError, WorkdirError
 
 STUDY_STAGES = ("data", "prepare", "cg", "fpr_seg", "fpr", "synth", "pool", "augmented",
                 "detect", "evaluate", "stress", "figures", "toy", "report")
@@ -58,17 +59,32 @@ class Study:
             return json.load(f)
 
     def run_stage(self, stage, fn):
+        """Run ``fn`` unless ``stage`` is marked done; then write its marker atomically (a
+        temporary file renamed). An OSError of the stage or of its marker (disk full,
+        read-only folder) becomes WorkdirError naming the stage and the file, and no marker
+        is written: a re-run resumes the stage (from its checkpoints)."""
         if self.done(stage):
             logging.info("stage %s: done earlier, skipped", stage)
             return self.record(stage)
         logging.info("stage %s: starting", stage)
         t0 = time.time()
-        info = fn() or {}
-        info["seconds"] = round(time.time() - t0, 2)
         tmp = self._marker(stage) + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=1, default=_json_default)
-        os.replace(tmp, self._marker(stage))
+        try:
+            info = fn() or {}
+            info["seconds"] = round(time.time() - t0, 2)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(info, f, indent=1, default=_json_default)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._marker(stage))
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            where = e.filename or self.workdir
+            raise WorkdirError(
+                f"stage {stage}: cannot write or read {where}: {e.strerror or e} (disk full or a "
+                "read-only folder?); the stage is not marked done: fix it and re-run the same "
+                "command to resume") from e
         logging.info("stage %s: finished in %.1f s", stage, info["seconds"])
         print(f"[study] {stage}: {info['seconds']:.1f} s", flush=True)
         return info
