@@ -21,11 +21,13 @@ so the file runs in well under a minute.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import struct
 import sys
 import tempfile
+import threading
 import tracemalloc
 
 import nibabel as nib
@@ -135,6 +137,7 @@ def base(tmp_path_factory):
 # ------------------------------------------------------------------------ MetaImage
 
 MHD_FORMATS = ("vol.mhd", "zvol.mhd", "vol.mha")
+NII_FORMATS = ("vol.nii", "vol.nii.gz")
 
 
 def _write_valid(folder, name):
@@ -241,6 +244,32 @@ def test_metaimage_numeric_fields_out_of_range(base, name, key, bad, which):
             _check_against_itk(path, vol)
             assert np.all(vol.spacing > 0) and np.all(np.isfinite(vol.spacing))
             assert np.all(np.isfinite(vol.origin)) and np.all(np.isfinite(vol.array))
+
+
+def _read_into(box: dict, path: str) -> None:
+    box["r"] = _read(path)
+
+
+@pytest.mark.parametrize("name", MHD_FORMATS + NII_FORMATS)
+def test_a_pipe_in_place_of_a_file_is_refused_without_blocking(base, name):
+    """A FIFO as the header, the .nii or the data file: opening one would block forever."""
+    with _example_dir(base) as d:
+        path = _write_valid(d, name)
+        data = _data_path(path) if name.endswith((".mhd", ".mha")) else None
+        victims = [path] + ([data] if data else [])
+        for victim in victims:
+            if victim != path:
+                _write_valid(d, name)
+            os.remove(victim)
+            os.mkfifo(victim)
+            box: dict = {}
+            t = threading.Thread(target=functools.partial(_read_into, box, path), daemon=True)
+            t.start()
+            t.join(timeout=20)
+            assert not t.is_alive(), f"reading {path} blocked on the pipe {victim}"
+            vol, msg = box["r"]
+            assert vol is None and msg, msg
+            os.remove(victim)
 
 
 def test_metaimage_huge_dimsize_refused_before_allocating(base):
@@ -354,7 +383,6 @@ def test_metaimage_data_file_links(base, name, case):
 
 # ------------------------------------------------------------------------ NIfTI
 
-NII_FORMATS = ("vol.nii", "vol.nii.gz")
 #: (name, byte offset, struct format, count) of the NIfTI-1 header's numeric fields
 NII_FIELDS = [("dim", 40, "<h", 8), ("datatype", 70, "<h", 1), ("bitpix", 72, "<h", 1),
               ("pixdim", 76, "<f", 8), ("vox_offset", 108, "<f", 1), ("scl_slope", 112, "<f", 1),
