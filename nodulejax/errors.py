@@ -25,5 +25,10 @@ class CheckpointError(NoduleJaxError, RuntimeError):
     """A checkpoint is missing, corrupt, or belongs to a different config."""
 
 
+class WorkdirError(NoduleJaxError, OSError):
+    """A file of the run folder cannot be written or read (disk full, a read-only folder, a
+    file where a folder should be); the stage is left unfinished, so a re-run resumes it."""
+
+
 class PoolError(NoduleJaxError, RuntimeError):
     """An augmentation pool on disk is inconsistent with the run that reads it."""

@@ -39,6 +39,8 @@ def load_ct(path, *, max_voxels: int = 1_000_000_000) -> CTVolume:
     if not os.path.exists(path):
         raise CTReadError(f"{path}: no such file or folder")
     kind = _kind(path)
+    if kind in ("metaimage", "nifti") and not os.path.isfile(path):  # a FIFO would block
+        raise CTReadError(f"{path}: not a regular file (a pipe or device?); refusing to read it")
     if kind == "metaimage":
         return metaimage.read_metaimage(path, max_voxels=max_voxels)
     if kind == "nifti":

@@ -14,7 +14,10 @@ world LPS millimetres ``(x, y, z)`` (ITK convention, see ``nodulejax.data.io.CTV
 Every reader refuses input it cannot read faithfully with
 :class:`nodulejax.errors.LUNA16FormatError`, whose message names the file and the 1-based
 line (the header is line 1): an empty file, a missing column, a short row, a non-numeric or
-non-finite number, a non-integer class, a seriesuid that is empty or could escape a folder
+non-finite number, a number out of its range (a diameter <= 0 other than
+``annotations_excluded.csv``'s ``-1`` "unknown", a class other than 0/1, a probability
+outside [0, 1]; the message then also names the 1-based column), a column named twice in
+the header, a non-integer class, a seriesuid that is empty or could escape a folder
 (contains ``/``, ``\\`` or ``..``), a scan listed twice in ``seriesuids.csv``, a prediction
 for a scan that is not in ``known_uids``. Outputs are vectorised numpy arrays.
 """
@@ -139,21 +142,30 @@ def check_seriesuid(uid: str, where: str) -> str:
     return u
 
 
-def _float(text: str, where: str, column: str) -> float:
+def _float(text: str, where: str, column: str, col: int | None = None) -> float:
+    """``float(text)``, finite, or LUNA16FormatError naming ``where`` (file and line), the
+    1-based column number ``col`` and the column name."""
+    at = f"column {column!r}" if col is None else f"column {col} ({column!r})"
     try:
         v = float(text)
     except ValueError:
-        raise LUNA16FormatError(f"{where}: column {column!r} is not a number: {text!r}") from None
+        raise LUNA16FormatError(f"{where}: {at} is not a number: {text!r}") from None
     if not math.isfinite(v):
-        raise LUNA16FormatError(f"{where}: column {column!r} is not finite: {text!r}")
+        raise LUNA16FormatError(f"{where}: {at} is not finite: {text!r}")
     return v
+
+
+def _out_of_range(where: str, column: str, col: int, text: str, meaning: str):
+    return LUNA16FormatError(f"{where}: column {col} ({column!r}) = {text!r} is out of range: "
+                             f"{meaning}")
 
 
 def _read_rows(
     path: str | os.PathLike, columns: Sequence[str]
-) -> tuple[str, list[tuple[int, list[str]]]]:
-    """Read a CSV with a header naming at least ``columns``. Returns the path as str and
-    ``[(line_number, [value per column])]``; blank lines are skipped."""
+) -> tuple[str, list[tuple[int, list[str]]], list[int]]:
+    """Read a CSV with a header naming each of ``columns`` once. Returns the path as str,
+    ``[(line_number, [value per column])]`` (blank lines skipped) and the 1-based column
+    number of each of ``columns``."""
     path = os.fspath(path)
     try:
         f = open(path, newline="", encoding="utf-8-sig")
@@ -176,6 +188,12 @@ def _read_rows(
                 raise LUNA16FormatError(
                     f"{path}: line {header_line}: header {header} lacks column(s) {missing}"
                 )
+            twice = [c for c in columns if header.count(c) > 1]
+            if twice:
+                raise LUNA16FormatError(
+                    f"{path}: line {header_line}: column(s) {twice} appear more than once in "
+                    f"the header {header}; which one is meant is ambiguous"
+                )
             idx = [header.index(c) for c in columns]
             need = max(idx) + 1
             for rec in reader:
@@ -186,12 +204,17 @@ def _read_rows(
                         f"{path}: line {reader.line_num}: {len(rec)} field(s), expected at "
                         f"least {need} for columns {list(columns)}"
                     )
+                if len(rec) > len(header) and any(c.strip() for c in rec[len(header):]):
+                    raise LUNA16FormatError(
+                        f"{path}: line {reader.line_num}: {len(rec)} field(s), more than the "
+                        f"header's {len(header)} (a stray comma shifts the columns?)"
+                    )
                 rows.append((reader.line_num, [rec[i].strip() for i in idx]))
         except csv.Error as e:
             raise LUNA16FormatError(f"{path}: line {reader.line_num}: bad CSV: {e}") from e
         except UnicodeDecodeError as e:
             raise LUNA16FormatError(f"{path}: not UTF-8 text: {e}") from e
-    return path, rows
+    return path, rows, [i + 1 for i in idx]
 
 
 def _parse_xyz_table(
@@ -199,8 +222,9 @@ def _parse_xyz_table(
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     """Shared reader for the ``seriesuid,coordX,coordY,coordZ,<last>`` tables.
 
-    Returns uids, xyz (N, 3) and the raw ``(where, text)`` of the last column."""
-    p, rows = _read_rows(path, ("seriesuid", *_XYZ, last))
+    Returns uids, xyz (N, 3) world mm (finite), the raw ``(where, text)`` of the last column
+    and that column's 1-based number."""
+    p, rows, cols = _read_rows(path, ("seriesuid", *_XYZ, last))
     known = None if known_uids is None else set(known_uids)
     uids: list[str] = []
     xyz = np.empty((len(rows), 3), np.float64)
@@ -212,9 +236,9 @@ def _parse_xyz_table(
             raise LUNA16FormatError(f"{where}: seriesuid {uid!r} is not a known scan")
         uids.append(uid)
         for k in range(3):
-            xyz[i, k] = _float(vals[1 + k], where, _XYZ[k])
+            xyz[i, k] = _float(vals[1 + k], where, _XYZ[k], cols[1 + k])
         lasts.append((where, vals[4]))
-    return np.array(uids, dtype=str), xyz, lasts
+    return np.array(uids, dtype=str), xyz, lasts, cols[4]
 
 
 # ----------------------------------------------------------------------------------------
@@ -222,23 +246,38 @@ def _parse_xyz_table(
 # ----------------------------------------------------------------------------------------
 
 
-def read_annotations(path: str | os.PathLike) -> Annotations:
+def read_annotations(
+    path: str | os.PathLike, *, unknown_diameter: bool | None = None
+) -> Annotations:
     """Read ``annotations.csv`` or ``annotations_excluded.csv``
-    (``seriesuid,coordX,coordY,coordZ,diameter_mm``; extra columns are ignored)."""
-    uids, xyz, lasts = _parse_xyz_table(path, "diameter_mm")
-    d = np.array([_float(t, w, "diameter_mm") for w, t in lasts], dtype=np.float64)
+    (``seriesuid,coordX,coordY,coordZ,diameter_mm``; extra columns are ignored).
+
+    ``diameter_mm`` must be finite and > 0, or exactly ``-1`` (LUNA16's "unknown") when
+    ``unknown_diameter`` is true; ``None`` (default) allows ``-1`` only in a file whose name
+    contains ``excluded`` (the one LUNA16 file that uses it)."""
+    if unknown_diameter is None:
+        unknown_diameter = "excluded" in os.path.basename(os.fspath(path)).lower()
+    uids, xyz, lasts, col = _parse_xyz_table(path, "diameter_mm")
+    d = np.array([_float(t, w, "diameter_mm", col) for w, t in lasts], dtype=np.float64)
+    for (w, t), v in zip(lasts, d.tolist(), strict=True):
+        if not (v > 0 or (unknown_diameter and v == -1)):
+            raise _out_of_range(w, "diameter_mm", col, t, "a diameter must be > 0 mm" + (
+                " or -1 (unknown)" if unknown_diameter else
+                " (-1, 'unknown', is only used in annotations_excluded.csv)"))
     return Annotations(uids, xyz, d.reshape(-1))
 
 
 def read_candidates(path: str | os.PathLike) -> Candidates:
     """Read ``candidates.csv`` / ``candidates_V2.csv`` (``seriesuid,coordX,coordY,coordZ,class``).
-    ``class`` must be an integer (``1`` or ``1.0`` style)."""
-    uids, xyz, lasts = _parse_xyz_table(path, "class")
+    ``class`` must be an integer (``1`` or ``1.0`` style), 0 or 1."""
+    uids, xyz, lasts, col = _parse_xyz_table(path, "class")
     labels = np.empty(len(lasts), np.int64)
     for i, (w, t) in enumerate(lasts):
-        v = _float(t, w, "class")
+        v = _float(t, w, "class", col)
         if v != int(v):
-            raise LUNA16FormatError(f"{w}: column 'class' is not an integer: {t!r}")
+            raise LUNA16FormatError(f"{w}: column {col} ('class') is not an integer: {t!r}")
+        if v not in (0, 1):
+            raise _out_of_range(w, "class", col, t, "a class is 0 (not a nodule) or 1 (nodule)")
         labels[i] = int(v)
     return Candidates(uids, xyz, labels)
 
@@ -249,9 +288,13 @@ def read_predictions(
     """Read a detections / submission CSV (``seriesuid,coordX,coordY,coordZ,probability``).
 
     A header-only file is valid (no detections). With ``known_uids`` (e.g. the uids of
-    ``seriesuids.csv``) a row naming any other scan is refused."""
-    uids, xyz, lasts = _parse_xyz_table(path, "probability", known_uids)
-    prob = np.array([_float(t, w, "probability") for w, t in lasts], dtype=np.float64)
+    ``seriesuids.csv``) a row naming any other scan is refused. ``probability`` must be in
+    [0, 1]."""
+    uids, xyz, lasts, col = _parse_xyz_table(path, "probability", known_uids)
+    prob = np.array([_float(t, w, "probability", col) for w, t in lasts], dtype=np.float64)
+    for (w, t), v in zip(lasts, prob.tolist(), strict=True):
+        if not 0.0 <= v <= 1.0:
+            raise _out_of_range(w, "probability", col, t, "a probability is in [0, 1]")
     return Predictions(uids, xyz, prob.reshape(-1))
 
 
@@ -424,12 +467,12 @@ class Luna16Dataset:
     @functools.cached_property
     def annotations(self) -> Annotations | None:
         p = self._find(_ANNOTATIONS)
-        return None if p is None else read_annotations(p)
+        return None if p is None else read_annotations(p, unknown_diameter=False)
 
     @functools.cached_property
     def excluded(self) -> Annotations | None:
         p = self._find(_EXCLUDED)
-        return None if p is None else read_annotations(p)
+        return None if p is None else read_annotations(p, unknown_diameter=True)
 
     @functools.cached_property
     def candidates(self) -> Candidates | None:

@@ -55,6 +55,11 @@ _ALIASES = {
 }
 
 
+#: keys whose length is NDims: MetaIO reads them only after NDims
+_NDIMS_FIRST = ("DimSize", "ElementSpacing", "ElementSize", "Offset", "TransformMatrix",
+                "CenterOfRotation")
+
+
 def _parse_header(path: str) -> tuple[dict[str, str], int]:
     """Return ({key: value}, byte offset just past the header) for a .mhd/.mha file."""
     try:
@@ -77,10 +82,17 @@ def _parse_header(path: str) -> tuple[dict[str, str], int]:
         line = raw.decode("latin-1").strip()
         if not line:
             continue
+        # control bytes, tabs included: MetaIO (ITK) does not read a tab as a separator but
+        # drops the field or the next line, so what such a header means is ambiguous
+        if re.search(r"[\x00-\x1f\x7f]", raw.rstrip(b"\r").decode("latin-1")):
+            raise CTReadError(f"{path}: header line {lineno} holds a tab or control byte: "
+                              f"{line[:80]!r}")
         if "=" not in line:
             raise CTReadError(f"{path}: header line {lineno} is not 'Key = Value': {line[:80]!r}")
         key, value = (s.strip() for s in line.split("=", 1))
         key = _ALIASES.get(key, key)
+        if key in _NDIMS_FIRST and "NDims" not in fields:  # MetaIO (ITK) refuses these too
+            raise CTReadError(f"{path}: header line {lineno}: {key} comes before NDims")
         if key in fields and fields[key] != value:
             raise CTReadError(f"{path}: header line {lineno}: {key} given twice, differently")
         fields[key] = value
@@ -100,21 +112,32 @@ def _bool(path, fields, key, default=False) -> bool:
     raise CTReadError(f"{path}: {key} = {v!r} is not True/False")
 
 
+#: a MetaIO number as C's strtod reads it whole (Python's float() also takes '1_0', 'nan')
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
 def _floats(path, fields, key, n, default):
     v = fields.get(key)
     if v is None:
         return np.asarray(default, dtype=np.float64)
-    try:
-        out = np.array([float(t) for t in v.split()], dtype=np.float64)
-    except ValueError:
-        raise CTReadError(f"{path}: {key} = {v!r} is not numeric") from None
+    if not all(_NUMBER.fullmatch(t) for t in v.split()):
+        raise CTReadError(f"{path}: {key} = {v!r} is not numeric")
+    out = np.array([float(t) for t in v.split()], dtype=np.float64)
     if out.shape != (n,):
         raise CTReadError(f"{path}: {key} needs {n} numbers, got {v!r}")
     return out
 
 
 def _data_file(path: str, value: str) -> str | None:
-    """Resolve ElementDataFile; None means LOCAL (data follows the header)."""
+    """Resolve ElementDataFile to the real path of the file to read; None means LOCAL.
+
+    The name is taken relative to the header's folder; its real path (every symlink
+    resolved) must lie inside that folder, resolved too: either the folder the header is named
+    in or, when the header itself is a link, the folder its real file is in (a folder of links
+    to .mhd/.raw pairs elsewhere keeps working). The real path is returned so the file opened
+    is the file checked.
+    """
     if value.upper() == "LOCAL":
         return None
     if value.upper().startswith("LIST"):
@@ -132,7 +155,14 @@ def _data_file(path: str, value: str) -> str | None:
             f"{path}: ElementDataFile = {value!r} contains '..'; it must name a file in the "
             "header's folder"
         )
-    data = os.path.join(os.path.dirname(os.path.abspath(path)), *parts)
+    folder = os.path.dirname(os.path.abspath(path))
+    data = os.path.realpath(os.path.join(folder, *parts))
+    roots = {os.path.realpath(folder), os.path.dirname(os.path.realpath(path))}
+    if not any(os.path.commonpath([root, data]) == root for root in roots):
+        raise CTReadError(
+            f"{path}: ElementDataFile {value!r} resolves to {data}, outside the header's folder "
+            f"{os.path.realpath(folder)} (a symlink pointing elsewhere?); refusing to read it"
+        )
     if not os.path.isfile(data):
         raise CTReadError(f"{path}: ElementDataFile {value!r} does not exist ({data})")
     return data
@@ -160,6 +190,66 @@ def _decompress(path, data_path, buf: bytes, nbytes: int) -> bytes:
     return out
 
 
+def _int_field(path, fields, key, default: int) -> int:
+    v = fields.get(key, str(default)).strip()
+    if not _INTEGER.fullmatch(v):
+        raise CTReadError(f"{path}: {key} = {fields.get(key)!r} is not an integer")
+    return int(v)
+
+
+def _check_header_tail(path: str, header_end: int) -> None:
+    """A detached header must end at its ElementDataFile line: MetaIO stops reading there, so
+    a key after it (say ElementSpacing, moved by an editor) would be silently ignored."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(header_end)
+            tail = f.read(_MAX_HEADER_BYTES + 1)
+    except OSError as e:
+        raise CTReadError(f"{path}: cannot read MetaImage header: {e}") from e
+    if tail.strip():
+        raise CTReadError(
+            f"{path}: content after the ElementDataFile line ({tail.strip()[:40]!r}...); in a "
+            "header with a separate data file ElementDataFile must be the last line"
+        )
+
+
+def _read_voxels(path, fields, data_path, offset, dtype, nvox, compressed) -> np.ndarray:
+    """The (nvox,) raw voxels of `data_path` from byte `offset` (HeaderSize; -1: the data
+    occupies the end of the file), zlib-decompressed with a bound when `compressed`."""
+    nbytes = nvox * dtype.itemsize
+    fsize = os.path.getsize(data_path)
+    if offset == -1:  # MetaIO: data occupies the end of the file
+        if compressed:
+            raise CTReadError(f"{path}: HeaderSize = -1 with compressed data is not supported")
+        offset = max(fsize - nbytes, 0)
+    if offset < 0 or offset > fsize:
+        raise CTReadError(f"{path}: HeaderSize = {offset} is outside {data_path}")
+    avail = fsize - offset
+    if not compressed:
+        if avail != nbytes:
+            what = "truncated" if avail < nbytes else "larger than declared"
+            raise CTReadError(
+                f"{path}: data in {data_path} is {what}: it holds {avail} bytes, DimSize "
+                f"{fields.get('DimSize')} x {fields.get('ElementType')} ({dtype.itemsize} "
+                f"bytes) needs {nbytes}"
+            )
+        return np.fromfile(data_path, dtype=dtype, count=nvox, offset=offset)
+    if "CompressedDataSize" in fields:
+        csize = _int_field(path, fields, "CompressedDataSize", 0)
+        if csize <= 0:
+            raise CTReadError(f"{path}: CompressedDataSize = {csize} must be positive")
+        if csize > avail:
+            raise CTReadError(
+                f"{path}: {data_path} is truncated: CompressedDataSize = {csize} bytes, "
+                f"file holds {avail}"
+            )
+        avail = csize
+    with open(data_path, "rb") as f:
+        f.seek(offset)
+        buf = f.read(avail)
+    return np.frombuffer(_decompress(path, data_path, buf, nbytes), dtype=dtype)
+
+
 def read_metaimage(path: str, *, max_voxels: int = 1_000_000_000) -> CTVolume:
     """Read a .mhd/.mha file into a `CTVolume` (float32 HU, (z, y, x)); see module docstring."""
     fields, header_end = _parse_header(path)
@@ -176,10 +266,10 @@ def read_metaimage(path: str, *, max_voxels: int = 1_000_000_000) -> CTVolume:
     etype = fields.get("ElementType", "").strip()
     if etype not in ELEMENT_TYPES:
         raise CTReadError(f"{path}: ElementType = {etype!r} is not one of {sorted(ELEMENT_TYPES)}")
-    try:
-        dims = [int(t) for t in fields.get("DimSize", "").split()]
-    except ValueError:
-        raise CTReadError(f"{path}: DimSize = {fields.get('DimSize')!r} is not integral") from None
+    dims = fields.get("DimSize", "").split()
+    if not all(_INTEGER.fullmatch(t) for t in dims):
+        raise CTReadError(f"{path}: DimSize = {fields.get('DimSize')!r} is not integral")
+    dims = [int(t) for t in dims]
     if len(dims) != 3 or min(dims) < 1:
         raise CTReadError(f"{path}: DimSize = {fields.get('DimSize')!r}; need 3 positive sizes")
     check_budget(path, dims[::-1], max_voxels)
@@ -193,55 +283,23 @@ def read_metaimage(path: str, *, max_voxels: int = 1_000_000_000) -> CTVolume:
     msb = _bool(path, fields, "BinaryDataByteOrderMSB")
     dtype = np.dtype(ELEMENT_TYPES[etype]).newbyteorder(">" if msb else "<")
     nvox = dims[0] * dims[1] * dims[2]
-    nbytes = nvox * dtype.itemsize
     compressed = _bool(path, fields, "CompressedData")
 
     data_path = _data_file(path, fields["ElementDataFile"])
     if data_path is None:
+        if _int_field(path, fields, "HeaderSize", 0) != 0:  # ITK and MetaIO disagree on it
+            raise CTReadError(f"{path}: HeaderSize = {fields['HeaderSize']!r} with "
+                              "ElementDataFile = LOCAL is ambiguous; refusing it")
         data_path, offset = path, header_end
     else:
-        try:
-            offset = int(fields.get("HeaderSize", "0"))
-        except ValueError:
-            raise CTReadError(f"{path}: HeaderSize is not an integer") from None
-    fsize = os.path.getsize(data_path)
-    if offset == -1:  # MetaIO: data occupies the end of the file
-        if compressed:
-            raise CTReadError(f"{path}: HeaderSize = -1 with compressed data is not supported")
-        offset = fsize - nbytes
-        if offset < 0:
-            offset = 0
-    if offset < 0 or offset > fsize:
-        raise CTReadError(f"{path}: HeaderSize = {offset} is outside {data_path}")
-    avail = fsize - offset
-
-    if compressed:
-        csize = fields.get("CompressedDataSize")
-        if csize is not None:
-            try:
-                csize = int(csize)
-            except ValueError:
-                raise CTReadError(f"{path}: CompressedDataSize is not an integer") from None
-            if csize > avail:
-                raise CTReadError(
-                    f"{path}: {data_path} is truncated: CompressedDataSize = {csize} bytes, "
-                    f"file holds {avail}"
-                )
-            avail = csize
-        with open(data_path, "rb") as f:
-            f.seek(offset)
-            buf = f.read(avail)
-        raw = np.frombuffer(_decompress(path, data_path, buf, nbytes), dtype=dtype)
-    else:
-        if avail != nbytes:
-            what = "truncated" if avail < nbytes else "larger than declared"
-            raise CTReadError(
-                f"{path}: data in {data_path} is {what}: it holds {avail} bytes, DimSize "
-                f"{dims} x {etype} ({dtype.itemsize} bytes) needs {nbytes}"
-            )
-        raw = np.fromfile(data_path, dtype=dtype, count=nvox, offset=offset)
-        if raw.size != nvox:
-            raise CTReadError(f"{path}: short read from {data_path}")
+        _check_header_tail(path, header_end)
+        offset = _int_field(path, fields, "HeaderSize", 0)
+    try:
+        raw = _read_voxels(path, fields, data_path, offset, dtype, nvox, compressed)
+    except OSError as e:
+        raise CTReadError(f"{path}: cannot read voxel data from {data_path}: {e}") from e
+    if raw.size != nvox:
+        raise CTReadError(f"{path}: short read from {data_path}")
 
     arr = raw.reshape(dims[::-1]).astype(np.float32)
     slope = fields.get("ElementToIntensityFunctionSlope")

@@ -39,6 +39,7 @@ from nodulejax.data.volume import (
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 _READ_ERRORS = (
     EOFError,
+    OverflowError,  # nibabel's int(vox_offset) on an infinite offset
     zlib.error,
     OSError,
     ValueError,
@@ -48,8 +49,11 @@ _READ_ERRORS = (
 
 
 def _choose_affine(path: str, hdr) -> np.ndarray:
-    sform, scode = hdr.get_sform(coded=True)
-    qform, qcode = hdr.get_qform(coded=True)
+    try:  # nibabel raises ValueError for a quaternion (b, c, d) of norm > 1
+        sform, scode = hdr.get_sform(coded=True)
+        qform, qcode = hdr.get_qform(coded=True)
+    except _READ_ERRORS as e:
+        raise CTReadError(f"{path}: NIfTI qform/sform unusable: {type(e).__name__}: {e}") from e
     if scode and scode > 0:
         if qcode and qcode > 0:
             for name, a in (("sform", sform), ("qform", qform)):

@@ -448,8 +448,9 @@ def evaluate_files(
     malformed rows, non-finite numbers, duplicate scans and marks on unlisted scans, naming
     the file and line). ``excluded`` may be None (no excluded findings)."""
     uids = luna16.read_seriesuids(seriesuids)
-    ann = luna16.read_annotations(annotations)
-    exc = luna16.read_annotations(excluded) if excluded is not None else None
+    ann = luna16.read_annotations(annotations, unknown_diameter=False)
+    exc = (luna16.read_annotations(excluded, unknown_diameter=True)
+           if excluded is not None else None)
     pred = luna16.read_predictions(predictions, known_uids=uids)
     names = tuple(
         os.fspath(p) if p is not None else "excluded"

@@ -142,8 +142,22 @@ def put_batch(tree, mesh: Mesh):
 
 
 def replicate(tree, mesh: Mesh):
-    """Place every leaf (params, optimiser state, keys) whole on every device of ``mesh``."""
-    return jax.device_put(tree, replicated(mesh))
+    """Place every leaf (params, optimiser state, keys) whole on every device of ``mesh``.
+
+    On several hosts ``jax.device_put`` refuses an on-device array for a mesh that spans
+    other processes' devices, so each leaf goes through the host (a typed PRNG key as its
+    key data); every process holds the same values (same seed, same checkpoint)."""
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = jax.device_put(np.asarray(jax.random.key_data(x)), sharding)
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        return jax.device_put(np.asarray(x), sharding)
+
+    return jax.tree.map(put, tree)
 
 
 def gather(tree):

@@ -29,6 +29,7 @@ only process 0 writes logs.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -45,7 +46,8 @@ from nodulejax.runtime.devices import (
     replicated,
 )
 
-__all__ = ["DATA_AXIS", "initialize_distributed", "make_mesh", "replicated", "batch_sharding",
+__all__ = ["DATA_AXIS", "initialize_distributed", "process_share", "make_mesh", "replicated",
+           "batch_sharding",
            "replicate", "shard_batch", "devices_for_batch"]
 _initialized = False
 
@@ -60,9 +62,31 @@ def initialize_distributed(config: Any = None, *, multi_host: bool | None = None
         multi_host = bool(config is not None and config.get("train", {}).get("multi_host", False))
     if not multi_host or _initialized:
         return False
-    jax.distributed.initialize()
+    # jax.distributed.initialize reads JAX_COORDINATOR_ADDRESS (and JAX_LOCAL_DEVICE_IDS)
+    # itself but not the process count and rank: pass those on, or leave them to the
+    # cluster auto-detection (TPU pods, SLURM) when unset.
+    kwargs = {}
+    for var, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        value = os.environ.get(var)
+        if value is not None:
+            try:
+                kwargs[arg] = int(value)
+            except ValueError:
+                raise ConfigError(f"environment variable {var}={value!r}: expected an "
+                                  "integer") from None
+    jax.distributed.initialize(**kwargs)
     _initialized = True
     return True
+
+
+def process_share(global_batch: int) -> slice:
+    """The rows of a global batch of ``global_batch`` examples this process loads: a
+    contiguous ``1 / jax.process_count()`` of it, in process order (the whole batch on one
+    host); the same split as ``sampler.BatchIndices.take``."""
+    n, i = jax.process_count(), jax.process_index()
+    if global_batch % n:
+        raise ConfigError(f"batch size {global_batch} is not divisible by process_count {n}")
+    return slice(i * global_batch // n, (i + 1) * global_batch // n)
 
 
 def shard_batch(tree, mesh: Mesh):

@@ -16,6 +16,7 @@ from absl import logging
 
 from nodulejax.data.luna16 import Luna16Dataset
 from nodulejax.data.prepare import data_root, prepare_split
+from nodulejax.errors import WorkdirError
 from nodulejax.runtime.files import atomic_write_json
 
 __all__ = ["Study"]
@@ -43,14 +44,25 @@ class Study:
             return json.load(f)
 
     def run_stage(self, stage, fn):
+        """Run ``fn`` unless ``stage`` is marked done; then write its marker atomically. An
+        OSError of the stage or of its marker (disk full, read-only folder) becomes WorkdirError
+        naming the stage and the file, and no marker is written: a re-run resumes the stage
+        (from its checkpoints)."""
         if self.done(stage):
             logging.info("stage %s: done earlier, skipped", stage)
             return self.record(stage)
         logging.info("stage %s: starting", stage)
         t0 = time.time()
-        info = fn() or {}
-        info["seconds"] = round(time.time() - t0, 2)
-        atomic_write_json(self._marker(stage), info, indent=1, default=_json_default)
+        try:
+            info = fn() or {}
+            info["seconds"] = round(time.time() - t0, 2)
+            atomic_write_json(self._marker(stage), info, indent=1, default=_json_default)
+        except OSError as e:
+            where = e.filename or self.workdir
+            raise WorkdirError(
+                f"stage {stage}: cannot write or read {where}: {e.strerror or e} (disk full or a "
+                "read-only folder?); the stage is not marked done: fix it and re-run the same "
+                "command to resume") from e
         logging.info("stage %s: finished in %.1f s", stage, info["seconds"])
         print(f"[study] {stage}: {info['seconds']:.1f} s", flush=True)
         return info

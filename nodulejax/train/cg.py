@@ -35,6 +35,7 @@ from nodulejax.losses import detection as dl
 from nodulejax.models.build import cg_model, rpn_model
 from nodulejax.models.resunet import ResUNet3D
 from nodulejax.models.rpn import ResUNetRPN, anchors_for
+from nodulejax.runtime.sharding import process_share
 from nodulejax.train.loop import fit
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,9 @@ def make_batch_fn(config, scans, stage: str, types=None):
     def batch_fn(step):
         rng = np.random.default_rng([seed, tag, int(step)])
         b = cg_crop_batch(scans, size, bsz, rng, types=types)
-        return {"image": b["image"][..., None].astype(np.float32), "boxes": b["boxes"],
-                "valid": b["valid"]}
+        s = process_share(bsz)  # this host's rows of the global batch
+        return {"image": b["image"][s, ..., None].astype(np.float32), "boxes": b["boxes"][s],
+                "valid": b["valid"][s]}
 
     return batch_fn
 

@@ -210,7 +210,7 @@ def train_fpr_seg(config, workdir: str, train_scans, *, progress: bool | None = 
     sampler = IndexSampler(len(data["x"]), bs, int(config.seed))
 
     def batch_fn(step):
-        b = sampler.batch(step)
+        b = sampler.batch(step).take(jax.process_index(), jax.process_count())  # this host's
         xs, ms = [], []
         for i, s in zip(b.index, b.seed, strict=False):
             x, m = data["x"][i], data["mask"][i]
@@ -344,8 +344,8 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
                                    kl_anneal_steps=int(f.kl_anneal_steps), inloop=inloop)
 
     def batch_fn(step):
-        return aug.gather_batch(sources, sampler.batch(step), augment=bool(f.augment),
-                                patch_size=p)
+        idx = sampler.batch(step).take(jax.process_index(), jax.process_count())  # this host's
+        return aug.gather_batch(sources, idx, augment=bool(f.augment), patch_size=p)
 
     def eval_fn(state, step):
         return evaluate_fpr(state["params"], cfg, val, head=head)

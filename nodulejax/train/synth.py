@@ -138,7 +138,7 @@ def train_synth(config, workdir: str, train_scans, *, progress: bool | None = No
     sampler = IndexSampler(len(xs), bs, seed)
 
     def batch_fn(step):
-        b = sampler.batch(step)
+        b = sampler.batch(step).take(jax.process_index(), jax.process_count())  # this host's
         return {"x": np.stack([random_flip_rot(xs[i], int(sd)) for i, sd in
                                zip(b.index, b.seed, strict=False)]).astype(np.float32)}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import errno
 import os
 import time
 
@@ -162,7 +163,11 @@ def write_mhd(array: np.ndarray, geo: Geometry, path: str) -> None:
     img.SetSpacing([float(v) for v in geo.spacing[::-1]])
     img.SetOrigin([float(v) for v in geo.origin])
     img.SetDirection([float(v) for v in geo.direction.reshape(-1)])
-    sitk.WriteImage(img, path, useCompression=False)
+    try:
+        sitk.WriteImage(img, path, useCompression=False)
+    except RuntimeError as e:  # ITK reports a failed write (disk full, ...) as RuntimeError
+        reason = str(e).strip().splitlines()[-1].strip()
+        raise OSError(errno.EIO, f"SimpleITK could not write it ({reason})", path) from e
 
 
 def _fmt(v: float) -> str:
