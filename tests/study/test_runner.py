@@ -14,7 +14,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = ("data", "prepare", "cg", "fpr_seg", "fpr", "synth", "pool", "augmented", "detect",
-          "evaluate", "stress", "figures", "toy", "report")
+          "evaluate", "stress", "figures", "toy", "claims", "report")
 
 
 def _run(workdir, timeout):
