@@ -58,7 +58,8 @@ def stage_data(study):
                                        size_scale=float(p.size_scale),
                                        num_subsets=int(p.num_subsets),
                                        max_voxels=int(p.max_voxels),
-                                       workers=int(d.num_workers))
+                                       workers=int(d.num_workers),
+                                       nodules_per_scan=float(p.get("nodules_per_scan", 0.0)))
     summary.pop("uids", None)
     return summary
 
