@@ -32,3 +32,8 @@ class WorkdirError(NoduleJaxError, OSError):
 
 class PoolError(NoduleJaxError, RuntimeError):
     """An augmentation pool on disk is inconsistent with the run that reads it."""
+
+
+class ResultsError(NoduleJaxError, ValueError):
+    """A results file a stage wrote (per-patch stress scores, FROC inputs) is malformed or
+    inconsistent with the others."""

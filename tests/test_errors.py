@@ -9,7 +9,8 @@ from nodulejax import errors
 @pytest.mark.parametrize("cls, builtin", [
     (errors.CTReadError, ValueError), (errors.LUNA16FormatError, ValueError),
     (errors.ConfigError, ValueError), (errors.CheckpointError, RuntimeError),
-    (errors.PoolError, RuntimeError)])
+    (errors.PoolError, RuntimeError), (errors.WorkdirError, OSError),
+    (errors.ResultsError, ValueError)])
 def test_error_types(cls, builtin):
     assert issubclass(cls, errors.NoduleJaxError) and issubclass(cls, builtin)
     with pytest.raises(errors.NoduleJaxError, match="names the file"):

@@ -1,9 +1,17 @@
-"""LUNA16 FROC / CPM with bootstrap CIs, Table 3, the stress tests (Tables 4-6) and the
-figures (Figs. 5, 6, 8, 9)."""
+"""LUNA16 FROC / CPM with bootstrap CIs, the paired bootstrap of model differences, Table 3,
+the stress tests (Tables 4-6) and the figures (Figs. 5, 6, 8, 9)."""
 
 from __future__ import annotations
 
-from nodulejax.evaluation import figures, froc, plots, stress, table3
+from nodulejax.evaluation import bootstrap, figures, froc, plots, stress, table3
+from nodulejax.evaluation.bootstrap import (
+    independent_means,
+    interval,
+    paired_froc,
+    paired_means,
+    patch_draws,
+    read_scores,
+)
 from nodulejax.evaluation.figures import (
     central,
     fig5_synthetic,
@@ -22,8 +30,13 @@ from nodulejax.evaluation.froc import (
     froc_curve,
     main,
     match_marks,
+    multiplicities,
+    order_stat_ci,
+    read_files,
+    scan_draws,
     sensitivity_at,
     table3_row,
+    weighted_sensitivity,
     write_outputs,
 )
 from nodulejax.evaluation.plots import plot_froc
@@ -43,4 +56,6 @@ __all__ = ["stress", "run_stress", "stress_inputs", "to_markdown", "table5_colum
            "plot_froc", "froc", "FPS", "MAX_MARKS", "FrocEntries", "match_marks", "froc_curve",
            "sensitivity_at", "bootstrap_sensitivity", "evaluate", "evaluate_files",
            "write_outputs", "table3_row", "main", "table3", "find_results", "order_rows",
-           "assemble"]
+           "assemble", "read_files", "scan_draws", "multiplicities", "weighted_sensitivity",
+           "order_stat_ci", "bootstrap", "paired_froc", "paired_means", "independent_means",
+           "patch_draws", "read_scores", "interval"]

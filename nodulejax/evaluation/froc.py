@@ -61,8 +61,13 @@ __all__ = [
     "froc_curve",
     "sensitivity_at",
     "bootstrap_sensitivity",
+    "scan_draws",
+    "multiplicities",
+    "weighted_sensitivity",
+    "order_stat_ci",
     "evaluate",
     "evaluate_files",
+    "read_files",
     "write_outputs",
     "table3_row",
     "main",
@@ -327,24 +332,42 @@ def _boot_chunk(w, code, ends, nodules, targets, n_scans):
     return _interp_rows(cum_fp, fps, sens, targets, n_scans), cum_fp[:, -1]
 
 
+def scan_draws(n_scans: int, n_samples: int, seed: int) -> np.ndarray:
+    """Bootstrap resamples of the scans: ``(n_samples, n_scans)`` int64 indices drawn with
+    replacement by ``np.random.default_rng(seed)`` (same seed, same draws)."""
+    return np.random.default_rng(seed).integers(0, n_scans, size=(n_samples, n_scans))
+
+
+def multiplicities(draws: np.ndarray, n: int) -> np.ndarray:
+    """How often each of ``n`` items is drawn in each resample: draws (B, m) -> (B, n)."""
+    b = draws.shape[0]
+    flat = (draws + n * np.arange(b)[:, None]).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n)
+
+
 def bootstrap_sensitivity(
     entries: FrocEntries, targets, n_samples: int = 1000, seed: int = 0, chunk: int = 128
 ) -> np.ndarray:
     """Sensitivity at ``targets`` FPs/scan for ``n_samples`` bootstrap resamples of the scans
     (with replacement, as many as listed) -> (n_samples, len(targets)). Seeded with
-    ``np.random.default_rng(seed)``: same seed, same result.
+    ``np.random.default_rng(seed)`` (:func:`scan_draws`): same seed, same result."""
+    w = multiplicities(scan_draws(entries.n_scans, n_samples, seed), entries.n_scans)
+    return weighted_sensitivity(entries, w, targets, chunk)
 
-    Vectorised: the multiplicities W (B, S) come from one bincount of the drawn indices; the
-    entries are sorted by probability once, and a sample's curve counts are cumulative sums of
-    its multiplicities gathered along the sorted entries (TP and FP counts packed in one int64).
-    Only the prefix of entries up to about twice the largest target's FP count is summed; a
-    sample whose curve does not pass the largest target within it is redone in full."""
+
+def weighted_sensitivity(entries: FrocEntries, w_all: np.ndarray, targets,
+                         chunk: int = 128) -> np.ndarray:
+    """Sensitivity at ``targets`` FPs/scan of the resamples given by scan multiplicities
+    ``w_all`` (B, S) (:func:`multiplicities`) -> (B, len(targets)).
+
+    Vectorised: the entries are sorted by probability once, and a sample's curve counts are
+    cumulative sums of its multiplicities gathered along the sorted entries (TP and FP counts
+    packed in one int64). Only the prefix of entries up to about twice the largest target's FP
+    count is summed; a sample whose curve does not pass the largest target within it is redone
+    in full."""
     targets = np.asarray(targets, np.float64)
     n_scans = entries.n_scans
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_scans, size=(n_samples, n_scans))
-    flat = (draws + n_scans * np.arange(n_samples)[:, None]).ravel()
-    w_all = np.bincount(flat, minlength=n_samples * n_scans).reshape(n_samples, n_scans)
+    n_samples = w_all.shape[0]
     per_scan = np.bincount(entries.scan, minlength=n_scans)
     if per_scan.max(initial=0) * n_scans >= 2**31:
         raise ValueError("too many FROC entries per scan for the packed bootstrap counts")
@@ -368,7 +391,7 @@ def bootstrap_sensitivity(
     return out
 
 
-def _order_stat_ci(samples: np.ndarray, confidence: float = CONFIDENCE) -> np.ndarray:
+def order_stat_ci(samples: np.ndarray, confidence: float = CONFIDENCE) -> np.ndarray:
     """Official percentile interval along axis 0: sorted[floor(a N)], sorted[floor((1-a) N)]."""
     n = samples.shape[0]
     a = (1.0 - confidence) / 2.0
@@ -429,24 +452,24 @@ def evaluate(
     if bootstrap > 0:
         grid = np.geomspace(min(fps), max(fps), curve_points)
         bs = bootstrap_sensitivity(entries, np.r_[fps, grid], bootstrap, seed)
-        ci_s = _order_stat_ci(bs[:, : len(fps)])
-        res["cpm_ci"] = _order_stat_ci(bs[:, : len(fps)].mean(1)).tolist()
+        ci_s = order_stat_ci(bs[:, : len(fps)])
+        res["cpm_ci"] = order_stat_ci(bs[:, : len(fps)].mean(1)).tolist()
         res["sensitivity_ci"] = {fps_key(x): ci_s[i].tolist() for i, x in enumerate(fps)}
-        band = _order_stat_ci(bs[:, len(fps) :])
+        band = order_stat_ci(bs[:, len(fps) :])
         res["band"] = {"fps": grid.tolist(), "lo": band[:, 0].tolist(), "hi": band[:, 1].tolist()}
     return res
 
 
-def evaluate_files(
+def read_files(
     annotations: str | os.PathLike,
     excluded: str | os.PathLike | None,
     seriesuids: str | os.PathLike,
     predictions: str | os.PathLike,
-    **kwargs,
-) -> dict:
-    """:func:`evaluate` on LUNA16 CSV files (read by ``nodulejax.data.luna16``, which refuses
-    malformed rows, non-finite numbers, duplicate scans and marks on unlisted scans, naming
-    the file and line). ``excluded`` may be None (no excluded findings)."""
+) -> tuple:
+    """The LUNA16 CSV files read by ``nodulejax.data.luna16`` (which refuses malformed rows,
+    non-finite numbers, duplicate scans and marks on unlisted scans, naming the file and
+    line) -> ``(annotations, excluded or None, seriesuids, predictions, names)``, the
+    arguments of :func:`match_marks` / :func:`evaluate`."""
     uids = luna16.read_seriesuids(seriesuids)
     ann = luna16.read_annotations(annotations, unknown_diameter=False)
     exc = (luna16.read_annotations(excluded, unknown_diameter=True)
@@ -456,6 +479,19 @@ def evaluate_files(
         os.fspath(p) if p is not None else "excluded"
         for p in (annotations, excluded, seriesuids, predictions)
     )
+    return ann, exc, uids, pred, names
+
+
+def evaluate_files(
+    annotations: str | os.PathLike,
+    excluded: str | os.PathLike | None,
+    seriesuids: str | os.PathLike,
+    predictions: str | os.PathLike,
+    **kwargs,
+) -> dict:
+    """:func:`evaluate` on LUNA16 CSV files (:func:`read_files`). ``excluded`` may be None
+    (no excluded findings)."""
+    ann, exc, uids, pred, names = read_files(annotations, excluded, seriesuids, predictions)
     return evaluate(ann, exc, uids, pred, names=names, **kwargs)
 
 

@@ -23,6 +23,8 @@ STREAMS = {
     "stress/noise": 105, "stress/noise_adv": 106, "stress/negative_adv": 107,
     # figures (Figs. 5, 6, 9)
     "figures/synthetic": 201, "figures/perturbations": 202, "figures/noise_levels": 203,
+    # numpy seeds (seed, id) of the claims' bootstrap resamples (study.claims)
+    "claims/table3": 301, "claims/stress": 302,
     # numpy salts of the lung background samplers (data.backgrounds.background_patches)
     "backgrounds/pool": 0xB6, "backgrounds/stress": 0x5E,
     # training: per-example augmentation seeds (train.sampler) and the in-step attacks

@@ -1,8 +1,22 @@
-"""The whole study: its stages in order, the run folder, the report and the toy experiment."""
+"""The whole study: its stages in order, the run folder, the claims, the report and the toy
+experiment."""
 
 from __future__ import annotations
 
-from nodulejax.study import context, report, runner, stages, toy
+from nodulejax.study import claims, context, report, runner, stages, toy
+from nodulejax.study.claims import (
+    CLAIMS,
+    MARGIN,
+    VERDICTS,
+    Claim,
+    evaluate_claims,
+    run_claims,
+    stress_claims,
+    table3_claims,
+    verdict,
+    whitebox_claims,
+    write_claims,
+)
 from nodulejax.study.context import Study
 from nodulejax.study.report import mean_std, write_report
 from nodulejax.study.runner import run
@@ -10,6 +24,7 @@ from nodulejax.study.stages import (
     run_single,
     stage_augmented,
     stage_cg,
+    stage_claims,
     stage_data,
     stage_detect,
     stage_evaluate,
@@ -40,4 +55,6 @@ __all__ = ["context", "Study", "report", "write_report", "mean_std", "toy", "mak
            "train_vae", "run_toy", "stages", "stage_data", "stage_prepare", "stage_cg",
            "stage_fpr_seg", "stage_fpr_baselines", "stage_synth", "stage_pool", "stage_augmented",
            "stage_detect", "stage_evaluate", "stage_stress", "stage_figures", "stage_toy",
-           "stage_report", "run_single", "runner", "run"]
+           "stage_report", "run_single", "runner", "run", "claims", "Claim", "CLAIMS", "MARGIN",
+           "VERDICTS", "verdict", "table3_claims", "stress_claims", "whitebox_claims",
+           "evaluate_claims", "write_claims", "run_claims", "stage_claims"]

@@ -2,7 +2,7 @@
 
 Sections follow the paper: Table 2 (model sizes), Table 3 (FROC / CPM with bootstrap CIs per
 experiment), FROC curves, Tables 4-6 (stress tests), Fig. 7 (toy), Figs. 5/6/8/9 style
-mosaics, then a check of the paper's qualitative claims on this run's numbers, stage times,
+mosaics, then the paper's claims as statistics (``claims.json``, study.claims), stage times,
 the config and the package versions. Every number is read from the files the stages wrote.
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from nodulejax.models import summary
 from nodulejax.runtime.config_tools import load_config
+from nodulejax.study.claims import to_markdown as claims_markdown
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "SimpleITK",
             "nibabel", "ml-collections", "tensorflow-datasets", "matplotlib")
@@ -70,71 +71,15 @@ def _copy_fig(src, report_dir, name) -> str | None:
     return None
 
 
-def _claims(froc: dict, stress: dict | None) -> list[str]:
-    """The paper's qualitative claims, checked against this run's numbers (plain words)."""
-    out = []
-    cpm = {k: v["cpm"] for k, v in (froc or {}).items()}
-    if "beta+syn" in cpm:
-        base = {k: cpm[k] for k in ("baseline-ce", "baseline-beta", "baseline-beta-finetune")
-                if k in cpm}
-        best_base = max(base.values()) if base else float("nan")
-        holds = cpm["beta+syn"] > best_base
-        out.append(f"- **Table 3 (beta+syn beats the baselines):** beta+syn CPM "
-                   f"{cpm['beta+syn']:.3f} vs best baseline {best_base:.3f} "
-                   f"({', '.join(f'{k} {v:.3f}' for k, v in base.items())}): "
-                   f"{_verdict(holds, cpm['beta+syn'] - best_base)} on this run.")
-        if "beta+syn (random)" in cpm:
-            holds = cpm["beta+syn"] >= cpm["beta+syn (random)"]
-            out.append(f"- **Table 3 (PGD synthetic >= random synthetic):** "
-                       f"{cpm['beta+syn']:.3f} vs {cpm['beta+syn (random)']:.3f}: "
-                       f"{_verdict(holds, cpm['beta+syn'] - cpm['beta+syn (random)'])}.")
-    out += _stress_claims(stress)
-    if not out:
-        out.append("- No claim could be checked: the evaluation or stress stages did not run.")
-    return out
-
-
-def _m(table, model, col):
-    try:
-        return float(table[model][col]["mean"])
-    except (KeyError, TypeError):
-        return None
-
-
-MARGIN = 0.01  # differences of mean confidence below this are reported as no effect
-
-
-def _verdict(ok: bool, diff: float | None = None) -> str:
-    if diff is not None and abs(diff) < MARGIN:
-        return f"no clear effect (|difference| {abs(diff):.4f} < {MARGIN})"
-    return "holds" if ok else "does NOT hold"
-
-
-def _stress_claims(st: dict | None) -> list[str]:
-    """Tables 4-6 claims from ``stress.json`` (means of the FPR confidence)."""
-    if not st:
-        return []
-    out, base = [], "baseline-beta-finetune"
-    t4, t5, t6 = st.get("table4") or {}, st.get("table5") or {}, st.get("table6") or {}
-    r, g = _m(t4, base, "Randomly sampled nodules"), _m(t4, base, "PGD sampled nodules")
-    if r is not None and g is not None:
-        out.append(f"- **Table 4 (PGD-searched synthetic nodules fool the baseline more than "
-                   f"random ones):** baseline-beta-finetune {g:.4f} (PGD) vs {r:.4f} (random): "
-                   f"{_verdict(g < r, g - r)}.")
-        s = _m(t4, "beta+syn", "PGD sampled nodules")
-        if s is not None:
-            out.append(f"- **Table 4 (beta+syn recognises PGD nodules better):** {s:.4f} vs "
-                       f"baseline {g:.4f}: {_verdict(s > g, s - g)}.")
-    for row in ("beta+perturb", "beta+perturb+syn"):
-        a, b = _m(t5, row, "Adv."), _m(t5, base, "Adv.")
-        if a is not None and b is not None:
-            out.append(f"- **Table 5 ({row} keeps nodules under PGD perturbation):** {a:.4f} vs "
-                       f"baseline {b:.4f}: {_verdict(a > b, a - b)}.")
-        a, b = _m(t6, row, "PGD noise"), _m(t6, base, "PGD noise")
-        if a is not None and b is not None:
-            out.append(f"- **Table 6 ({row} is not fired by PGD noise):** {a:.4f} vs baseline "
-                       f"{b:.4f}: {_verdict(a < b, a - b)}.")
-    return out
+def _claims(report_dir: str) -> list[str]:
+    """``claims.json`` (written by the claims stage) rendered: estimate, CI, n, verdict."""
+    claims = _load(os.path.join(report_dir, "claims.json"))
+    if claims is None:
+        return ["_claims stage did not run._"]
+    return ["Each claim of the paper's Section 5 as a statistic with a 95% paired bootstrap "
+            "interval (`report/claims.json`); \"holds\" / \"contradicted\" when the whole "
+            "interval lies on the claimed / the other side of the threshold.", "",
+            claims_markdown(claims)]
 
 
 def write_report(study) -> str:
@@ -183,7 +128,6 @@ def write_report(study) -> str:
         md += [f"| {k} | {v.get('auc', float('nan')):.4f} | {v.get('loss', float('nan')):.4f} |"
                for k, v in aucs.items()]
 
-    stress = _load(os.path.join(wd, "eval", "stress", "stress.json"))
     md += ["", "## Tables 4-6: stress tests", ""]
     st_md = os.path.join(wd, "eval", "stress", "stress.md")
     md.append(open(st_md, encoding="utf-8").read() if os.path.exists(st_md)
@@ -216,7 +160,7 @@ def write_report(study) -> str:
         md.append("_toy stage did not run._")
 
     md += ["", "## Do the paper's claims hold here?", ""]
-    md += _claims(ev.get("froc"), stress)
+    md += _claims(rep)
 
     md += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
     md += [f"| {k} | {v.get('seconds', float('nan')):.1f} |" for k, v in stages.items() if v]

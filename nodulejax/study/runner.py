@@ -15,6 +15,7 @@
   stress    Tables 4-6 (synthetic nodules, noise, PGD noise)                 (Section 5.3)
   figures   Figs. 5, 6, 8, 9: PGD-synthetic vs real nodules, perturbation examples
   toy       the two-moons experiment (Fig. 7)                                (Section 5.1)
+  claims    every Section 5 claim with a paired bootstrap CI -> report/claims.json
   report    WORKDIR/report/report.md with its figures
 
 The stage functions and their order live in :mod:`nodulejax.study.stages` (``STUDY_STAGES``),

@@ -6,6 +6,7 @@ summary that the study stores in ``WORKDIR/stages/<stage>.json`` and the report 
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -29,6 +30,7 @@ from nodulejax.experiments import (
 )
 from nodulejax.runtime import checkpoint
 from nodulejax.runtime.files import atomic_write_json, atomic_write_text
+from nodulejax.study.claims import run_claims
 from nodulejax.study.report import write_report
 from nodulejax.study.toy import run_toy
 from nodulejax.train.cg import train_cg
@@ -56,7 +58,8 @@ def stage_data(study):
                                        size_scale=float(p.size_scale),
                                        num_subsets=int(p.num_subsets),
                                        max_voxels=int(p.max_voxels),
-                                       workers=int(d.num_workers))
+                                       workers=int(d.num_workers),
+                                       nodules_per_scan=float(p.get("nodules_per_scan", 0.0)))
     summary.pop("uids", None)
     return summary
 
@@ -212,6 +215,17 @@ def stage_toy(study):
                    vae_steps=int(t.vae_steps))
 
 
+def stage_claims(study):
+    """Every Section 5 claim with a paired bootstrap CI -> WORKDIR/report/claims.json."""
+    rows = list(study.record("evaluate").get("froc") or {}) if study.done("evaluate") else []
+    path = run_claims(study.workdir, study.data_root, rows,
+                      n_samples=int(study.config.eval.bootstrap), seed=int(study.config.seed))
+    with open(path) as f:
+        verdicts = [c["verdict"] for c in json.load(f)]
+    return {"claims": os.path.relpath(path, study.workdir),
+            "verdicts": {v: verdicts.count(v) for v in sorted(set(verdicts))}}
+
+
 def stage_report(study):
     path = write_report(study)
     return {"report": os.path.relpath(path, study.workdir)}
@@ -239,6 +253,7 @@ STAGES = {
     "data": stage_data, "prepare": stage_prepare, "cg": stage_cg, "fpr_seg": stage_fpr_seg,
     "fpr": stage_fpr_baselines, "synth": stage_synth, "pool": stage_pool,
     "augmented": stage_augmented, "detect": stage_detect, "evaluate": stage_evaluate,
-    "stress": stage_stress, "figures": stage_figures, "toy": stage_toy, "report": stage_report,
+    "stress": stage_stress, "figures": stage_figures, "toy": stage_toy, "claims": stage_claims,
+    "report": stage_report,
 }
 STUDY_STAGES = tuple(STAGES)  # the order of the whole study

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = ("data", "prepare", "cg", "fpr_seg", "fpr", "synth", "pool", "augmented", "detect",
-          "evaluate", "stress", "figures", "toy", "report")
+          "evaluate", "stress", "figures", "toy", "claims", "report")
 
 
 def _run(workdir, timeout):
@@ -50,6 +50,31 @@ def test_every_stage_finishes_and_the_report_has_every_section(study_run):
     # one LUNA16 submission per trained FPR model, in world millimetres
     preds = os.listdir(os.path.join(wd, "eval", "predictions"))
     assert {"baseline-ce.csv", "baseline-beta-finetune.csv", "beta+syn.csv"} <= set(preds)
+
+
+def test_claims_json_lists_every_claim_with_the_schema(study_run):
+    wd, _ = study_run
+    claims = json.load(open(os.path.join(wd, "report", "claims.json")))
+    keys = {"table", "claim", "statistic", "estimate", "ci", "n", "threshold", "side",
+            "verdict"}
+    assert len(claims) >= 27
+    assert {c["table"] for c in claims} >= {"Table 3", "Table 4", "Table 5", "Table 6"}
+    for c in claims:
+        assert keys <= set(c), c
+        assert c["side"] in ("greater", "less")
+        assert c["verdict"] in ("holds", "contradicted", "inconclusive", "not run")
+        if c["table"] != "Table 3":
+            assert c["protocol"] in ("transfer", "white-box")
+        if c["verdict"] == "not run":
+            assert c["ci"] is None and c["reason"]
+        else:
+            lo, hi = c["ci"]
+            assert lo <= hi and c["n"] > 0
+    # the tiny config trains beta+syn and the baselines: their Table 3 claim is decided
+    syn = [c for c in claims if c["statistic"] == "CPM(beta+syn) - CPM(baseline-beta-finetune)"]
+    assert len(syn) == 1 and syn[0]["verdict"] != "not run" and syn[0]["n_scans"] == 2
+    report = open(os.path.join(wd, "report", "report.md"), encoding="utf-8").read()
+    assert syn[0]["statistic"] in report
 
 
 def test_rerun_skips_finished_stages(study_run):

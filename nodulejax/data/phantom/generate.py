@@ -1,7 +1,7 @@
 """Synthetic low-dose chest-CT phantom dataset in the LUNA16 layout.
 
     python -m nodulejax.data.phantom --out DIR --num-scans N --seed S [--size-scale F]
-        [--num-subsets K] [--max-voxels V]
+        [--num-subsets K] [--max-voxels V] [--nodules-per-scan L]
 
 writes ``subsetK/<uid>.mhd`` + ``.raw`` (MET_SHORT HU, LUNA16-style headers), ``annotations.csv``,
 ``annotations_excluded.csv``, ``candidates_V2.csv``, ``seriesuids.csv`` (no header),
@@ -9,10 +9,11 @@ writes ``subsetK/<uid>.mhd`` + ``.raw`` (MET_SHORT HU, LUNA16-style headers), ``
 (seriesuid, coordX, coordY, coordZ, diameter_mm, type, location, excluded, label).
 
 Scale: anatomy is the adult chest times ``size_scale`` (default 0.6: body ~200 mm wide);
-nodules keep real sizes (LUNA16 diameters, paper's four types).  Spacing is drawn like
-LUNA16 (in-plane 0.5-0.9 mm, slices 0.625-2.5 mm) and, when the field of view would exceed
-``max_voxels`` (default 3 M), all spacings are multiplied by one common factor; the header
-records the spacing actually used.  Scan ``i`` of a dataset uses seed
+nodules keep real sizes (LUNA16 diameters, paper's four types); their number per scan is the
+built-in 0-5 distribution (mean 1.83) or, with ``nodules_per_scan`` > 0, Poisson with that
+mean.  Spacing is drawn like LUNA16 (in-plane 0.5-0.9 mm, slices 0.625-2.5 mm) and, when
+the field of view would exceed ``max_voxels`` (default 3 M), all spacings are multiplied by
+one common factor; the header records the spacing actually used.  Scan ``i`` of a dataset uses seed
 ``SeedSequence([seed, i])``, so every file is a pure function of (seed, i, options).
 """
 
@@ -31,6 +32,7 @@ from scipy import ndimage
 from nodulejax.data.phantom import anatomy as pa
 from nodulejax.data.phantom import body as pb
 from nodulejax.data.phantom import nodules as pn
+from nodulejax.errors import ConfigError
 from nodulejax.runtime.processes import spawn_map
 
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
@@ -84,12 +86,15 @@ def generate_scan(
     flip_prob: float = 0.25,
     noise_hu: tuple[float, float] = (18.0, 45.0),
     type_probs=pn.TYPE_PROBS,
+    nodules_per_scan: float = 0.0,
 ) -> Scan:
     """One phantom scan: HU (z, y, x) int16, geometry, nodules, truth lung mask, label mask.
 
     ``noise_hu``: range of the low-dose noise std (HU, after its slight in-plane correlation).
     About 25 % of scans get the flipped LUNA16 direction diag(-1, -1, 1) (``flip_prob``) and
     about 25 % a circular reconstruction field of view padded with -2000 / -3024 HU.
+    ``nodules_per_scan``: expected consensus nodules (0: the built-in 0-5 distribution, mean
+    1.83; see ``nodules.sample_findings``).
     """
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -116,7 +121,7 @@ def generate_scan(
     hu += air * (pa.HU_AIR - hu)
     lung &= air < 0.5
 
-    findings = pn.sample_findings(rng, type_probs)
+    findings = pn.sample_findings(rng, type_probs, nodules_per_scan)
     nodules = pn.place_findings(rng, a, depth, findings, vessels)
     for i, nd in enumerate(nodules):
         nd.label = i + 1
@@ -188,8 +193,9 @@ class _Written:
 
 def _write_scan(job) -> _Written:
     """Generate scan ``i`` and write ``subset<k>/<uid>.mhd`` and ``masks/<uid>.mhd``."""
-    out_dir, uid, subset, sseed, size_scale, max_voxels = job
-    sc = generate_scan(sseed, size_scale=size_scale, max_voxels=max_voxels)
+    out_dir, uid, subset, sseed, size_scale, max_voxels, density = job
+    sc = generate_scan(sseed, size_scale=size_scale, max_voxels=max_voxels,
+                       nodules_per_scan=density)
     sub = os.path.join(out_dir, f"subset{subset}")
     os.makedirs(sub, exist_ok=True)
     write_mhd(sc.hu, sc.geometry, os.path.join(sub, uid + ".mhd"))
@@ -207,11 +213,14 @@ def generate_dataset(
     max_voxels: int = DEFAULT_MAX_VOXELS,
     verbose: bool = False,
     workers: int = 1,
+    nodules_per_scan: float = 0.0,
 ) -> dict:
     """Write a LUNA16-layout phantom dataset under ``out_dir``; return a summary dict.
 
     ``workers > 1`` generates scans in that many ``spawn`` processes; each scan is a pure
     function of ``(seed, i)``, so the files are the same whatever the worker count.
+    ``nodules_per_scan``: the nodule density (expected consensus nodules per scan, Poisson;
+    0 = the built-in distribution, mean 1.83; real LUNA16: 1.34), diameters from LUNA16.
 
     Scan i goes to ``subset{i % num_subsets}``.  Summary keys: num_scans, num_nodules,
     num_excluded, num_candidates, types (counts), voxels (per scan), seconds (per scan), uids.
@@ -226,8 +235,11 @@ def generate_dataset(
     ann, exc, cand, rows = [], [], [], []
     voxels, secs = [], []
     types = {t: 0 for t in pn.TYPES}
-    jobs = [(out_dir, uid, i % num_subsets, scan_seed(seed, i), size_scale, max_voxels)
-            for i, uid in enumerate(uids)]
+    if nodules_per_scan < 0:
+        raise ConfigError(f"config.data.phantom.nodules_per_scan: must be >= 0 (0 = the "
+                          f"built-in distribution), got {nodules_per_scan}")
+    jobs = [(out_dir, uid, i % num_subsets, scan_seed(seed, i), size_scale, max_voxels,
+             float(nodules_per_scan)) for i, uid in enumerate(uids)]
     made = spawn_map(_write_scan, jobs, workers)
     for i, (uid, sc) in enumerate(zip(uids, made, strict=True)):
         for nd in sc.nodules:
@@ -349,6 +361,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--size-scale", type=float, default=DEFAULT_SIZE_SCALE)
     ap.add_argument("--num-subsets", type=int, default=10)
     ap.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS)
+    ap.add_argument("--nodules-per-scan", type=float, default=0.0,
+                    help="expected consensus nodules per scan (0: built-in, mean 1.83)")
     args = ap.parse_args(argv)
     s = generate_dataset(
         args.out,
@@ -358,6 +372,7 @@ def main(argv=None) -> dict:
         num_subsets=args.num_subsets,
         max_voxels=args.max_voxels,
         verbose=True,
+        nodules_per_scan=args.nodules_per_scan,
     )
     print(
         f"[phantom] wrote {s['num_scans']} scans, {s['num_nodules']} nodules, "
