@@ -1,9 +1,10 @@
-"""LUNA16 FROC / CPM with bootstrap CIs, Table 3, the stress tests (Tables 4-6) and the
-figures (Figs. 5, 6, 8, 9)."""
+"""LUNA16 FROC / CPM with bootstrap CIs, Table 3, the stress tests (Tables 4-6, transfer and
+white-box), robustness curves and the figures (Figs. 5, 6, 8, 9)."""
 
 from __future__ import annotations
 
-from nodulejax.evaluation import figures, froc, plots, stress, table3
+from nodulejax.evaluation import curves, figures, froc, plots, probes, stress, table3
+from nodulejax.evaluation.curves import plot_curves, robustness_curves
 from nodulejax.evaluation.figures import (
     central,
     fig5_synthetic,
@@ -20,6 +21,7 @@ from nodulejax.evaluation.froc import (
     evaluate,
     evaluate_files,
     froc_curve,
+    irrelevant_below,
     main,
     match_marks,
     sensitivity_at,
@@ -27,9 +29,14 @@ from nodulejax.evaluation.froc import (
     write_outputs,
 )
 from nodulejax.evaluation.plots import plot_froc
+from nodulejax.evaluation.probes import apply_noise, image_attack, score_patches
 from nodulejax.evaluation.stress import (
+    ADVERSARIAL,
     TABLE4_COLUMNS,
     TABLE6_COLUMNS,
+    WHITEBOX_TABLES,
+    adversarial_inputs,
+    benchmark_positives,
     run_stress,
     stress_inputs,
     table5_columns,
@@ -38,9 +45,11 @@ from nodulejax.evaluation.stress import (
 from nodulejax.evaluation.table3 import assemble, find_results, order_rows
 
 __all__ = ["stress", "run_stress", "stress_inputs", "to_markdown", "table5_columns",
-           "TABLE4_COLUMNS", "TABLE6_COLUMNS", "figures", "make_figures", "fig5_synthetic",
-           "fig6_perturbations", "fig8_real_vs_synthetic", "fig9_noise", "central", "plots",
-           "plot_froc", "froc", "FPS", "MAX_MARKS", "FrocEntries", "match_marks", "froc_curve",
-           "sensitivity_at", "bootstrap_sensitivity", "evaluate", "evaluate_files",
-           "write_outputs", "table3_row", "main", "table3", "find_results", "order_rows",
-           "assemble"]
+           "TABLE4_COLUMNS", "TABLE6_COLUMNS", "ADVERSARIAL", "WHITEBOX_TABLES",
+           "adversarial_inputs", "benchmark_positives", "curves", "robustness_curves",
+           "plot_curves", "probes", "score_patches", "image_attack", "apply_noise", "figures",
+           "make_figures", "fig5_synthetic", "fig6_perturbations", "fig8_real_vs_synthetic",
+           "fig9_noise", "central", "plots", "plot_froc", "froc", "FPS", "MAX_MARKS",
+           "FrocEntries", "match_marks", "froc_curve", "sensitivity_at", "bootstrap_sensitivity",
+           "evaluate", "evaluate_files", "irrelevant_below", "write_outputs", "table3_row", "main",
+           "table3", "find_results", "order_rows", "assemble"]
