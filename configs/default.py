@@ -59,18 +59,18 @@ def get_config() -> ml_collections.ConfigDict:
     c.cg.width_growth = 2.0  # ResUNet channels per level: round(width * width_growth**level)
     c.cg.widths = ()  # explicit ResUNet channels per level; non-empty overrides width/depth/growth
     c.cg.rpn_stride = 2  # RPN head grid stride in input voxels (its first conv is strided)
-    c.cg.rpn_pos_iou = 0.5  # anchor matching (nodulejax.models.boxes.match_anchors)
+    # RPN training (train/cg.py rpn_step): anchor matching (boxes.match_anchors) and sampling
+    c.cg.rpn_pos_iou = 0.5
     c.cg.rpn_neg_iou = 0.2
     c.cg.rpn_num_samples = 256  # anchors per volume in the objectness loss (about)
     c.cg.rpn_pos_fraction = 0.5
-    c.cg.rpn_nms_iou = 0.1  # 3D NMS IoU threshold of RPN proposals
-    c.cg.rpn_pre_nms = 2000  # top-scoring boxes entering NMS
+    c.cg.rpn_pre_nms = 2000  # top-scoring boxes entering each NMS of the detector
     c.cg.lr = 1e-3
     c.cg.batch_size = 2
     c.cg.steps = 20000
     c.cg.ggo_steps = 5000
     c.cg.rpn_steps = 5000
-    c.cg.num_candidates = 100  # K candidates per scan after NMS (Section 5.2)
+    c.cg.num_candidates = 100  # K candidates per scan: cap of the blob + RPN union (5.2)
     c.cg.nms_radius_mm = 5.0
     c.cg.window_overlap = 0.25  # sliding-window overlap fraction for whole-scan inference
     c.cg.window_size = 0  # sliding-window side in voxels (0 -> input_size)
@@ -78,7 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.cg.infer_batch_size = 2  # windows per forward pass in whole-scan inference
     c.cg.roi_margin_mm = 10.0  # search the lung mask dilated by this (< 0: the whole volume)
     c.cg.rpn_candidates = 20  # RPN boxes per scan (after NMS) offered to the union
-    c.cg.rpn_iou = 0.1  # RPN box NMS IoU threshold
+    c.cg.rpn_iou = 0.1  # RPN box 3D NMS IoU threshold (per window and over windows)
     c.cg.ggo_types = ("ground-glass", "part-solid")  # nodule types of the GGO fine-tune
 
     # --- false-positive reduction (Section 3.1): DenseUNet + CE or Beta head ----------------
@@ -124,7 +124,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.synth.max_width = 128  # channel cap of the VAE / critic levels (width * 2^level)
     c.synth.critic_width = 16  # first-level width of the spectrally normalised critic
     c.synth.sn_power_iterations = 8  # Gram-matrix squarings per spectral-norm estimate (critic.py)
-    c.synth.min_diameter_mm = 6.0  # synthetic nodules smaller than this are filtered out
+    # pool filter: synthetic OUTPUTS smaller than this are redrawn/dropped (Section 5.3.1: 6 mm)
+    c.synth.min_diameter_mm = 6.0
+    # synthesizer training INPUTS: real nodules at least this large (paper: no filter, 0)
+    c.synth.train_min_diameter_mm = 0.0
 
     # --- PGD (Sections 3.2-3.3) --------------------------------------------------------------
     c.pgd = ml_collections.ConfigDict()
@@ -136,6 +139,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.pgd.image_steps = 20
     c.pgd.noise_eps = 0.3  # radius around a uniform-noise start (attack 3)
     c.pgd.noise_step = 0.05  # PGD step for attack 3 (20 steps can cross the 0.3 ball)
+    c.pgd.noise_steps = 20  # PGD iterations of attack 3
     c.pgd.latent_norm = "linf"  # ball of the latent search (paper: ||delta|| <= eps, unspecified)
     c.pgd.image_norm = "linf"  # ball of the image-space attacks 2-4
     c.pgd.batch_size = 16
@@ -177,6 +181,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.bootstrap = 1000
     c.eval.fps = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+    # Section 4: only nodules > 6 mm are benchmarked; smaller included nodules are irrelevant
+    # findings (neither TP nor FP) for FROC/CPM, candidate sensitivity and Table 5 (0: all)
+    c.eval.min_diameter_mm = 6.0
     c.stress = ml_collections.ConfigDict()
     c.stress.num_synthetic = 10000
     c.stress.negatives_per_scan = 10
@@ -185,7 +192,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.stress.num_noise = 0  # Table 6 noise patches; 0 -> as many as the negative patches
     # model attacked for Table 4 / PGD negatives
     c.stress.attack_target = "fpr_baseline-beta-finetune"
-    c.stress.noise_target = "self"  # Table 5 Adv. / Table 6 PGD noise: "self" or a model name
+    # every adversarial stress input is computed once against attack_target (transfer, as in
+    # Section 4); whitebox adds Table 5 Adv. / Table 6 PGD columns with each model attacked
+    c.stress.whitebox = True
+    c.stress.min_diameter_mm = 6.0  # Table 4: synthetic nodules below this are dropped (5.3.1)
+    # robustness curves: image-PGD radii on [0, 1] and patches per radius (one PGD batch)
+    c.stress.curve_eps = (0.0, 0.01, 0.03, 0.06, 0.1, 0.15)
+    c.stress.curve_patches = 32
     c.stress.seed = 1  # stress-test draws (backgrounds, latent codes, noise), apart from c.seed
 
     # --- two-moons toy experiment (Section 5.1, Fig. 7) -------------------------------------------

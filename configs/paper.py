@@ -34,6 +34,17 @@ def get_config():
     c.pgd.latent_eps = 0.15  # Section 4
     c.pgd.latent_step = 0.05
     c.pgd.latent_steps = 20
+    # the image attacks (Eq. 11) reuse the symbols of Eq. 9: eps 0.15, step 0.05, 20 steps
+    c.pgd.image_eps = 0.15
+    c.pgd.image_step = 0.05
+    c.pgd.image_steps = 20
+    c.pgd.noise_eps = 0.15
+    c.pgd.noise_step = 0.05
+    c.pgd.noise_steps = 20
+    c.eval.min_diameter_mm = 6.0  # Section 4
+    c.stress.min_diameter_mm = 6.0  # Section 5.3.1
+    c.synth.min_diameter_mm = 6.0
+    c.synth.train_min_diameter_mm = 0.0  # the paper filters outputs, not training inputs
 
     # pool sizes of Section 4: 10 background patches per training scan, the synthesizer
     # sampled six times per background with random and with PGD sampling

@@ -40,6 +40,7 @@ def get_config():
 
     c.pgd.latent_steps = 2
     c.pgd.image_steps = 2
+    c.pgd.noise_steps = 2
     c.pgd.batch_size = 4
 
     c.pool.background_per_scan = 1
@@ -50,6 +51,9 @@ def get_config():
 
     c.stress.num_synthetic = 8
     c.stress.negatives_per_scan = 1
+    c.stress.curve_eps = (0.0, 0.03, 0.15)
+    c.stress.curve_patches = 4
+    c.eval.min_diameter_mm = 0.0  # every included nodule (the smoke test counts them all)
     c.eval.bootstrap = 10
     c.ckpt.every = 2
     c.toy.mlp_steps = 50

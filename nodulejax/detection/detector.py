@@ -16,6 +16,9 @@ working spacing, arrays ``(z, y, x)``):
    (``c.cg.rpn_iou``) over all windows -> up to ``c.cg.rpn_candidates`` boxes. Union with
    the blob candidates: an RPN centre closer than ``c.cg.nms_radius_mm`` to a blob candidate
    is a duplicate and merged into it (source flag 3, score the maximum); others are added.
+   Each NMS sees the ``c.cg.rpn_pre_nms`` top-scoring boxes. The union is capped at the
+   ``K = c.cg.num_candidates`` highest scores (:func:`cap_candidates`; Section 5.2 feeds
+   the FPR 100 candidates per scan).
 4. Each candidate's ``c.fpr.patch_size`` patch is scored by the FPR network
    (``nodulejax.models.heads.fpr_prob``); the scores go into a LUNA16 submission CSV in world mm.
 
@@ -142,6 +145,7 @@ def _cg_apply(config_key):
     anchors = anchors_for(rpn, (win,) * 3, tuple(config.cg.anchors_mm), float(config.data.spacing))
     k_rpn = int(config.cg.rpn_candidates)
     iou = float(config.cg.rpn_iou)
+    pre = int(config.cg.rpn_pre_nms)
 
     @jax.jit
     def apply(params, x):
@@ -151,7 +155,7 @@ def _cg_apply(config_key):
         if params.get("rpn") is None:
             return dense, None
         r = rpn.apply({"params": params["rpn"]}, x)
-        props = jax.vmap(lambda o, d: rpn_proposals(o, d, anchors, k_rpn, iou))(
+        props = jax.vmap(lambda o, d: rpn_proposals(o, d, anchors, k_rpn, iou, pre))(
             r["objectness"], r["deltas"])
         return dense, props
 
@@ -166,7 +170,8 @@ def _config_key(config) -> tuple:
     key = (int(g.width), int(g.depth), float(g.get("width_growth", 2.0)),
            tuple(g.get("widths", ())), len(g.anchors_mm), tuple(float(a) for a in g.anchors_mm),
            int(g.rpn_width), str(config.runtime.conv_impl), window_size(config),
-           float(config.data.spacing), int(g.rpn_candidates), float(g.rpn_iou))
+           float(config.data.spacing), int(g.rpn_candidates), float(g.rpn_iou),
+           int(g.rpn_pre_nms))
     _KEYED[key] = config
     return key
 
@@ -259,7 +264,7 @@ def cg_maps(cg_params, config, image, roi=None):
     if len(rb):
         k = int(config.cg.rpn_candidates)
         idx, _, valid = bx.nms_boxes(jnp.asarray(rb), jnp.asarray(rs), float(config.cg.rpn_iou),
-                                     k, pre_nms_top_n=min(len(rb), 20 * k))
+                                     k, pre_nms_top_n=min(len(rb), int(config.cg.rpn_pre_nms)))
         idx = np.asarray(idx)[np.asarray(valid)]
         rb, rs = rb[idx], rs[idx]
     return dense[..., 0], dense[..., 1], rb, rs
@@ -297,7 +302,18 @@ def generate_candidates(cg_params, config, scan):
     sp = float(scan.spacing)
     bz, bs = heatmap_candidates(fused, int(config.cg.num_candidates), sp,
                                 float(config.cg.nms_radius_mm))
-    return merge_candidates(bz, bs, rb[:, :3], rs, float(config.cg.nms_radius_mm) / sp)
+    return cap_candidates(*merge_candidates(bz, bs, rb[:, :3], rs,
+                                            float(config.cg.nms_radius_mm) / sp),
+                          int(config.cg.num_candidates))
+
+
+def cap_candidates(zyx, scores, source, k: int):
+    """The ``k`` highest-scoring candidates of the union (Section 5.2: K = 100 candidates per
+    scan feed the FPR), by descending score (ties: union order); k <= 0 keeps all."""
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    if k > 0:
+        order = order[:k]
+    return zyx[order], scores[order], source[order]
 
 
 def hits(nodules_zyx, diam_mm, cand_zyx, spacing_mm: float) -> np.ndarray:
@@ -311,20 +327,22 @@ def hits(nodules_zyx, diam_mm, cand_zyx, spacing_mm: float) -> np.ndarray:
     return hit_matrix(c * spacing_mm, n * spacing_mm, hit_radius_sq(diam_mm)).any(0)
 
 
-def candidate_sensitivity(scans, candidates: dict) -> dict:
+def candidate_sensitivity(scans, candidates: dict, min_diameter_mm: float = 0.0) -> dict:
     """Candidate-stage sensitivity (Section 5.2) of ``candidates[uid] = (zyx, scores, source)``
-    against the included nodules of ``scans``: overall, blob-only and RPN-only, with the mean
-    number of candidates per scan."""
+    against the included nodules of ``scans`` of at least ``min_diameter_mm`` (Section 4's
+    benchmark rule; smaller ones are not counted): overall, blob-only and RPN-only, with the
+    mean number of candidates per scan."""
     n_nod = n_hit = n_blob = n_rpn = n_cand = 0
     for s in scans:
         zyx, _, src = candidates[s.uid]
-        n_nod += len(s.nodules_zyx)
+        d = np.ravel(s.nodules_diam_mm)
+        keep = d >= float(min_diameter_mm)
+        nz, nd = np.reshape(s.nodules_zyx, (-1, 3))[keep], d[keep]
+        n_nod += len(nz)
         n_cand += len(zyx)
-        n_hit += int(hits(s.nodules_zyx, s.nodules_diam_mm, zyx, s.spacing).sum())
-        n_blob += int(hits(s.nodules_zyx, s.nodules_diam_mm, zyx[(src & SOURCE_BLOB) > 0],
-                           s.spacing).sum())
-        n_rpn += int(hits(s.nodules_zyx, s.nodules_diam_mm, zyx[(src & SOURCE_RPN) > 0],
-                          s.spacing).sum())
+        n_hit += int(hits(nz, nd, zyx, s.spacing).sum())
+        n_blob += int(hits(nz, nd, zyx[(src & SOURCE_BLOB) > 0], s.spacing).sum())
+        n_rpn += int(hits(nz, nd, zyx[(src & SOURCE_RPN) > 0], s.spacing).sum())
     div = max(n_nod, 1)
     return {"sensitivity": n_hit / div if n_nod else float("nan"),
             "sensitivity_blob": n_blob / div if n_nod else float("nan"),

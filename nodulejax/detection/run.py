@@ -38,10 +38,12 @@ def load_cg_params(workdir: str, with_rpn: bool = True) -> dict:
 def _cg_fingerprint(config) -> str:
     g = config.cg
     keys = ("width", "depth", "anchors_mm", "rpn_width", "num_candidates", "nms_radius_mm",
-            "window_overlap", "window_size", "input_size", "blend", "rpn_candidates", "rpn_iou")
+            "window_overlap", "window_size", "input_size", "blend", "rpn_candidates", "rpn_iou",
+            "rpn_pre_nms")
     d = {k: (list(g[k]) if isinstance(g[k], tuple) else g[k]) for k in keys if k in g}
     d["widths"] = [list(g.get("widths", ())), g.get("width_growth", 2.0)]
     d["spacing"] = float(config.data.spacing)
+    d["union"] = "capped at num_candidates"  # caches of the uncapped union are recomputed
     return json.dumps(d, sort_keys=True)
 
 
@@ -81,7 +83,8 @@ def detect_scans(config, scans, *, cg_params=None, fpr_params=None, cache_dir=No
                  dt.score_candidates(fpr_params, config, s, zyx, model=fpr_model))
         for xyz, p in zip(dt.to_world(s, zyx), probs, strict=False):
             rows.append((s.uid, float(xyz[0]), float(xyz[1]), float(xyz[2]), float(p)))
-    info = dt.candidate_sensitivity(scans, cands)
+    info = dt.candidate_sensitivity(scans, cands,
+                                    float(config.get("eval", {}).get("min_diameter_mm", 0.0)))
     info["seconds_per_scan"] = (time.perf_counter() - t0) / max(len(scans), 1)
     return rows, info
 

@@ -24,7 +24,7 @@ from nodulejax.adversarial import noise
 from nodulejax.adversarial.synthetic import synthesize_filtered
 from nodulejax.data.backgrounds import background_patches, positive_patches
 from nodulejax.errors import CheckpointError
-from nodulejax.evaluation.stress import apply_noise, image_attack, score_patches
+from nodulejax.evaluation.probes import apply_noise, image_attack, score_patches
 from nodulejax.models.classifier import load_fpr, load_generator
 from nodulejax.runtime.batching import map_batches
 from nodulejax.runtime.keys import STREAMS, item_keys

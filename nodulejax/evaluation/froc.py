@@ -11,6 +11,9 @@ Implements the rules of the official LUNA16 script ``noduleCADEvaluationLUNA16.p
   further marks on it are dropped (not FPs); one mark may detect two nodules;
 * at most 100 marks per scan: when a scan has more, only the marks *strictly above* the
   101st-highest probability are kept (so ties at that probability are all dropped);
+* ``min_diameter_mm`` (paper Section 4: "We only considered the nodules with the diameters
+  larger than 6mm"; 0 keeps all): included nodules below it join the excluded findings with
+  their own diameter (:func:`irrelevant_below`), so a mark on one is neither TP nor FP;
 * every scan of the seriesuids file counts (``n_scans``), marks or not; annotations of scans not
   listed are ignored; missed nodules stay in the denominator;
 * FPs/scan at threshold t = FP marks with probability >= t / n_scans;
@@ -58,6 +61,7 @@ __all__ = [
     "MAX_MARKS",
     "FrocEntries",
     "match_marks",
+    "irrelevant_below",
     "froc_curve",
     "sensitivity_at",
     "bootstrap_sensitivity",
@@ -178,6 +182,25 @@ def _group_findings(ann, index: dict[str, int], name: str):
 # ----------------------------------------------------------------------------------------
 # Matching (per scan) and the FROC curve
 # ----------------------------------------------------------------------------------------
+
+
+def irrelevant_below(annotations, excluded, min_diameter_mm: float):
+    """Split at ``min_diameter_mm``: (included nodules >= it, excluded findings plus the
+    smaller included nodules, which keep their diameter as hit radius). 0 -> unchanged."""
+    if annotations is None or float(min_diameter_mm) <= 0:
+        return annotations, excluded
+    d = np.asarray(annotations.diameter_mm, np.float64).reshape(-1)
+    uid = np.asarray(annotations.seriesuid).astype(str).reshape(-1)
+    xyz = np.asarray(annotations.xyz, np.float64).reshape(-1, 3)
+    small = d < float(min_diameter_mm)
+    keep = luna16.Annotations(uid[~small], xyz[~small], d[~small])
+    parts = [(uid[small], xyz[small], d[small])]
+    if excluded is not None:
+        parts.insert(0, (np.asarray(excluded.seriesuid).astype(str).reshape(-1),
+                         np.asarray(excluded.xyz, np.float64).reshape(-1, 3),
+                         np.asarray(excluded.diameter_mm, np.float64).reshape(-1)))
+    exc = luna16.Annotations(*(np.concatenate([p[i] for p in parts]) for i in range(3)))
+    return keep, exc
 
 
 def match_marks(
@@ -418,6 +441,7 @@ def evaluate(
     max_marks: int = MAX_MARKS,
     curve_points: int = 200,
     names: tuple[str, str, str, str] = ("annotations", "excluded", "seriesuids", "predictions"),
+    min_diameter_mm: float = 0.0,
 ) -> dict:
     """LUNA16 FROC evaluation of ``predictions`` -> JSON-able dict.
 
@@ -425,8 +449,11 @@ def evaluate(
     ``sensitivity_ci`` {key: [lo, hi]} (None when ``bootstrap == 0``), ``n_nodules``,
     ``n_detected``, ``n_fp_marks``, ``n_scans``, ``n_marks`` (kept after the 100 cap),
     ``curve`` {fps, sensitivity} (the full FROC curve), ``band`` {fps, lo, hi} (bootstrap
-    interval on a log grid 1/8..8, for the plot), ``bootstrap``, ``seed``."""
+    interval on a log grid 1/8..8, for the plot), ``bootstrap``, ``seed``,
+    ``min_diameter_mm``. ``min_diameter_mm``: included nodules below it are irrelevant
+    findings (:func:`irrelevant_below`)."""
     fps = tuple(float(x) for x in fps)
+    annotations, excluded = irrelevant_below(annotations, excluded, min_diameter_mm)
     entries = match_marks(
         annotations, excluded, seriesuids, predictions, max_marks=max_marks, names=names
     )
@@ -448,6 +475,7 @@ def evaluate(
         "band": None,
         "bootstrap": int(bootstrap),
         "seed": int(seed),
+        "min_diameter_mm": float(min_diameter_mm),
     }
     if bootstrap > 0:
         grid = np.geomspace(min(fps), max(fps), curve_points)
@@ -534,6 +562,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-diameter-mm", type=float, default=0.0,
+                   help="included nodules below this diameter are irrelevant (paper: 6)")
     p.add_argument("--name", default=None, help="row name (default: the --out folder name)")
     a = p.parse_args(argv)
     name = a.name or os.path.basename(os.path.normpath(a.out))
@@ -545,6 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             a.predictions,
             bootstrap=a.bootstrap,
             seed=a.seed,
+            min_diameter_mm=a.min_diameter_mm,
         )
     except LUNA16FormatError as e:
         print(f"error: {e}", file=sys.stderr)

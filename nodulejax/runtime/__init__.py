@@ -5,56 +5,56 @@ checkpoints."""
 from __future__ import annotations
 
 from nodulejax.runtime import (
-    batching,
-    checkpoint,
-    config_tools,
-    devices,
-    files,
-    keys,
-    processes,
-    sharding,
+           batching,
+           checkpoint,
+           config_tools,
+           devices,
+           files,
+           keys,
+           processes,
+           sharding,
 )
 from nodulejax.runtime.batching import map_batches, pad_rows
 from nodulejax.runtime.checkpoint import (
-    ModelCheckpoints,
-    Restored,
-    check_config,
-    decode_key,
-    encode_key,
-    load_params,
-    model_dir,
-    restore_latest,
+           ModelCheckpoints,
+           Restored,
+           check_config,
+           decode_key,
+           encode_key,
+           load_params,
+           model_dir,
+           restore_latest,
 )
 from nodulejax.runtime.config_tools import (
-    MISSING,
-    config_diff,
-    config_to_dict,
-    fingerprint,
-    flatten,
-    load_config,
-    matches,
-    nested_diff,
-    select,
-    tree_digest,
+           MISSING,
+           config_diff,
+           config_to_dict,
+           fingerprint,
+           flatten,
+           load_config,
+           matches,
+           nested_diff,
+           select,
+           tree_digest,
 )
 from nodulejax.runtime.devices import (
-    DATA_AXIS,
-    batch_mesh,
-    batch_sharding,
-    configure_cpu_devices,
-    configure_from,
-    devices_for_batch,
-    gather,
-    make_mesh,
-    mesh_for,
-    put_batch,
-    replicate,
-    replicated,
+           DATA_AXIS,
+           batch_mesh,
+           batch_sharding,
+           configure_cpu_devices,
+           configure_from,
+           devices_for_batch,
+           gather,
+           make_mesh,
+           mesh_for,
+           put_batch,
+           replicate,
+           replicated,
 )
 from nodulejax.runtime.files import atomic_savez, atomic_write, atomic_write_json, atomic_write_text
 from nodulejax.runtime.keys import STREAMS, item_keys, stream_key
 from nodulejax.runtime.processes import spawn_map
-from nodulejax.runtime.sharding import initialize_distributed, shard_batch
+from nodulejax.runtime.sharding import initialize_distributed, process_share, shard_batch
 
 __all__ = ["batching", "map_batches", "pad_rows", "config_tools", "config_to_dict", "flatten",
            "matches", "select", "config_diff", "nested_diff", "fingerprint", "tree_digest",
@@ -64,4 +64,5 @@ __all__ = ["batching", "map_batches", "pad_rows", "config_tools", "config_to_dic
            "check_config", "encode_key", "decode_key", "Restored", "ModelCheckpoints",
            "restore_latest", "load_params", "files", "atomic_write", "atomic_write_text",
            "atomic_write_json", "atomic_savez", "keys", "STREAMS", "item_keys", "stream_key",
-           "processes", "spawn_map", "sharding", "initialize_distributed", "shard_batch"]
+           "processes", "spawn_map", "sharding", "initialize_distributed", "process_share",
+           "shard_batch"]

@@ -181,7 +181,8 @@ def stage_evaluate(study):
         pred = os.path.join(_eval_dir(study, "predictions"), f"{name}.csv")
         res = froc.evaluate_files(ann, exc if os.path.exists(exc) else None, uids, pred,
                                   bootstrap=int(study.config.eval.bootstrap),
-                                  seed=int(study.config.seed))
+                                  seed=int(study.config.seed),
+                                  min_diameter_mm=float(study.config.eval.min_diameter_mm))
         res["name"] = name
         out = _eval_dir(study, "froc", name.replace(" ", "_"))
         froc.write_outputs(res, out, name)

@@ -235,7 +235,7 @@ def make_inloop_augment(config, fpr_model, *, head: str, counts: dict[int, int],
             elif code == NOISE:
                 new = attacks.adversarial_noise(
                     k, fpr_model, target_vars, n, p, head=head, kl_weight=kl_weight,
-                    eps=q.noise_eps, step_size=q.noise_step, steps=int(q.image_steps),
+                    eps=q.noise_eps, step_size=q.noise_step, steps=int(q.noise_steps),
                     norm=q.image_norm).x_adv
             elif code == POISSON:
                 new = poisson_scaled(k, sub, scales)

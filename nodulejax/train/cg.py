@@ -92,15 +92,22 @@ def heatmap_step(model: ResUNet3D, lr: float, sigma_vox: float, loss: str = "foc
 
 
 @functools.lru_cache(maxsize=16)
-def rpn_step(model: ResUNetRPN, lr: float, input_size: int, anchors_mm: tuple, spacing: float):
-    """Train step of the RPN stage: ``rpn_targets`` (IoU matching) + sampled ``rpn_loss``."""
+def rpn_step(model: ResUNetRPN, lr: float, input_size: int, anchors_mm: tuple, spacing: float,
+             pos_iou: float = 0.5, neg_iou: float = 0.2, num_samples: int = 256,
+             pos_fraction: float = 0.5):
+    """Train step of the RPN stage: ``rpn_targets`` (IoU matching at ``pos_iou`` /
+    ``neg_iou``, ``c.cg.rpn_pos_iou`` / ``rpn_neg_iou``) + ``rpn_loss`` on about
+    ``num_samples`` sampled anchors, at most ``pos_fraction`` positive (``c.cg.rpn_num_samples``
+    / ``rpn_pos_fraction``; Faster R-CNN's 256 / 0.5)."""
     tx = optax.adam(lr)
     anchors = anchors_for(model, (input_size,) * 3, anchors_mm, spacing)
 
     def loss_fn(params, batch, key):
         out = model.apply({"params": params}, batch["image"])
-        labels, tdeltas = dl.rpn_targets(anchors, batch["boxes"], batch["valid"])
-        return jnp.mean(dl.rpn_loss(out["objectness"], out["deltas"], labels, tdeltas, key))
+        labels, tdeltas = dl.rpn_targets(anchors, batch["boxes"], batch["valid"], pos_iou,
+                                         neg_iou)
+        return jnp.mean(dl.rpn_loss(out["objectness"], out["deltas"], labels, tdeltas, key,
+                                    num_samples, pos_fraction))
 
     return _adam_step(loss_fn, tx, loss_fn)
 
@@ -202,7 +209,8 @@ def train_cg(config, workdir: str, scans_train, scans_val=None, *, progress: boo
     # (c) RPN: backbone from (a), new head
     rmodel = rpn_model(config)
     rstep = rpn_step(rmodel, float(g.lr), size, tuple(float(a) for a in g.anchors_mm),
-                     float(config.data.spacing))
+                     float(config.data.spacing), float(g.rpn_pos_iou), float(g.rpn_neg_iou),
+                     int(g.rpn_num_samples), float(g.rpn_pos_fraction))
     rinit = _host(jax.jit(rmodel.init)(jax.random.fold_in(key, 3), x0)["params"])
     rinit = dict(rinit, backbone=out["cg"])
     out["rpn"], results["rpn"] = _fit_stage(

@@ -124,11 +124,12 @@ def train_synth(config, workdir: str, train_scans, *, progress: bool | None = No
     s = config.synth
     p, bs, seed = int(s.patch_size), int(s.batch_size), int(config.seed)
     data = cutouts if cutouts is not None else nodule_cutouts(
-        list(train_scans), p, min_diameter_mm=float(s.get("min_diameter_mm", 0.0)))
+        list(train_scans), p, min_diameter_mm=float(s.get("train_min_diameter_mm", 0.0)))
     xs = np.asarray(data["x"], np.float32)
     if len(xs) == 0:
+        dmin = s.get("train_min_diameter_mm", 0.0)
         raise ConfigError(f"train_synth: no nodule cut-outs of at least "
-                          f"config.synth.min_diameter_mm={s.get('min_diameter_mm', 0.0)} mm in "
+                          f"config.synth.train_min_diameter_mm={dmin} mm in "
                           f"the {len(train_scans)} training scans")
     tx_vae = optax.adam(float(s.lr), b1=0.5, b2=0.9)
     tx_critic = optax.adam(float(s.lr), b1=0.5, b2=0.9)

@@ -159,7 +159,7 @@ def _compute(kind: str, items: np.ndarray, ctx: _Context) -> dict:
             r = attacks.adversarial_noise(
                 jnp.asarray(k), fpr.model, fpr.variables, len(k), p, head=fpr.head,
                 kl_weight=kl, eps=float(q.noise_eps), step_size=float(q.noise_step),
-                steps=int(q.image_steps), norm=str(q.image_norm))
+                steps=int(q.noise_steps), norm=str(q.image_norm))
             return {"x": np.asarray(r.x_adv)[..., 0], "pb": r.prob_before, "pa": r.prob_after}
 
         r = map_batches(fn, (keys,), bs)
@@ -167,7 +167,8 @@ def _compute(kind: str, items: np.ndarray, ctx: _Context) -> dict:
     else:
         raise PoolError(f"unknown pool kind {kind!r}; expected one of {POOL_KINDS}")
     meta.update(key=keys, prob_before=r["pb"], prob_after=r["pa"],
-                steps=np.full(n, int(q.image_steps), np.int32),
+                steps=np.full(n, int(q.noise_steps if kind == "noise" else q.image_steps),
+                              np.int32),
                 attack=np.full(n, "image_pgd_pos" if kind == "perturb" else "noise_pgd", "<U16"))
     return {"x": r["x"], "keep": np.ones(n, bool), **meta}
 
