@@ -7,6 +7,7 @@ from __future__ import annotations
 from nodulejax.runtime import (
     batching,
     checkpoint,
+    cli,
     config_tools,
     devices,
     files,
@@ -23,8 +24,11 @@ from nodulejax.runtime.checkpoint import (
     encode_key,
     load_params,
     model_dir,
+    require_model,
     restore_latest,
+    trained_models,
 )
+from nodulejax.runtime.cli import check_overrides, nearest, run_main
 from nodulejax.runtime.config_tools import (
     MISSING,
     config_diff,
@@ -64,4 +68,5 @@ __all__ = ["batching", "map_batches", "pad_rows", "config_tools", "config_to_dic
            "check_config", "encode_key", "decode_key", "Restored", "ModelCheckpoints",
            "restore_latest", "load_params", "files", "atomic_write", "atomic_write_text",
            "atomic_write_json", "atomic_savez", "keys", "STREAMS", "item_keys", "stream_key",
-           "processes", "spawn_map", "sharding", "initialize_distributed", "shard_batch"]
+           "processes", "spawn_map", "sharding", "initialize_distributed", "shard_batch",
+           "cli", "run_main", "nearest", "check_overrides", "require_model", "trained_models"]

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from nodulejax.study import context, report, runner, stages, toy
+from nodulejax.study import context, plan, report, runner, stages, toy
 from nodulejax.study.context import Study
+from nodulejax.study.plan import (
+    check,
+    downstream,
+    fingerprints,
+    marker_inputs,
+    rerun_stages,
+    stage_fields,
+    stale_stages,
+)
 from nodulejax.study.report import mean_std, write_report
-from nodulejax.study.runner import run
+from nodulejax.study.runner import console_log, run, stage_units
 from nodulejax.study.stages import (
     run_single,
     stage_augmented,
@@ -40,4 +49,6 @@ __all__ = ["context", "Study", "report", "write_report", "mean_std", "toy", "mak
            "train_vae", "run_toy", "stages", "stage_data", "stage_prepare", "stage_cg",
            "stage_fpr_seg", "stage_fpr_baselines", "stage_synth", "stage_pool", "stage_augmented",
            "stage_detect", "stage_evaluate", "stage_stress", "stage_figures", "stage_toy",
-           "stage_report", "run_single", "runner", "run"]
+           "stage_report", "run_single", "runner", "run", "console_log", "stage_units", "plan",
+           "stage_fields", "fingerprints", "downstream", "rerun_stages", "stale_stages", "check",
+           "marker_inputs"]
