@@ -46,7 +46,7 @@ def define(fv):
 def main(fv):
     config, workdir, mode = fv["config"].value, fv["workdir"].value, fv["mode"].value
     out_dir = fv["out_dir"].value or os.path.join(workdir, _OUT_DIRS[mode])
-    attack = require_model(workdir, fv["attack_model"].value)
+    attack = None if mode == "stress" else require_model(workdir, fv["attack_model"].value)
     if mode == "pool":
         out = build_pool(config, workdir, prepare_split(config, workdir, "train"),
                          fpr_model_name=attack, out_dir=out_dir, progress=True)

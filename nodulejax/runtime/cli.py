@@ -169,13 +169,14 @@ def run_main(prog: str, define: Callable[[flags.FlagValues], Iterable[str] | Non
              main: Callable[[flags.FlagValues], int | None], argv: Sequence[str] | None = None,
              *, doc: str | None = None, config: str | None = "required",
              positional: bool = False) -> int:
-    """Parse ``argv`` (default ``sys.argv``) with the flags ``define(fv)`` adds to a fresh
+    """Parse ``argv`` (the arguments after the program name; default ``sys.argv[1:]``) with
+    the flags ``define(fv)`` adds to a fresh
     FlagValues (it returns the names of required flags), run ``main(fv)`` and return its exit
     code; a user's mistake is one line on stderr and exit code 2.
 
     ``config``: "required", "optional" or None (the tool takes no ``--config``);
     ``positional``: arguments other than flags are allowed and passed: ``main(fv, args)``."""
-    argv = list(sys.argv if argv is None else argv)
+    argv = list(sys.argv) if argv is None else [prog, *argv]
     fv = flags.FlagValues()
     required = _define(fv, define, config, argv)
     if any(a in _HELP_ARGS for a in argv[1:]):

@@ -61,7 +61,8 @@ def stage_data(study):
                                        size_scale=float(p.size_scale),
                                        num_subsets=int(p.num_subsets),
                                        max_voxels=int(p.max_voxels),
-                                       workers=int(d.num_workers))
+                                       workers=int(d.num_workers),
+                                       overwrite=True)  # a killed earlier attempt
     summary.pop("uids", None)
     return summary
 
