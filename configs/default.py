@@ -20,6 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
     # which stage train.py runs: "study" (everything, resumable) or one of
     # cg, fpr_seg_pretrain, fpr, fpr_finetune, synth, fpr_augmented, detect, evaluate, report
     c.stage = "study"
+    # study stages to redo although their markers exist ("cg,fpr"; their downstream stages
+    # are redone too); a re-run whose config changed refuses until asked
+    c.rerun = ""
 
     # --- data ---------------------------------------------------------------------------
     c.data = ml_collections.ConfigDict()

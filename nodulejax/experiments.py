@@ -30,11 +30,13 @@ draw Poisson-noised real patches with the adversarial ratios, as the paper does 
 
 from __future__ import annotations
 
+import difflib
+
 from nodulejax.errors import ConfigError
 
 __all__ = ["EXPERIMENTS", "ALIASES", "ALL_ROWS", "BASELINES", "AUGMENTED", "ATTACK_TARGET",
            "ATTACK_MODEL", "SEG_MODEL", "SYNTH_MODEL", "CG_MODELS", "canonical_name",
-           "apply_experiment", "row", "row_config", "model_name", "canonical_model_name",
+           "apply_experiment", "row", "row_config", "model_name", "file_name", "canonical_model_name",
            "row_of_model", "fpr_head"]
 
 EXPERIMENTS = {
@@ -70,8 +72,10 @@ def canonical_name(name: str) -> str:
         name = ALIASES.get(name.replace("_", "+"), name.replace("_", "+"))
         name = name.replace("baseline+", "baseline-").replace("beta+finetune", "beta-finetune")
     if name not in EXPERIMENTS:
-        raise ConfigError(f"unknown Table 3 row {name!r}; "
-                         f"known: {', '.join(EXPERIMENTS)}")
+        close = difflib.get_close_matches(name, list(EXPERIMENTS), n=3, cutoff=0.5)
+        hint = f"nearest: {', '.join(close)}; " if close else ""
+        raise ConfigError(f"unknown Table 3 row {name!r}; {hint}"
+                          f"known: {', '.join(EXPERIMENTS)}")
     return name
 
 
@@ -117,6 +121,13 @@ def model_name(row_name: str) -> str:
     (``"beta+syn (random)"`` -> ``"fpr_beta+syn-random"``)."""
     name = canonical_name(row_name).replace(" (", "-").replace("(", "-").replace(")", "")
     return "fpr_" + name.replace(" ", "-")
+
+
+def file_name(row_name: str) -> str:
+    """The one spelling of a Table 3 row in file and folder names (prediction CSVs, FROC
+    folders, PNGs): its checkpoint name without ``fpr_`` (``"beta+syn (random)"`` ->
+    ``"beta+syn-random"``). Tables and plots show the paper's spelling."""
+    return model_name(row_name)[len("fpr_"):]
 
 
 ATTACK_MODEL = model_name(ATTACK_TARGET)  # "fpr_baseline-beta-finetune"

@@ -287,7 +287,8 @@ if tfds is not None:
                 phantom.generate_dataset(root, s.phantom_num_scans, s.phantom_seed,
                                          size_scale=s.phantom_size_scale,
                                          num_subsets=s.phantom_num_subsets,
-                                         max_voxels=s.phantom_max_voxels)
+                                         max_voxels=s.phantom_max_voxels,
+                                         overwrite=True)  # an unfinished earlier attempt
                 with open(done, "w", encoding="utf-8") as f:
                     f.write("ok\n")
             return root

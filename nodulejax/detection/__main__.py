@@ -1,65 +1,89 @@
-"""Whole-scan detection CLI: candidates (cached) scored by a trained FPR -> LUNA16 CSV.
+"""Whole-scan detection: candidates (cached) scored by a trained FPR -> LUNA16 CSV.
 
     python -m nodulejax.detection --config configs/demo.py --workdir runs/demo \
-        --data runs/demo/data --out predictions.csv [--folds 8,9] [--fpr-model NAME]
+        [--data runs/demo/data] [--out pred.csv] [--folds 8,9] [--fpr-model beta+syn]
 
-CG params come from ``WORKDIR/checkpoints/{cg,cg_ggo,rpn}`` and the FPR params from
-``WORKDIR/checkpoints/<NAME>``. ``--fpr-model none`` writes the CG scores instead (the
-candidate stage alone). The candidate-stage sensitivity (Section 5.2) is printed and written
-to ``WORKDIR/candidates/sensitivity.json``.
+CG params come from WORKDIR/checkpoints/{cg,cg_ggo,rpn} and the FPR params from
+WORKDIR/checkpoints/fpr_<ROW> (--fpr-model takes the Table 3 row, beta+syn, or the
+checkpoint name, fpr_beta+syn; none writes the CG scores, the candidate stage alone). Scans
+are prepared into the study's cache (WORKDIR/cache), candidates cached in WORKDIR/candidates;
+the candidate-stage sensitivity (Section 5.2) is printed and written to
+WORKDIR/candidates/sensitivity.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
+import sys
+
+from absl import flags
 
 from nodulejax.data import luna16
-from nodulejax.data.prepare import prepare_folds
+from nodulejax.data.prepare import cache_dir, data_root, prepare_folds
 from nodulejax.detection.run import detect_scans, load_cg_params, write_rows
-from nodulejax.runtime.checkpoint import load_params
-from nodulejax.runtime.config_tools import load_config
+from nodulejax.errors import ConfigError
+from nodulejax.experiments import file_name, row_config, row_of_model
+from nodulejax.runtime.checkpoint import load_params, require_model
+from nodulejax.runtime.cli import run_main
 from nodulejax.runtime.files import atomic_write_json
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m nodulejax.detection", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--data", required=True, help="dataset folder in the LUNA16 layout")
-    ap.add_argument("--out", required=True, help="submission CSV to write")
-    ap.add_argument("--folds", default=None, help="comma-separated subsets (default: "
-                    "config.data.test_folds)")
-    ap.add_argument("--fpr-model", default=None, help="checkpoint name of the FPR model "
-                    "(default fpr_<config.train.experiment>; 'none' = CG scores)")
-    ap.add_argument("--no-rpn", action="store_true", help="blob candidates only")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    config = load_config(args.config)
-    folds = (tuple(int(f) for f in args.folds.split(",")) if args.folds
-             else tuple(config.data.test_folds))
-    ds = luna16.Luna16Dataset(args.data)
-    scans = prepare_folds(ds, folds, spacing=float(config.data.spacing),
-                          window=tuple(config.data.hu_window),
-                          cache_dir=os.path.join(args.workdir, "prepared"))
-    cache_dir = os.path.join(args.workdir, "candidates")
-    os.makedirs(cache_dir, exist_ok=True)
-    cg_params = load_cg_params(args.workdir, with_rpn=not args.no_rpn)
-    name = args.fpr_model or f"fpr_{config.train.experiment}"
-    fpr_params = None if name.lower() == "none" else load_params(args.workdir, name, "best")
-    rows, info = detect_scans(config, scans, cg_params=cg_params, fpr_params=fpr_params,
-                              cache_dir=cache_dir)
-    write_rows(args.out, rows)
-    info.update(out=args.out, fpr_model=name, folds=list(folds), n_rows=len(rows))
-    atomic_write_json(os.path.join(cache_dir, "sensitivity.json"), info, indent=2)
+def define(fv):
+    flags.DEFINE_string("workdir", None, "run folder with the trained checkpoints",
+                        flag_values=fv)
+    flags.DEFINE_string("data", None, "dataset folder in the LUNA16 layout (default: "
+                        "config.data.root or WORKDIR/data, as the study)", flag_values=fv)
+    flags.DEFINE_string("out", None, "submission CSV to write (default: "
+                        "WORKDIR/eval/predictions/<model>.csv)", flag_values=fv)
+    flags.DEFINE_string("folds", None, "comma-separated subsets (default: "
+                        "config.data.test_folds)", flag_values=fv)
+    flags.DEFINE_string("fpr-model", None, "FPR model: a Table 3 row or checkpoint name "
+                        "(default: config.train.experiment; 'none' = CG scores)",
+                        flag_values=fv)
+    flags.DEFINE_boolean("no-rpn", False, "blob candidates only", flag_values=fv)
+    return ["workdir"]
+
+
+def _folds(text, config):
+    if not text:
+        return tuple(int(f) for f in config.data.test_folds)
+    try:
+        return tuple(int(f) for f in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--folds {text!r}: expected comma-separated subset numbers, "
+                          "e.g. 8,9") from None
+
+
+def main(fv) -> int:
+    config, workdir = fv["config"].value, fv["workdir"].value
+    folds = _folds(fv["folds"].value, config)
+    name = fv["fpr-model"].value or str(config.train.experiment)
+    model = None if name.lower() == "none" else require_model(workdir, name)
+    data = fv["data"].value or data_root(config, workdir)
+    if not os.path.isdir(data):
+        raise ConfigError(f"--data {data}: no such folder (a dataset in the LUNA16 layout; "
+                          "default: config.data.root or WORKDIR/data)")
+    ds = luna16.Luna16Dataset(data)
+    stem = file_name(row_of_model(model)) if model and row_of_model(model) else model or "cg"
+    out = fv["out"].value or os.path.join(workdir, "eval", "predictions", f"{stem}.csv")
+    scans = prepare_folds(ds, list(folds), spacing=float(config.data.spacing),
+                          window=tuple(config.data.hu_window), cache_dir=cache_dir(workdir),
+                          workers=int(config.data.get("num_workers", 1)))
+    cands = os.path.join(workdir, "candidates")
+    os.makedirs(cands, exist_ok=True)
+    cg_params = load_cg_params(workdir, with_rpn=not fv["no-rpn"].value)
+    fpr_params = None if model is None else load_params(workdir, model, "best")
+    row = row_of_model(model) if model else None  # its head (CE / Beta) from Table 3
+    rows, info = detect_scans(row_config(config, row) if row else config, scans,
+                              cg_params=cg_params, fpr_params=fpr_params, cache_dir=cands)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    write_rows(out, rows)
+    info.update(out=out, fpr_model=model or "none", folds=list(folds), n_rows=len(rows))
+    atomic_write_json(os.path.join(cands, "sensitivity.json"), info, indent=2)
     print(json.dumps(info))
-    return info
-
-
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main("python -m nodulejax.detection", define, main, doc=__doc__))

@@ -89,7 +89,8 @@ def blend_weights(win: int, kind: str = "gaussian") -> np.ndarray:
 
 
 def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "gaussian",
-                   batch_size: int = 2, channels: int = 1, proposals_fn=None, roi=None):
+                   batch_size: int = 2, channels: int = 1, proposals_fn=None, roi=None,
+                   progress: bool = False):
     """Blend ``apply_fn`` over a whole volume.
 
     Args:
@@ -101,6 +102,7 @@ def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "
       roi: optional (Z, Y, X) bool region of interest (the dilated lung mask): windows holding
         no ROI voxel are skipped and their voxels predict 0 (a CAD system only reads the lungs;
         this skips the ~half of a chest CT outside them).
+      progress: a tqdm bar over the window batches.
     Returns:
       (Z, Y, X, channels) float32 blended predictions (cropped to the volume).
     """
@@ -117,7 +119,10 @@ def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "
         proi[: vol.shape[0], : vol.shape[1], : vol.shape[2]] = roi
         corners = [(z, y, x) for z, y, x in corners
                    if proi[z: z + win, y: y + win, x: x + win].any()]
-    for b0 in range(0, len(corners), batch_size):
+    from tqdm.auto import tqdm
+
+    for b0 in tqdm(range(0, len(corners), batch_size), desc="windows", unit="batch",
+                   leave=False, disable=not progress, dynamic_ncols=True):
         chunk = corners[b0: b0 + batch_size]
         xb = np.zeros((batch_size, win, win, win, 1), np.float32)
         for j, (z, y, x) in enumerate(chunk):
@@ -235,7 +240,7 @@ def merge_candidates(blob_zyx, blob_scores, rpn_zyx, rpn_scores, radius_vox: flo
             np.asarray(source, np.int8))
 
 
-def cg_maps(cg_params, config, image, roi=None):
+def cg_maps(cg_params, config, image, roi=None, progress: bool = False):
     """Sliding-window CG over a (Z, Y, X) image: returns (heat_all, heat_ggo) sigmoid maps
     (Z, Y, X) and the RPN boxes (n, 4) (z, y, x, d voxels) with scores (n,) after global
     NMS (empty when ``cg_params`` has no "rpn"). ``roi``: see :func:`sliding_window`."""
@@ -253,10 +258,12 @@ def cg_maps(cg_params, config, image, roi=None):
     dense = sliding_window(lambda x: apply(params, jnp.asarray(x)), image, window_size(config),
                            float(config.cg.window_overlap), blend=str(config.cg.blend),
                            batch_size=int(config.cg.infer_batch_size), channels=2,
-                           proposals_fn=collect if has_rpn else None, roi=roi) if has_rpn else \
+                           proposals_fn=collect if has_rpn else None, roi=roi,
+                           progress=progress) if has_rpn else \
         sliding_window(lambda x: apply(params, jnp.asarray(x))[0], image, window_size(config),
                        float(config.cg.window_overlap), blend=str(config.cg.blend),
-                       batch_size=int(config.cg.infer_batch_size), channels=2, roi=roi)
+                       batch_size=int(config.cg.infer_batch_size), channels=2, roi=roi,
+                       progress=progress)
     rb = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
     rs = np.concatenate(scores) if scores else np.zeros((0,), np.float32)
     inside = np.all((rb[:, :3] >= -0.5) & (rb[:, :3] < np.asarray(image.shape) - 0.5), axis=1)
@@ -284,7 +291,7 @@ def lung_roi(scan, margin_mm: float):
     return ndimage.binary_dilation(scan.lung, ball, iterations=r)
 
 
-def generate_candidates(cg_params, config, scan):
+def generate_candidates(cg_params, config, scan, progress: bool = False):
     """Candidates of one scan (Section 3.1): blob peaks of the fused heatmap (<= K) united
     with the RPN boxes.
 
@@ -296,7 +303,7 @@ def generate_candidates(cg_params, config, scan):
       source (N,) int8 flags (1 blob, 2 RPN, 3 both).
     """
     roi = lung_roi(scan, float(config.cg.roi_margin_mm))
-    h_all, h_ggo, rb, rs = cg_maps(cg_params, config, scan.image, roi)
+    h_all, h_ggo, rb, rs = cg_maps(cg_params, config, scan.image, roi, progress)
     fused = np.where(roi, np.maximum(h_all, h_ggo), 0.0) if roi is not None else \
         np.maximum(h_all, h_ggo)
     sp = float(scan.spacing)

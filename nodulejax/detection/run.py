@@ -47,7 +47,7 @@ def _cg_fingerprint(config) -> str:
     return json.dumps(d, sort_keys=True)
 
 
-def cached_candidates(cg_params, config, scan, cache_dir: str | None):
+def cached_candidates(cg_params, config, scan, cache_dir: str | None, progress: bool = False):
     """``generate_candidates`` for one scan, read from / written to ``cache_dir/<uid>.npz``
     (recomputed when the cached file was made with other CG settings)."""
     path = os.path.join(cache_dir, f"{scan.uid}.npz") if cache_dir else None
@@ -59,25 +59,29 @@ def cached_candidates(cg_params, config, scan, cache_dir: str | None):
     if cg_params is None:
         raise CheckpointError(f"no cached candidates for scan {scan.uid} in {cache_dir} "
                               "and no CG params given")
-    zyx, scores, source = dt.generate_candidates(cg_params, config, scan)
+    zyx, scores, source = dt.generate_candidates(cg_params, config, scan, progress)
     if path:
         atomic_savez(path, zyx=zyx, scores=scores, source=source, fingerprint=np.array(fp))
     return zyx, scores, source
 
 
 def detect_scans(config, scans, *, cg_params=None, fpr_params=None, cache_dir=None,
-                 fpr_model=None):
+                 fpr_model=None, progress: bool | None = None, desc: str = "detection"):
     """Detections for ``scans``: candidates (cached) scored by the FPR (or, with
     ``fpr_params=None``, by the CG).
 
     Returns (rows, info): rows = list of (uid, x, y, z, probability) in world LPS mm;
     info = candidate-stage sensitivity (``detect.candidate_sensitivity``) plus
-    ``seconds_per_scan``.
+    ``seconds_per_scan``. ``progress`` (default ``config.train.progress``): a tqdm bar over
+    the scans (and one over each scan's windows while its candidates are computed).
     """
+    from tqdm.auto import tqdm
+
+    progress = bool(config.train.get("progress", True)) if progress is None else progress
     rows, cands = [], {}
     t0 = time.perf_counter()
-    for s in scans:
-        zyx, scores, source = cached_candidates(cg_params, config, s, cache_dir)
+    for s in tqdm(scans, desc=desc, unit="scan", disable=not progress, dynamic_ncols=True):
+        zyx, scores, source = cached_candidates(cg_params, config, s, cache_dir, progress)
         cands[s.uid] = (zyx, scores, source)
         probs = (scores if fpr_params is None else
                  dt.score_candidates(fpr_params, config, s, zyx, model=fpr_model))

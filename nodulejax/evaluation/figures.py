@@ -118,12 +118,12 @@ def make_figures(config, workdir: str, scans, out_dir: str | None = None, *,
                  fpr_model_name: str | None = None, fpr=None, generator=None,
                  n: int = 8) -> list[str]:
     """Compute examples against the attacked FPR (``c.stress.attack_target``) on ``scans`` and
-    write fig5/fig6/fig8/fig9 PNGs to ``out_dir`` (default ``WORKDIR/report/figures``).
+    write fig5/fig6/fig8/fig9 PNGs to ``out_dir`` (default ``WORKDIR/eval/figures``).
     Figs. 5 and 8 need the synthesizer (skipped without one). Batches are padded to
     ``c.pgd.batch_size`` so the pool's / stress test's compiled attacks are reused.
     Returns the paths written."""
     c = config
-    out_dir = out_dir or os.path.join(workdir, "report", "figures")
+    out_dir = out_dir or os.path.join(workdir, "eval", "figures")
     fpr = fpr or load_fpr(c, workdir, fpr_model_name or str(c.stress.attack_target))
     if generator is None:
         try:

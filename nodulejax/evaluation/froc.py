@@ -41,7 +41,6 @@ curve comes from cumulative sums of the multiplicities gathered along the sorted
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -49,11 +48,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from absl import flags
 
 from nodulejax.data import luna16
 from nodulejax.data.luna16 import hit_matrix, hit_radius_sq
 from nodulejax.errors import LUNA16FormatError
 from nodulejax.evaluation.plots import plot_froc
+from nodulejax.runtime.cli import run_main
 from nodulejax.runtime.files import atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -518,9 +519,13 @@ def evaluate_files(
     **kwargs,
 ) -> dict:
     """:func:`evaluate` on LUNA16 CSV files (:func:`read_files`). ``excluded`` may be None
-    (no excluded findings)."""
+    (no excluded findings). The result's ``n_scans_without_marks`` counts the listed scans
+    without a single prediction (a seriesuids file of other scans than the predictions' lowers
+    every sensitivity)."""
     ann, exc, uids, pred, names = read_files(annotations, excluded, seriesuids, predictions)
-    return evaluate(ann, exc, uids, pred, names=names, **kwargs)
+    res = evaluate(ann, exc, uids, pred, names=names, **kwargs)
+    res["n_scans_without_marks"] = len(set(uids) - {str(u) for u in pred.uids})
+    return res
 
 
 def table3_row(result: dict, name: str) -> str:
@@ -550,45 +555,60 @@ def write_outputs(result: dict, out_dir: str | os.PathLike, name: str = "run") -
                       table3_header(res) + "\n" + table3_row(res, name) + "\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m nodulejax.evaluation.froc",
-        description="LUNA16-exact FROC/CPM evaluation with bootstrap confidence intervals.",
-    )
-    p.add_argument("--annotations", required=True)
-    p.add_argument("--excluded", default=None, help="annotations_excluded.csv (optional)")
-    p.add_argument("--seriesuids", required=True)
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-diameter-mm", type=float, default=0.0,
-                   help="included nodules below this diameter are irrelevant (paper: 6)")
-    p.add_argument("--name", default=None, help="row name (default: the --out folder name)")
-    a = p.parse_args(argv)
-    name = a.name or os.path.basename(os.path.normpath(a.out))
-    try:
-        res = evaluate_files(
-            a.annotations,
-            a.excluded,
-            a.seriesuids,
-            a.predictions,
-            bootstrap=a.bootstrap,
-            seed=a.seed,
-            min_diameter_mm=a.min_diameter_mm,
-        )
-    except LUNA16FormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    write_outputs(res, a.out, name)
+def _define(fv):
+    flags.DEFINE_string("annotations", None, "annotations.csv", flag_values=fv)
+    flags.DEFINE_string("excluded", None, "annotations_excluded.csv (optional)", flag_values=fv)
+    flags.DEFINE_string("seriesuids", None, "the evaluated scans, one seriesuid a line (the "
+                        "study's test split: WORKDIR/eval/seriesuids_test.csv)", flag_values=fv)
+    flags.DEFINE_string("predictions", None, "submission CSV (seriesuid,coordX,coordY,coordZ,"
+                        "probability)", flag_values=fv)
+    flags.DEFINE_string("out", None, "output folder (froc.json, froc.png, table3_row.md)",
+                        flag_values=fv)
+    flags.DEFINE_integer("bootstrap", None, "bootstrap resamples of the CPM CI (default: "
+                         "config.eval.bootstrap with --config, else 1000)", flag_values=fv)
+    flags.DEFINE_integer("seed", None, "bootstrap seed (default: config.seed, else 0)",
+                         flag_values=fv)
+    flags.DEFINE_float("min_diameter_mm", None, "included nodules below this diameter are "
+                       "irrelevant findings (paper: 6; default: config.eval.min_diameter_mm "
+                       "with --config, else 0)", flag_values=fv)
+    flags.DEFINE_string("name", None, "row name (default: the --out folder name)",
+                        flag_values=fv)
+    return ["annotations", "seriesuids", "predictions", "out"]
+
+
+def _main(fv) -> int:
+    config, out = fv["config"].value, fv["out"].value
+    boot = fv["bootstrap"].value
+    boot = boot if boot is not None else int(config.eval.bootstrap) if config else 1000
+    seed = fv["seed"].value
+    seed = seed if seed is not None else int(config.seed) if config else 0
+    dmin = fv["min_diameter_mm"].value
+    dmin = dmin if dmin is not None else float(config.eval.min_diameter_mm) if config else 0.0
+    name = fv["name"].value or os.path.basename(os.path.normpath(out))
+    res = evaluate_files(fv["annotations"].value, fv["excluded"].value, fv["seriesuids"].value,
+                         fv["predictions"].value, bootstrap=boot, seed=seed,
+                         min_diameter_mm=dmin)
+    if res["n_scans_without_marks"]:
+        print(f"warning: {res['n_scans_without_marks']} of {res['n_scans']} scans in "
+              f"{fv['seriesuids'].value} have no prediction in {fv['predictions'].value}; "
+              "they count as scans without a detection (is this the predictions' split?)",
+              file=sys.stderr, flush=True)
+    write_outputs(res, out, name)
     ci = res["cpm_ci"]
     print(
         f"{name}: CPM {res['cpm']:.4f}"
         + (f" (95% CI {ci[0]:.4f} - {ci[1]:.4f})" if ci else "")
         + f"; {res['n_detected']}/{res['n_nodules']} nodules, {res['n_fp_marks']} FP marks,"
-        f" {res['n_scans']} scans -> {a.out}"
+        f" {res['n_scans']} scans -> {out}"
     )
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m nodulejax.evaluation.froc``: exit code."""
+    return run_main("python -m nodulejax.evaluation.froc", _define, _main, argv,
+                    doc="LUNA16-exact FROC/CPM evaluation with bootstrap confidence intervals.",
+                    config="optional")
 
 
 if __name__ == "__main__":

@@ -11,13 +11,17 @@ stdout) and the same table as JSON next to it (``.json``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from collections.abc import Sequence
 
+from absl import flags
+
+from nodulejax.errors import ConfigError
 from nodulejax.evaluation.froc import table3_header, table3_row
+from nodulejax.runtime.cli import run_main
+from nodulejax.runtime.files import atomic_write_json, atomic_write_text
 
 # Table 3 rows in the paper's order (configs/experiments.py names)
 PAPER_ORDER = (
@@ -94,25 +98,27 @@ def assemble(run_dirs: Sequence[str | os.PathLike]) -> tuple[str, list[dict]]:
     return "\n".join(md) + "\n", js
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m nodulejax.evaluation.table3",
-        description="Assemble Table 3 from froc.json run results.",
-    )
-    p.add_argument("runs", nargs="+", help="run dirs (searched for froc.json)")
-    p.add_argument("--out", default="table3.md", help="markdown output; JSON goes to .json")
-    a = p.parse_args(argv)
-    try:
-        md, js = assemble(a.runs)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    with open(a.out, "w", encoding="utf-8") as f:
-        f.write(md)
-    with open(os.path.splitext(a.out)[0] + ".json", "w", encoding="utf-8") as f:
-        json.dump(js, f, indent=1)
+def _define(fv):
+    flags.DEFINE_string("out", "table3.md", "markdown output; the JSON goes next to it (.json)",
+                        flag_values=fv)
+
+
+def _main(fv, runs) -> int:
+    if not runs:
+        raise ConfigError("no RUN_DIR given: pass the folders holding froc.json files (the "
+                          "study's WORKDIR/eval/froc)")
+    md, js = assemble(runs)
+    out = fv["out"].value
+    atomic_write_text(out, md)
+    atomic_write_json(os.path.splitext(out)[0] + ".json", js, indent=1)
     sys.stdout.write(md)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m nodulejax.evaluation.table3 RUN_DIR...``: exit code."""
+    return run_main("python -m nodulejax.evaluation.table3", _define, _main, argv,
+                    doc=__doc__, config="optional", positional=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Counting (nothing is executed; shapes come from `jax.eval_shape`):
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import sys
@@ -28,12 +27,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from nodulejax.errors import ConfigError
 from nodulejax.models.denseunet import from_config
 from nodulejax.models.layers import Conv3D
 from nodulejax.models.resunet import build_resunet
 from nodulejax.models.rpn import build_rpn
+from nodulejax.runtime.cli import run_main
 
 # Table 2 of the paper: (params, GMACs, input side)
 PAPER_TABLE2 = {
@@ -172,21 +173,28 @@ def format_table(ours: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", required=True, help="config file, e.g. configs/paper.py")
-    ap.add_argument("--json", action="store_true", help="print a JSON object instead")
-    ap.add_argument("--xla", action="store_true", help="also XLA cost analysis (slow)")
-    args = ap.parse_args(argv)
-    config = load_config(args.config)
-    ours = summarize(config, xla=args.xla)
-    if args.json:
+def _define(fv):
+    flags.DEFINE_boolean("json", False, "print a JSON object instead of the table",
+                         flag_values=fv)
+    flags.DEFINE_boolean("xla", False, "also XLA's cost analysis (slow)", flag_values=fv)
+
+
+def _main(fv) -> int:
+    config = fv["config"].value
+    ours = summarize(config, xla=fv["xla"].value)
+    if fv["json"].value:
         print(json.dumps(ours))
     else:
         inputs = (f"ResUNet/RPN at {config.cg.input_size}^3, "
-                  f"FPR at {config.fpr.patch_size}^3 (config {args.config})")
+                  f"FPR at {config.fpr.patch_size}^3 (config {fv['config'].serialize()})")
         print(f"Table 2 (paper) beside ours; {inputs}\n{format_table(ours)}")
     return 0
+
+
+def main(argv=None) -> int:
+    """``python -m nodulejax.models.summary --config configs/paper.py``: exit code."""
+    return run_main("python -m nodulejax.models.summary", _define, _main, argv,
+                    doc=__doc__, config="required")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 from nodulejax.runtime import (
            batching,
            checkpoint,
+           cli,
            config_tools,
            devices,
            files,
@@ -23,7 +24,18 @@ from nodulejax.runtime.checkpoint import (
            encode_key,
            load_params,
            model_dir,
+           require_model,
            restore_latest,
+           trained_models,
+)
+from nodulejax.runtime.cli import (
+           USER_ERRORS,
+           check_overrides,
+           config_spec,
+           help_text,
+           nearest,
+           quiet_library_logs,
+           run_main,
 )
 from nodulejax.runtime.config_tools import (
            MISSING,
@@ -62,7 +74,8 @@ __all__ = ["batching", "map_batches", "pad_rows", "config_tools", "config_to_dic
            "configure_from", "make_mesh", "replicated", "batch_sharding", "devices_for_batch",
            "batch_mesh", "mesh_for", "put_batch", "replicate", "gather", "checkpoint", "model_dir",
            "check_config", "encode_key", "decode_key", "Restored", "ModelCheckpoints",
-           "restore_latest", "load_params", "files", "atomic_write", "atomic_write_text",
-           "atomic_write_json", "atomic_savez", "keys", "STREAMS", "item_keys", "stream_key",
-           "processes", "spawn_map", "sharding", "initialize_distributed", "process_share",
-           "shard_batch"]
+           "restore_latest", "load_params", "trained_models", "require_model", "cli", "run_main",
+           "nearest", "check_overrides", "config_spec", "quiet_library_logs", "help_text",
+           "USER_ERRORS", "files", "atomic_write", "atomic_write_text", "atomic_write_json",
+           "atomic_savez", "keys", "STREAMS", "item_keys", "stream_key", "processes", "spawn_map",
+           "sharding", "initialize_distributed", "process_share", "shard_batch"]

@@ -38,6 +38,7 @@ and current value.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -48,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from nodulejax.errors import CheckpointError
+from nodulejax.errors import CheckpointError, ConfigError
+from nodulejax.experiments import canonical_model_name
 from nodulejax.runtime import devices
 from nodulejax.runtime.config_tools import config_diff as _config_diff
 from nodulejax.runtime.config_tools import config_to_dict
@@ -58,8 +60,10 @@ from nodulejax.runtime.config_tools import config_to_dict
 RESUMABLE_FIELDS: tuple[str, ...] = (
     "name",
     "stage",  # which stage train.py runs does not change a model's training
+    "rerun",  # which stages the study redoes
     "ckpt.*",  # checkpoint cadence / retention
     "train.log_every",
+    "train.progress",  # the console bar
     "train.multi_host",
     "data.num_workers",  # host-side loading threads
     "data.prefetch",
@@ -412,4 +416,36 @@ def load_params(workdir: str, model_name: str, which: str = "best"):
             return devices.gather(state.params)
         top = sorted(state) if isinstance(state, Mapping) else type(state).__name__
         raise CheckpointError(f"checkpoint {where} holds no 'params' entry (top level: {top})")
-    raise CheckpointError(f"no {which} checkpoint for model {model_name!r} under {d}")
+    raise CheckpointError(f"no {which} checkpoint for model {model_name!r} under {d}"
+                          f"{_found(workdir, model_name)}")
+
+
+def trained_models(workdir: str) -> list[str]:
+    """The model names with a folder in ``WORKDIR/checkpoints`` (sorted)."""
+    root = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(root):
+        return []
+    return sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n)))
+
+
+def _found(workdir: str, name: str) -> str:
+    found = trained_models(workdir)
+    if not found:
+        return f"; {os.path.join(workdir, 'checkpoints')} holds no models"
+    close = difflib.get_close_matches(name, found, n=3, cutoff=0.5)
+    near = f"nearest: {', '.join(close)}; " if close else ""
+    return f"; {near}models in {os.path.join(workdir, 'checkpoints')}: {', '.join(found)}"
+
+
+def require_model(workdir: str, name: str) -> str:
+    """The checkpoint name of ``name`` (a Table 3 row, e.g. ``baseline-ce``, or a checkpoint
+    name, ``fpr_baseline-ce``) if ``WORKDIR/checkpoints/<it>`` exists; otherwise a
+    ConfigError (no such row) or CheckpointError naming the models the workdir has."""
+    try:
+        ckpt = canonical_model_name(name)
+    except ConfigError as e:
+        raise ConfigError(f"model {name!r}: {e}{_found(workdir, name)}") from None
+    if not os.path.isdir(model_dir(workdir, ckpt)):
+        raise CheckpointError(f"model {name!r}: no checkpoint {model_dir(workdir, ckpt)}"
+                              f"{_found(workdir, ckpt)}")
+    return ckpt

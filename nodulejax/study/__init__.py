@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nodulejax.study import claims, context, report, runner, stages, toy
+from nodulejax.study import claims, context, plan, report, runner, stages, toy
 from nodulejax.study.claims import (
            CLAIMS,
            MARGIN,
@@ -18,8 +18,18 @@ from nodulejax.study.claims import (
            write_claims,
 )
 from nodulejax.study.context import Study
+from nodulejax.study.plan import (
+           INPUTS_KEY,
+           check,
+           downstream,
+           fingerprints,
+           marker_inputs,
+           rerun_stages,
+           stage_fields,
+           stale_stages,
+)
 from nodulejax.study.report import mean_std, write_report
-from nodulejax.study.runner import run
+from nodulejax.study.runner import console_log, run, stage_units
 from nodulejax.study.stages import (
            run_single,
            stage_augmented,
@@ -57,4 +67,6 @@ __all__ = ["claims", "Claim", "CLAIMS", "MARGIN", "VERDICTS", "verdict", "table3
            "train_mlp", "train_vae", "run_toy", "stages", "stage_data", "stage_prepare",
            "stage_cg", "stage_fpr_seg", "stage_fpr_baselines", "stage_synth", "stage_pool",
            "stage_augmented", "stage_detect", "stage_evaluate", "stage_stress", "stage_figures",
-           "stage_toy", "stage_claims", "stage_report", "run_single", "runner", "run"]
+           "stage_toy", "stage_claims", "stage_report", "run_single", "plan", "stage_fields",
+           "fingerprints", "downstream", "rerun_stages", "stale_stages", "check", "marker_inputs",
+           "INPUTS_KEY", "runner", "run", "console_log", "stage_units"]

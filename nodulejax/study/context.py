@@ -1,14 +1,17 @@
 """The state of one study run: its folder, stage markers, dataset and prepared scans.
 
 ``Study(config, workdir)`` is what every stage function (:mod:`nodulejax.study.stages`)
-receives. ``run_stage(name, fn)`` runs ``fn`` unless ``WORKDIR/stages/<name>.json`` exists and
-writes that marker (atomically, with the stage's wall time) when ``fn`` returns.
+receives. ``run_stage(name, fn, inputs)`` runs ``fn`` unless ``WORKDIR/stages/<name>.json``
+exists and writes that marker (atomically, with the stage's wall time and config
+fingerprint) when ``fn`` returns; ``clear(name, paths)`` removes a marker and the stage's
+outputs before a redo.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -43,11 +46,30 @@ class Study:
         with open(self._marker(stage)) as f:
             return json.load(f)
 
-    def run_stage(self, stage, fn):
-        """Run ``fn`` unless ``stage`` is marked done; then write its marker atomically. An
-        OSError of the stage or of its marker (disk full, read-only folder) becomes WorkdirError
-        naming the stage and the file, and no marker is written: a re-run resumes the stage
-        (from its checkpoints)."""
+    def records(self, names) -> dict:
+        """``{stage: marker}`` of the finished stages among ``names`` (in their order)."""
+        return {n: self.record(n) for n in names if self.done(n)}
+
+    def clear(self, stage, paths=()) -> None:
+        """Remove the marker of ``stage`` and its outputs ``paths`` (relative to WORKDIR;
+        the dataset only where it lives in the run folder), so the stage runs afresh."""
+        for rel in paths:
+            if rel == "data" and self.config.data.root:
+                continue
+            path = os.path.join(self.workdir, rel)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+        if self.done(stage):
+            os.remove(self._marker(stage))
+
+    def run_stage(self, stage, fn, inputs: dict | None = None):
+        """``fn()`` unless the marker of ``stage`` exists; the marker records the wall time
+        and ``inputs`` (the stage's config fingerprint, :mod:`nodulejax.study.plan`) and is
+        written atomically. An OSError of the stage or of its marker (disk full, read-only
+        folder) becomes WorkdirError naming the stage and the file, and no marker is written:
+        a re-run resumes the stage (from its checkpoints)."""
         if self.done(stage):
             logging.info("stage %s: done earlier, skipped", stage)
             return self.record(stage)
@@ -56,6 +78,8 @@ class Study:
         try:
             info = fn() or {}
             info["seconds"] = round(time.time() - t0, 2)
+            if inputs is not None:
+                info["_inputs"] = inputs
             atomic_write_json(self._marker(stage), info, indent=1, default=_json_default)
         except OSError as e:
             where = e.filename or self.workdir
@@ -64,7 +88,6 @@ class Study:
                 "read-only folder?); the stage is not marked done: fix it and re-run the same "
                 "command to resume") from e
         logging.info("stage %s: finished in %.1f s", stage, info["seconds"])
-        print(f"[study] {stage}: {info['seconds']:.1f} s", flush=True)
         return info
 
     # ------------------------------------------------------------------ data

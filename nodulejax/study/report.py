@@ -17,6 +17,7 @@ from importlib import metadata
 
 import numpy as np
 
+from nodulejax.experiments import file_name
 from nodulejax.models import summary
 from nodulejax.runtime.config_tools import load_config
 from nodulejax.study.claims import to_markdown as claims_markdown
@@ -116,8 +117,8 @@ def write_report(study) -> str:
                    f"candidates per scan: {cand['candidate_sensitivity']:.3f} "
                    f"(mean {cand.get('mean_candidates', float('nan')):.1f} candidates per scan)."]
     for name in (ev.get("froc") or {}):
-        png = os.path.join(wd, "eval", "froc", name.replace(" ", "_"), "froc.png")
-        fig = _copy_fig(png, rep, f"froc_{name.replace(' ', '_').replace('+', 'p')}.png")
+        png = os.path.join(wd, "eval", "froc", file_name(name), "froc.png")
+        fig = _copy_fig(png, rep, f"froc_{file_name(name)}.png")
         if fig:
             md.append(f"\n![FROC {name}]({fig})")
     aucs = {**((stages.get("fpr") or {}).get("test") or {}),

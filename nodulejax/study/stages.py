@@ -6,6 +6,7 @@ summary that the study stores in ``WORKDIR/stages/<stage>.json`` and the report 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 
@@ -25,6 +26,10 @@ from nodulejax.experiments import (
     ATTACK_TARGET,
     AUGMENTED,
     BASELINES,
+    CG_MODELS,
+    SEG_MODEL,
+    SYNTH_MODEL,
+    file_name,
     model_name,
     row_config,
 )
@@ -59,7 +64,8 @@ def stage_data(study):
                                        num_subsets=int(p.num_subsets),
                                        max_voxels=int(p.max_voxels),
                                        workers=int(d.num_workers),
-                                       nodules_per_scan=float(p.get("nodules_per_scan", 0.0)))
+                                       nodules_per_scan=float(p.get("nodules_per_scan", 0.0)),
+                                       overwrite=True)  # a killed earlier attempt
     summary.pop("uids", None)
     return summary
 
@@ -158,14 +164,16 @@ def stage_detect(study):
     scans = study.scans("test")
     cache = os.path.join(study.workdir, "candidates")
     cg_params = load_cg_params(study.workdir)
-    _, info = detect_scans(study.config, scans, cg_params=cg_params, cache_dir=cache)
+    _, info = detect_scans(study.config, scans, cg_params=cg_params, cache_dir=cache,
+                           desc="candidates")
     out = {"candidate_sensitivity": info["sensitivity"],
            "mean_candidates": info["candidates_per_scan"], "candidates": info, "models": {}}
     for name in _rows(study):
         cfg = row_config(study.config, name)
         params = checkpoint.load_params(study.workdir, model_name(name), which="best")
-        rows, info = detect_scans(cfg, scans, fpr_params=params, cache_dir=cache)
-        write_rows(os.path.join(out_dir, f"{name}.csv"), rows)
+        rows, info = detect_scans(cfg, scans, fpr_params=params, cache_dir=cache,
+                                  desc=f"scoring {file_name(name)}")
+        write_rows(os.path.join(out_dir, f"{file_name(name)}.csv"), rows)
         out["models"][name] = {"marks": len(rows), "seconds_per_scan": info["seconds_per_scan"]}
     return out
 
@@ -178,13 +186,13 @@ def stage_evaluate(study):
     results = {}
     run_dirs = []
     for name in _rows(study):
-        pred = os.path.join(_eval_dir(study, "predictions"), f"{name}.csv")
+        pred = os.path.join(_eval_dir(study, "predictions"), f"{file_name(name)}.csv")
         res = froc.evaluate_files(ann, exc if os.path.exists(exc) else None, uids, pred,
                                   bootstrap=int(study.config.eval.bootstrap),
                                   seed=int(study.config.seed),
                                   min_diameter_mm=float(study.config.eval.min_diameter_mm))
         res["name"] = name
-        out = _eval_dir(study, "froc", name.replace(" ", "_"))
+        out = _eval_dir(study, "froc", file_name(name))
         froc.write_outputs(res, out, name)
         run_dirs.append(out)
         results[name] = {"cpm": res["cpm"], "cpm_ci": res["cpm_ci"],
@@ -198,7 +206,8 @@ def stage_evaluate(study):
 def stage_stress(study):
     models = [model_name(n) for n in _rows(study) if n == ATTACK_TARGET or n in AUGMENTED]
     out_dir = _eval_dir(study, "stress")
-    return run_stress(study.config, study.workdir, study.scans("test"), models, out_dir)
+    return run_stress(study.config, study.workdir, study.scans("test"), models, out_dir,
+                      progress=bool(study.config.train.progress))
 
 
 def stage_figures(study):
@@ -245,9 +254,14 @@ def run_single(study, stage: str):
                                                                                 **kw)})
     if stage == "fpr_seg_pretrain":
         return study.run_stage("fpr_seg", lambda: stage_fpr_seg(study))
-    names = ", ".join(STUDY_STAGES + ("fpr_seg_pretrain", "fpr_finetune", "fpr_augmented"))
+    names = STUDY_STAGES + SINGLE_STAGES
     raise ConfigError(f"config.stage: unknown stage {stage!r}; expected 'study' or one of "
-                      f"{names}")
+                      f"{', '.join(names)}{_nearest(stage, names)}")
+
+
+def _nearest(name, names) -> str:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    return f"; nearest: {', '.join(close)}" if close else ""
 
 
 STAGES = {
@@ -258,3 +272,54 @@ STAGES = {
     "report": stage_report,
 }
 STUDY_STAGES = tuple(STAGES)  # the order of the whole study
+SINGLE_STAGES = ("fpr_seg_pretrain", "fpr_finetune", "fpr_augmented")  # one Table 3 row
+
+# The config fields each stage reads: fnmatch patterns on dotted paths, "!pattern" excludes.
+# A stage's marker records them (nodulejax.study.plan); a re-run whose fields differ refuses.
+_FPR_RUN = ("fpr.steps", "fpr.finetune_steps", "fpr.eval_every", "fpr.early_stop_patience",
+            "fpr.kl_anneal_steps", "fpr.pos_fraction")
+_CG_INFER = ("cg.num_candidates", "cg.nms_radius_mm", "cg.window_overlap", "cg.window_size",
+             "cg.blend", "cg.infer_batch_size", "cg.roi_margin_mm", "cg.rpn_candidates",
+             "cg.rpn_iou")
+STAGE_FIELDS = {
+    "data": ("data.kind", "data.root", "data.phantom.*"),
+    "prepare": ("data.spacing", "data.hu_window", "data.*_folds"),
+    "cg": ("seed", "cg.*") + tuple("!" + f for f in _CG_INFER),
+    "fpr_seg": ("seed", "fpr.*", "!fpr.head", "!fpr.init_from") + tuple("!" + f for f in _FPR_RUN)
+    + ("fpr.seg_pretrain_steps",),
+    "fpr": ("seed", "fpr.*", "!fpr.head", "!fpr.init_from", "!fpr.seg_pretrain_steps"),
+    "synth": ("seed", "synth.*"),
+    "pool": ("seed", "pgd.*", "pool.*"),
+    "augmented": ("seed", "fpr.*", "!fpr.head", "!fpr.init_from", "!fpr.seg_pretrain_steps",
+                  "train.pos_ratios", "train.neg_ratios", "train.poisson_scales",
+                  "train.aug_source", "train.inloop_target", "train.rows"),
+    "detect": _CG_INFER + ("train.rows",),
+    "evaluate": ("seed", "eval.*", "train.rows"),
+    "stress": ("pgd.*", "stress.*", "train.rows"),
+    "figures": ("seed", "pgd.*", "stress.seed"),
+    "toy": ("seed", "toy.*"),
+    "report": ("report.*",),
+}
+# The stages whose outputs each stage reads (a changed input invalidates the stage too).
+STAGE_INPUTS = {
+    "data": (), "prepare": ("data",), "cg": ("prepare",), "fpr_seg": ("prepare",),
+    "fpr": ("fpr_seg",), "synth": ("prepare",), "pool": ("fpr", "synth"),
+    "augmented": ("pool",), "detect": ("cg", "fpr", "augmented"), "evaluate": ("detect",),
+    "stress": ("augmented", "synth"), "figures": ("fpr", "synth"), "toy": (),
+    "report": ("evaluate", "stress", "figures", "toy"),
+}
+# What a redo removes first (relative to WORKDIR): checkpoints would resume, a pool refuses a
+# changed config, cached candidates would be reused.
+STAGE_OUTPUTS = {
+    "data": ("data",), "prepare": ("cache",), "cg": tuple(f"checkpoints/{m}" for m in CG_MODELS)
+    + tuple(f"logs/{m}" for m in CG_MODELS),
+    "fpr_seg": (f"checkpoints/{SEG_MODEL}", f"logs/{SEG_MODEL}"),
+    "fpr": tuple(p for r in BASELINES for p in (f"checkpoints/{model_name(r)}",
+                                                f"logs/{model_name(r)}")),
+    "synth": (f"checkpoints/{SYNTH_MODEL}", f"logs/{SYNTH_MODEL}"), "pool": ("pool",),
+    "augmented": tuple(p for r in AUGMENTED for p in (f"checkpoints/{model_name(r)}",
+                                                      f"logs/{model_name(r)}")),
+    "detect": ("candidates", "eval/predictions"), "evaluate": ("eval/froc",),
+    "stress": ("eval/stress",), "figures": ("eval/figures",), "toy": ("eval/toy",),
+    "report": (),
+}

@@ -31,9 +31,9 @@ the plot box predicted positive) and ``ood_pos_fraction`` (fraction of the box f
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import sys
 import time
 from functools import partial
 
@@ -41,8 +41,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import flags
 
 from nodulejax.adversarial.pgd import pgd
+from nodulejax.errors import ConfigError
+from nodulejax.runtime.cli import run_main
 
 BOX = (-1.5, 2.5)  # square plot / noise box, both axes
 N_MAX = 1024  # padded training-set size (one compiled trainer)
@@ -362,18 +365,46 @@ def _plot(path, g, grids, sets, result):
     plt.close(fig)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description="Two-moons toy experiment (paper Fig. 7 a-f).")
-    ap.add_argument("--out", required=True, help="output folder for toy.png and toy.json")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--mlp-steps", type=int, default=1500)
-    ap.add_argument("--vae-steps", type=int, default=2000)
-    a = ap.parse_args(argv)
-    r = run_toy(a.out, a.seed, mlp_steps=a.mlp_steps, vae_steps=a.vae_steps)
+_FLAGS = {"seed": ("seed", 0, "seed of the data, the MLPs and the VAE"),
+          "mlp-steps": ("mlp_steps", 1500, "steps per classifier"),
+          "vae-steps": ("vae_steps", 2000, "VAE steps")}
+
+
+def _define(fv):
+    flags.DEFINE_string("out", None, "output folder for toy.png and toy.json", flag_values=fv)
+    for name, (_, default, text) in _FLAGS.items():
+        flags.DEFINE_integer(name, default, f"{text} (with --config: config.toy / config.seed)",
+                             flag_values=fv)
+    return ["out"]
+
+
+def _main(fv) -> int:
+    config, out = fv["config"].value, fv["out"].value
+    vals = {}
+    for name, (field, _, _) in _FLAGS.items():
+        given = fv[name].present or config is None
+        vals[field] = fv[name].value if given else (
+            config.seed if field == "seed" else config.toy[field])
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".write_test")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror})") from None
+    r = run_toy(out, int(vals["seed"]), mlp_steps=int(vals["mlp_steps"]),
+                vae_steps=int(vals["vae_steps"]))
     for p, m in r["panels"].items():
         print(p, {k: v for k, v in m.items() if k != "n_train"})
     print("synthetic", r["synthetic"], f"{r['seconds']} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    """``python -m nodulejax.study.toy --out DIR``: the two-moons experiment (Fig. 7 a-f)."""
+    return run_main("python -m nodulejax.study.toy", _define, _main, argv,
+                    doc=__doc__, config="optional")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,10 +16,11 @@ from nodulejax.data.phantom.generate import (
     generate_scan,
     make_uid,
     plot_scan_summary,
+    prepare_out_dir,
     scan_seed,
     write_mhd,
 )
 
 __all__ = ["DEFAULT_MAX_VOXELS", "DEFAULT_SIZE_SCALE", "UID_PREFIX", "DISTRACTOR_KINDS",
            "Geometry", "Scan", "generate_dataset", "generate_scan",
-           "make_uid", "plot_scan_summary", "scan_seed", "write_mhd"]
+           "make_uid", "plot_scan_summary", "prepare_out_dir", "scan_seed", "write_mhd"]

@@ -5,4 +5,4 @@ import sys
 from nodulejax.data.phantom.generate import main
 
 if __name__ == "__main__":
-    sys.exit(0 if main() is not None else 1)
+    sys.exit(main())

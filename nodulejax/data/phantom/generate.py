@@ -1,7 +1,11 @@
 """Synthetic low-dose chest-CT phantom dataset in the LUNA16 layout.
 
     python -m nodulejax.data.phantom --out DIR --num-scans N --seed S [--size-scale F]
-        [--num-subsets K] [--max-voxels V] [--nodules-per-scan L]
+        [--num-subsets K] [--max-voxels V] [--nodules-per-scan L] [--overwrite]
+        [--config configs/demo.py]
+
+(with --config, flags not given take config.data.phantom's values; --out must be empty, or
+--overwrite clears a previous phantom there)
 
 writes ``subsetK/<uid>.mhd`` + ``.raw`` (MET_SHORT HU, LUNA16-style headers), ``annotations.csv``,
 ``annotations_excluded.csv``, ``candidates_V2.csv``, ``seriesuids.csv`` (no header),
@@ -19,20 +23,24 @@ one common factor; the header records the spacing actually used.  Scan ``i`` of 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import errno
 import os
+import re
+import shutil
+import sys
 import time
 
 import numpy as np
+from absl import flags
 from scipy import ndimage
 
 from nodulejax.data.phantom import anatomy as pa
 from nodulejax.data.phantom import body as pb
 from nodulejax.data.phantom import nodules as pn
 from nodulejax.errors import ConfigError
+from nodulejax.runtime.cli import run_main
 from nodulejax.runtime.processes import spawn_map
 
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
@@ -204,6 +212,31 @@ def _write_scan(job) -> _Written:
                     int(sc.hu.size), float(sc.seconds))
 
 
+_PHANTOM_FILES = re.compile(r"^(subset\d+|masks|annotations\.csv|annotations_excluded\.csv|"
+                            r"candidates_V2\.csv|seriesuids\.csv|nodules\.csv|\..*)$")
+
+
+def prepare_out_dir(out_dir: str, overwrite: bool = False) -> None:
+    """ConfigError unless ``out_dir`` is absent or empty; with ``overwrite``, remove a
+    previous phantom there (refused when the folder holds anything else)."""
+    entries = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"--out {out_dir}: exists and is not a folder")
+    if not entries:
+        return
+    if not overwrite:
+        raise ConfigError(f"--out {out_dir}: not empty ({len(entries)} entries: "
+                          f"{', '.join(entries[:4])}{', ...' if len(entries) > 4 else ''}); "
+                          "pass --overwrite to clear it or choose an empty folder")
+    foreign = [e for e in entries if not _PHANTOM_FILES.match(e)]
+    if foreign:
+        raise ConfigError(f"--out {out_dir}: --overwrite clears only a phantom dataset, but "
+                          f"the folder also holds {', '.join(foreign[:4])}")
+    for e in entries:
+        path = os.path.join(out_dir, e)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
 def generate_dataset(
     out_dir: str,
     num_scans: int,
@@ -214,6 +247,7 @@ def generate_dataset(
     verbose: bool = False,
     workers: int = 1,
     nodules_per_scan: float = 0.0,
+    overwrite: bool = False,
 ) -> dict:
     """Write a LUNA16-layout phantom dataset under ``out_dir``; return a summary dict.
 
@@ -221,10 +255,13 @@ def generate_dataset(
     function of ``(seed, i)``, so the files are the same whatever the worker count.
     ``nodules_per_scan``: the nodule density (expected consensus nodules per scan, Poisson;
     0 = the built-in distribution, mean 1.83; real LUNA16: 1.34), diameters from LUNA16.
+    ``out_dir`` must be empty or absent (old scans would stay beside the new annotations and
+    read as nodule-free scans); ``overwrite=True`` clears a previous phantom there first.
 
     Scan i goes to ``subset{i % num_subsets}``.  Summary keys: num_scans, num_nodules,
     num_excluded, num_candidates, types (counts), voxels (per scan), seconds (per scan), uids.
     """
+    prepare_out_dir(out_dir, overwrite)
     os.makedirs(os.path.join(out_dir, "masks"), exist_ok=True)
     uid_rng = np.random.default_rng(np.random.SeedSequence([seed, 2**31 - 1]))
     uids: list[str] = []
@@ -353,34 +390,54 @@ def plot_scan_summary(volume, nodules, path: str, title: str = "") -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--num-scans", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size-scale", type=float, default=DEFAULT_SIZE_SCALE)
-    ap.add_argument("--num-subsets", type=int, default=10)
-    ap.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS)
-    ap.add_argument("--nodules-per-scan", type=float, default=0.0,
-                    help="expected consensus nodules per scan (0: built-in, mean 1.83)")
-    args = ap.parse_args(argv)
-    s = generate_dataset(
-        args.out,
-        args.num_scans,
-        args.seed,
-        size_scale=args.size_scale,
-        num_subsets=args.num_subsets,
-        max_voxels=args.max_voxels,
-        verbose=True,
-        nodules_per_scan=args.nodules_per_scan,
-    )
+_FLAGS = {  # flag -> (config.data.phantom field, built-in default, help)
+    "num-scans": ("num_scans", 40, "scans to write"),
+    "seed": ("seed", 0, "dataset seed (scan i uses SeedSequence([seed, i]))"),
+    "size-scale": ("size_scale", DEFAULT_SIZE_SCALE, "anatomy scale (1.0 = adult chest)"),
+    "num-subsets": ("num_subsets", 10, "LUNA16 subsets (scan i -> subset i % K)"),
+    "max-voxels": ("max_voxels", DEFAULT_MAX_VOXELS, "voxels per scan before the spacing "
+                   "is coarsened"),
+    "nodules-per-scan": ("nodules_per_scan", 0.0, "expected consensus nodules per scan "
+                         "(0: the built-in distribution, mean 1.83)"),
+}
+
+
+def _define(fv):
+    flags.DEFINE_string("out", None, "dataset folder to write (must be empty)", flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "clear a previous phantom in --out first",
+                         flag_values=fv)
+    flags.DEFINE_integer("workers", 1, "generator processes", flag_values=fv)
+    for name, (_, default, text) in _FLAGS.items():
+        define = flags.DEFINE_float if isinstance(default, float) else flags.DEFINE_integer
+        define(name, default, f"{text}; with --config: config.data.phantom", flag_values=fv)
+    return ["out"]
+
+
+def _main(fv) -> int:
+    config = fv["config"].value
+    opts = {}
+    for name, (field, _, _) in _FLAGS.items():
+        given = fv[name].present or config is None
+        opts[field] = fv[name].value if given else config.data.phantom[field]
+    s = generate_dataset(fv["out"].value, int(opts["num_scans"]), int(opts["seed"]),
+                         size_scale=float(opts["size_scale"]),
+                         num_subsets=int(opts["num_subsets"]),
+                         max_voxels=int(opts["max_voxels"]), verbose=True,
+                         workers=int(fv["workers"].value), overwrite=fv["overwrite"].value,
+                         nodules_per_scan=float(opts["nodules_per_scan"]))
     print(
         f"[phantom] wrote {s['num_scans']} scans, {s['num_nodules']} nodules, "
-        f"{s['num_excluded']} excluded, {s['num_candidates']} candidates to {args.out}; "
+        f"{s['num_excluded']} excluded, {s['num_candidates']} candidates to {fv['out'].value}; "
         f"mean {np.mean(s['seconds']):.2f} s/scan, mean {np.mean(s['voxels']) / 1e6:.2f} M voxels"
     )
-    return s
+    return 0
+
+
+def main(argv=None) -> int:
+    """``python -m nodulejax.data.phantom``: exit code (0 = written)."""
+    return run_main("python -m nodulejax.data.phantom", _define, _main, argv,
+                    doc=__doc__, config="optional")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
