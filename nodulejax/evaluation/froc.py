@@ -524,7 +524,7 @@ def evaluate_files(
     every sensitivity)."""
     ann, exc, uids, pred, names = read_files(annotations, excluded, seriesuids, predictions)
     res = evaluate(ann, exc, uids, pred, names=names, **kwargs)
-    res["n_scans_without_marks"] = len(set(uids) - {str(u) for u in pred.uids})
+    res["n_scans_without_marks"] = len(set(uids) - {str(u) for u in pred.seriesuid})
     return res
 
 

@@ -328,9 +328,12 @@ def _load(path):
         return json.load(f)
 
 
-def run_claims(workdir: str, data_root: str, rows, *, n_samples: int, seed: int) -> str:
+def run_claims(workdir: str, data_root: str, rows, *, n_samples: int, seed: int,
+               min_diameter_mm: float = 0.0) -> str:
     """Read the run's predictions (Table 3 ``rows``), stress.json and scores.npz, evaluate
-    every claim and write ``WORKDIR/report/claims.json``; returns its path."""
+    every claim and write ``WORKDIR/report/claims.json``; returns its path. Included nodules
+    below ``min_diameter_mm`` are irrelevant findings, as in the FROC of the evaluate stage
+    (``froc.irrelevant_below``)."""
     ev = os.path.join(workdir, "eval")
     ann = os.path.join(data_root, "annotations.csv")
     exc = os.path.join(data_root, "annotations_excluded.csv")
@@ -341,6 +344,7 @@ def run_claims(workdir: str, data_root: str, rows, *, n_samples: int, seed: int)
         if os.path.exists(pred) and os.path.exists(uids):
             a, x, u, p, names = froc.read_files(ann, exc if os.path.exists(exc) else None,
                                                 uids, pred)
+            a, x = froc.irrelevant_below(a, x, min_diameter_mm)
             entries[r] = froc.match_marks(a, x, u, p, names=names)
     sdir = os.path.join(ev, "stress")
     stress = _load(os.path.join(sdir, "stress.json"))

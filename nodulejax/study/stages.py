@@ -229,7 +229,8 @@ def stage_claims(study):
     """Every Section 5 claim with a paired bootstrap CI -> WORKDIR/report/claims.json."""
     rows = list(study.record("evaluate").get("froc") or {}) if study.done("evaluate") else []
     path = run_claims(study.workdir, study.data_root, rows,
-                      n_samples=int(study.config.eval.bootstrap), seed=int(study.config.seed))
+                      n_samples=int(study.config.eval.bootstrap), seed=int(study.config.seed),
+                      min_diameter_mm=float(study.config.eval.get("min_diameter_mm", 0.0)))
     with open(path) as f:
         verdicts = [c["verdict"] for c in json.load(f)]
     return {"claims": os.path.relpath(path, study.workdir),
@@ -293,11 +294,12 @@ STAGE_FIELDS = {
     "augmented": ("seed", "fpr.*", "!fpr.head", "!fpr.init_from", "!fpr.seg_pretrain_steps",
                   "train.pos_ratios", "train.neg_ratios", "train.poisson_scales",
                   "train.aug_source", "train.inloop_target", "train.rows"),
-    "detect": _CG_INFER + ("train.rows",),
+    "detect": _CG_INFER + ("train.rows", "eval.min_diameter_mm"),
     "evaluate": ("seed", "eval.*", "train.rows"),
     "stress": ("pgd.*", "stress.*", "train.rows"),
     "figures": ("seed", "pgd.*", "stress.seed"),
     "toy": ("seed", "toy.*"),
+    "claims": ("seed", "eval.*", "train.rows"),
     "report": ("report.*",),
 }
 # The stages whose outputs each stage reads (a changed input invalidates the stage too).
@@ -306,7 +308,7 @@ STAGE_INPUTS = {
     "fpr": ("fpr_seg",), "synth": ("prepare",), "pool": ("fpr", "synth"),
     "augmented": ("pool",), "detect": ("cg", "fpr", "augmented"), "evaluate": ("detect",),
     "stress": ("augmented", "synth"), "figures": ("fpr", "synth"), "toy": (),
-    "report": ("evaluate", "stress", "figures", "toy"),
+    "claims": ("evaluate", "stress"), "report": ("evaluate", "stress", "figures", "toy", "claims"),
 }
 # What a redo removes first (relative to WORKDIR): checkpoints would resume, a pool refuses a
 # changed config, cached candidates would be reused.
@@ -321,5 +323,5 @@ STAGE_OUTPUTS = {
                                                       f"logs/{model_name(r)}")),
     "detect": ("candidates", "eval/predictions"), "evaluate": ("eval/froc",),
     "stress": ("eval/stress",), "figures": ("eval/figures",), "toy": ("eval/toy",),
-    "report": (),
+    "claims": ("report/claims.json",), "report": (),
 }
