@@ -225,6 +225,11 @@ def _read_voxels(path, fields, data_path, offset, dtype, nvox, compressed) -> np
     if offset < 0 or offset > fsize:
         raise CTReadError(f"{path}: HeaderSize = {offset} is outside {data_path}")
     avail = fsize - offset
+    csize = None
+    if "CompressedDataSize" in fields:  # checked even when unused: ITK refuses a bad one
+        csize = _int_field(path, fields, "CompressedDataSize", 0)
+        if csize <= 0:
+            raise CTReadError(f"{path}: CompressedDataSize = {csize} must be positive")
     if not compressed:
         if avail != nbytes:
             what = "truncated" if avail < nbytes else "larger than declared"
@@ -234,10 +239,7 @@ def _read_voxels(path, fields, data_path, offset, dtype, nvox, compressed) -> np
                 f"bytes) needs {nbytes}"
             )
         return np.fromfile(data_path, dtype=dtype, count=nvox, offset=offset)
-    if "CompressedDataSize" in fields:
-        csize = _int_field(path, fields, "CompressedDataSize", 0)
-        if csize <= 0:
-            raise CTReadError(f"{path}: CompressedDataSize = {csize} must be positive")
+    if csize is not None:
         if csize > avail:
             raise CTReadError(
                 f"{path}: {data_path} is truncated: CompressedDataSize = {csize} bytes, "

@@ -9,22 +9,25 @@ all-reduce is inserted by XLA. Nothing changes for one device.
 
 Multi-host (several machines, each with its accelerators), set ``config.train.multi_host =
 True`` (``--config.train.multi_host=True``) and start the same command on every host.
-``initialize_distributed`` then calls ``jax.distributed.initialize()``, which reads:
+``initialize_distributed`` then calls ``jax.distributed.initialize()`` (cross-process
+collectives on CPU hosts: JAX's default, gloo), configured by:
 
 * on Cloud TPU pods and SLURM (``srun``) clusters: nothing, it auto-detects;
-* elsewhere, the environment variables (or the flags of the same meaning passed to
-  ``jax.distributed.initialize``):
+* elsewhere, the environment variables (JAX itself reads the address and the device ids;
+  ``initialize_distributed`` passes the count and the rank, which it does not read):
     ``JAX_COORDINATOR_ADDRESS=host0:1234``   address of process 0 (reachable by all),
     ``JAX_NUM_PROCESSES=4``                  number of processes (usually one per host),
     ``JAX_PROCESS_ID=0..3``                  this process's rank,
   optionally ``JAX_LOCAL_DEVICE_IDS=0,1,...`` to restrict the visible local devices.
 
 The mesh then spans ``jax.devices()`` (all hosts). Each process loads only its share of
-every global batch (``BatchIndices.take(jax.process_index(), jax.process_count())``) and
+every global batch (``BatchIndices.take(jax.process_index(), jax.process_count())``, or
+``process_share`` for batches drawn whole) and
 ``shard_batch`` assembles the global array with ``jax.make_array_from_process_local_data``.
 The global batch size must be divisible by the total device count. Checkpoints go through
 orbax, which coordinates the hosts (use a filesystem every host sees, e.g. GCS or NFS);
-only process 0 writes logs.
+only process 0 writes logs. ``tests/test_multihost.py`` runs this path with two processes
+on one machine (CPU, coordinator on 127.0.0.1).
 """
 
 from __future__ import annotations

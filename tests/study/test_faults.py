@@ -47,7 +47,7 @@ def _cmd(workdir, *extra):
             "--config.train.progress=False", *extra]
 
 
-def _run(workdir, *extra, timeout=900, preexec_fn=None):
+def _run(workdir, *extra, timeout=2400, preexec_fn=None):
     return subprocess.run(_cmd(workdir, *extra), cwd=ROOT, capture_output=True, text=True,
                           encoding="utf-8", errors="replace", timeout=timeout,
                           preexec_fn=preexec_fn)
@@ -55,7 +55,15 @@ def _run(workdir, *extra, timeout=900, preexec_fn=None):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """One uninterrupted tiny study: (workdir, seconds)."""
+    """One uninterrupted tiny study: (workdir, seconds). ``NODULEJAX_FAULTS_REFERENCE=DIR``
+    reuses a finished uninterrupted run of the same commit instead (to replay a seed
+    quickly); its seconds are the sum of its stages' wall times."""
+    given = os.environ.get("NODULEJAX_FAULTS_REFERENCE")
+    if given:
+        stages = [os.path.join(given, "stages", f) for f in os.listdir(
+            os.path.join(given, "stages"))]
+        assert len(stages) == 14, f"{given} is not a finished study"
+        return given, sum(json.load(open(f))["seconds"] for f in stages)
     wd = tmp_path_factory.mktemp("reference")
     t0 = time.time()
     r = _run(wd)
