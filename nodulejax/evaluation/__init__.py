@@ -11,6 +11,7 @@ from nodulejax.evaluation.bootstrap import (
     paired_means,
     patch_draws,
     read_scores,
+    write_scores,
 )
 from nodulejax.evaluation.figures import (
     central,
@@ -58,4 +59,4 @@ __all__ = ["stress", "run_stress", "stress_inputs", "to_markdown", "table5_colum
            "write_outputs", "table3_row", "main", "table3", "find_results", "order_rows",
            "assemble", "read_files", "scan_draws", "multiplicities", "weighted_sensitivity",
            "order_stat_ci", "bootstrap", "paired_froc", "paired_means", "independent_means",
-           "patch_draws", "read_scores", "interval"]
+           "patch_draws", "read_scores", "write_scores", "interval"]
