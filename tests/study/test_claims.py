@@ -153,6 +153,16 @@ def test_protocol_labels_and_whitebox_tables_listed_apart():
     assert {c["statistic"] for c in wb} <= {c.statistic for c in cl.CLAIMS}
 
 
+def test_misaligned_paired_columns_are_not_run_with_the_reason():
+    rng = np.random.default_rng(3)
+    sc = _scores(rng)
+    sc[("table5", BASE, "0.9 uniform noise")] = sc[("table5", BASE, "0.9 uniform noise")][:-1]
+    out = _by_stat(cl.evaluate_claims({}, _stress(), sc, n_samples=20, seed=0), "Table 5")
+    c = out["mean(baseline-beta-finetune | 0.9 uniform noise) - "
+            "mean(baseline-beta-finetune | 0.0 uniform noise)"]
+    assert c["verdict"] == "not run" and "not aligned" in c["reason"]
+
+
 def test_same_seed_same_claims():
     rng = np.random.default_rng(2)
     entries, _ = _table3_entries(12)
