@@ -316,7 +316,8 @@ def to_markdown(claims: list[dict]) -> str:
         test = f"{'>' if c['side'] == 'greater' else '<'} {c['threshold']:g}"
         proto = f" ({c['protocol']})" if "protocol" in c else ""
         v = c["verdict"] + (f": {c['reason']}" if c.get("reason") else "")
-        lines.append(f"| {c['table']}{proto} | {c['claim']} | {c['statistic']} | {test} | "
+        stat = c["statistic"].replace("|", "\\|")  # a pipe would split the table cell
+        lines.append(f"| {c['table']}{proto} | {c['claim']} | {stat} | {test} | "
                      f"{_num(c.get('estimate'))} | "
                      f"{'-' if ci is None else f'[{_num(ci[0])}, {_num(ci[1])}]'} | "
                      f"{c['n']} | **{v}** |")

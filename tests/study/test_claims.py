@@ -116,7 +116,11 @@ def test_claims_json_schema_and_decisions_on_built_results(tmp_path):
     assert gone["verdict"] == "not run" and "table6/beta+poisson/PGD noise" in gone["reason"]
     md = cl.to_markdown(back)
     for c in back:
-        assert c["statistic"] in md
+        assert c["statistic"].replace("|", "\\|") in md
+    assert "| \\|CPM(baseline-beta) - CPM(baseline-ce)\\| | < 0.02 |" in md
+    rows = [line for line in md.splitlines() if line.startswith("| Table")]
+    assert len(rows) == len(back)
+    assert all(line.replace("\\|", "").count("|") == 9 for line in rows)  # 8 cells each
     assert "Verdicts: holds" in md
 
 
