@@ -11,6 +11,7 @@ from nodulejax.evaluation.bootstrap import (
            paired_means,
            patch_draws,
            read_scores,
+           write_scores,
 )
 from nodulejax.evaluation.curves import plot_curves, robustness_curves
 from nodulejax.evaluation.figures import (
@@ -62,9 +63,10 @@ __all__ = ["plots", "plot_froc", "froc", "FPS", "MAX_MARKS", "FrocEntries", "mat
            "scan_draws", "multiplicities", "weighted_sensitivity", "order_stat_ci", "evaluate",
            "evaluate_files", "read_files", "write_outputs", "table3_row", "main", "bootstrap",
            "paired_froc", "paired_means", "independent_means", "patch_draws", "read_scores",
-           "interval", "probes", "score_patches", "image_attack", "apply_noise", "curves",
-           "robustness_curves", "plot_curves", "figures", "make_figures", "fig5_synthetic",
-           "fig6_perturbations", "fig8_real_vs_synthetic", "fig9_noise", "central", "stress",
-           "run_stress", "stress_inputs", "adversarial_inputs", "benchmark_positives",
-           "to_markdown", "table5_columns", "TABLE4_COLUMNS", "TABLE6_COLUMNS", "ADVERSARIAL",
-           "WHITEBOX_TABLES", "table3", "find_results", "order_rows", "assemble"]
+           "write_scores", "interval", "probes", "score_patches", "image_attack", "apply_noise",
+           "curves", "robustness_curves", "plot_curves", "figures", "make_figures",
+           "fig5_synthetic", "fig6_perturbations", "fig8_real_vs_synthetic", "fig9_noise",
+           "central", "stress", "run_stress", "stress_inputs", "adversarial_inputs",
+           "benchmark_positives", "to_markdown", "table5_columns", "TABLE4_COLUMNS",
+           "TABLE6_COLUMNS", "ADVERSARIAL", "WHITEBOX_TABLES", "table3", "find_results",
+           "order_rows", "assemble"]

@@ -15,7 +15,8 @@ intervals overstate the uncertainty. Here every model is evaluated on the **same
   Two columns that are not aligned (e.g. Table 4's random and PGD nodules, filtered
   separately) are resampled independently (:func:`independent_means`).
 
-Per-patch scores are read from ``eval/stress/scores.npz`` (:func:`read_scores`): one float
+Per-patch scores are read from ``eval/stress/scores.npz`` (:func:`read_scores`; written by
+:func:`write_scores`): one float
 array (n,) per key ``"<table>/<model>/<column>"`` (``table4``, ``table5``, ``table6``,
 ``table5_whitebox``, ``table6_whitebox``; the model as in ``stress.json``, e.g.
 ``baseline-beta-finetune``; the column as in ``stress.json``, e.g. ``PGD noise``), arrays of one
@@ -40,9 +41,10 @@ from nodulejax.evaluation.froc import (
     scan_draws,
     weighted_sensitivity,
 )
+from nodulejax.runtime.files import atomic_savez
 
 __all__ = ["paired_froc", "paired_means", "independent_means", "patch_draws", "read_scores",
-           "interval"]
+           "write_scores", "interval"]
 
 
 def patch_draws(n: int, n_samples: int, seed) -> np.ndarray:
@@ -128,3 +130,16 @@ def read_scores(path: str | os.PathLike) -> dict[tuple[str, str, str], np.ndarra
                                    f"shape {arr.shape}, dtype {arr.dtype})")
             out[tuple(parts)] = arr.astype(np.float64)
     return out
+
+
+def write_scores(path: str | os.PathLike, scores: Mapping[tuple[str, str, str], np.ndarray]
+                 ) -> None:
+    """Write ``{(table, model, column): scores (n,)}`` as ``scores.npz`` (atomically), the
+    format :func:`read_scores` reads. Names may not contain "/"."""
+    arrays = {}
+    for key, v in scores.items():
+        if len(key) != 3 or any(not k or "/" in k for k in key):
+            raise ResultsError(f"{os.fspath(path)}: score key {key!r} must be three non-empty "
+                               f"names without '/'")
+        arrays["/".join(key)] = np.asarray(v, np.float64).reshape(-1)
+    atomic_savez(path, **arrays)

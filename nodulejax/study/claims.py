@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nodulejax.errors import ResultsError
 from nodulejax.evaluation import froc
 from nodulejax.evaluation.bootstrap import (
     independent_means,
@@ -251,11 +252,14 @@ def _stress_one(c: Claim, scores, n_samples, seed) -> dict:
     arr = [scores[s] for s in srcs]
     if min(len(x) for x in arr) == 0:
         return _entry(c, reason="no patches in " + ", ".join("/".join(s) for s in srcs))
-    if len(arr) == 1 or c.paired:
-        smp = paired_means(dict(enumerate(arr)), n_samples, seed)
-        sa, sb = smp[0], smp.get(1)
-    else:
-        sa, sb = independent_means(arr[0], arr[1], n_samples, seed)
+    try:
+        if len(arr) == 1 or c.paired:
+            smp = paired_means(dict(enumerate(arr)), n_samples, seed)
+            sa, sb = smp[0], smp.get(1)
+        else:
+            sa, sb = independent_means(arr[0], arr[1], n_samples, seed)
+    except ResultsError as e:  # e.g. columns that should be aligned are not: say so, go on
+        return _entry(c, reason=str(e))
     est = _combine(c, arr[0].mean(), arr[1].mean() if c.b else None)
     n = len(arr[0]) if len(arr) == 1 or c.paired else min(len(x) for x in arr)
     return _entry(c, est, interval(_combine(c, sa, sb)), n)
@@ -312,7 +316,8 @@ def to_markdown(claims: list[dict]) -> str:
         test = f"{'>' if c['side'] == 'greater' else '<'} {c['threshold']:g}"
         proto = f" ({c['protocol']})" if "protocol" in c else ""
         v = c["verdict"] + (f": {c['reason']}" if c.get("reason") else "")
-        lines.append(f"| {c['table']}{proto} | {c['claim']} | {c['statistic']} | {test} | "
+        stat = c["statistic"].replace("|", "\\|")  # a pipe would split the table cell
+        lines.append(f"| {c['table']}{proto} | {c['claim']} | {stat} | {test} | "
                      f"{_num(c.get('estimate'))} | "
                      f"{'-' if ci is None else f'[{_num(ci[0])}, {_num(ci[1])}]'} | "
                      f"{c['n']} | **{v}** |")

@@ -107,12 +107,14 @@ def test_read_scores_round_trip_and_refusals(tmp_path):
     good = tmp_path / "scores.npz"
     arrs = {"table6/baseline-beta-finetune/PGD noise": np.linspace(0, 1, 5),
             "table4/beta+syn (random)/Randomly sampled nodules": np.array([0.5, 0.25])}
-    np.savez(good, **arrs)
+    bootstrap.write_scores(good, {tuple(k.split("/")): v for k, v in arrs.items()})
     got = bootstrap.read_scores(good)
     assert set(got) == {("table6", "baseline-beta-finetune", "PGD noise"),
                         ("table4", "beta+syn (random)", "Randomly sampled nodules")}
     np.testing.assert_array_equal(got[("table6", "baseline-beta-finetune", "PGD noise")],
                                   arrs["table6/baseline-beta-finetune/PGD noise"])
+    with pytest.raises(ResultsError, match="without '/'"):
+        bootstrap.write_scores(tmp_path / "x.npz", {("table6", "a/b", "PGD noise"): [0.1]})
     bad = tmp_path / "bad.npz"
     np.savez(bad, **{"table6/PGD noise": np.zeros(3)})
     with pytest.raises(ResultsError, match=r"bad\.npz.*table6/PGD noise"):

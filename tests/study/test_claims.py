@@ -116,7 +116,11 @@ def test_claims_json_schema_and_decisions_on_built_results(tmp_path):
     assert gone["verdict"] == "not run" and "table6/beta+poisson/PGD noise" in gone["reason"]
     md = cl.to_markdown(back)
     for c in back:
-        assert c["statistic"] in md
+        assert c["statistic"].replace("|", "\\|") in md
+    assert "| \\|CPM(baseline-beta) - CPM(baseline-ce)\\| | < 0.02 |" in md
+    rows = [line for line in md.splitlines() if line.startswith("| Table")]
+    assert len(rows) == len(back)
+    assert all(line.replace("\\|", "").count("|") == 9 for line in rows)  # 8 cells each
     assert "Verdicts: holds" in md
 
 
@@ -151,6 +155,16 @@ def test_protocol_labels_and_whitebox_tables_listed_apart():
     wb_pn = {c["statistic"]: c for c in wb}["mean(beta+perturb | PGD noise)"]
     assert wb_pn["estimate"] == pytest.approx(0.5 * tr["estimate"])
     assert {c["statistic"] for c in wb} <= {c.statistic for c in cl.CLAIMS}
+
+
+def test_misaligned_paired_columns_are_not_run_with_the_reason():
+    rng = np.random.default_rng(3)
+    sc = _scores(rng)
+    sc[("table5", BASE, "0.9 uniform noise")] = sc[("table5", BASE, "0.9 uniform noise")][:-1]
+    out = _by_stat(cl.evaluate_claims({}, _stress(), sc, n_samples=20, seed=0), "Table 5")
+    c = out["mean(baseline-beta-finetune | 0.9 uniform noise) - "
+            "mean(baseline-beta-finetune | 0.0 uniform noise)"]
+    assert c["verdict"] == "not run" and "not aligned" in c["reason"]
 
 
 def test_same_seed_same_claims():
