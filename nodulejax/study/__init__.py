@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from nodulejax.study import context, report, runner, stages, toy
+from nodulejax.study import context, deviations, report, runner, stages, toy
 from nodulejax.study.context import Study
+from nodulejax.study.deviations import (
+    DEVIATIONS,
+    PAPER_VALUES,
+    config_deviations,
+    deviations_markdown,
+)
 from nodulejax.study.report import mean_std, write_report
 from nodulejax.study.runner import run
 from nodulejax.study.stages import (
@@ -35,7 +41,8 @@ from nodulejax.study.toy import (
     train_vae,
 )
 
-__all__ = ["context", "Study", "report", "write_report", "mean_std", "toy", "make_moons",
+__all__ = ["context", "Study", "deviations", "DEVIATIONS", "PAPER_VALUES", "config_deviations",
+           "deviations_markdown", "report", "write_report", "mean_std", "toy", "make_moons",
            "long_tail_subsample", "fpr_logits", "fpr_bce", "decode", "latent_bce", "train_mlp",
            "train_vae", "run_toy", "stages", "stage_data", "stage_prepare", "stage_cg",
            "stage_fpr_seg", "stage_fpr_baselines", "stage_synth", "stage_pool", "stage_augmented",

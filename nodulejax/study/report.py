@@ -2,7 +2,8 @@
 
 Sections follow the paper: Table 2 (model sizes), Table 3 (FROC / CPM with bootstrap CIs per
 experiment), FROC curves, Tables 4-6 (stress tests), Fig. 7 (toy), Figs. 5/6/8/9 style
-mosaics, then a check of the paper's qualitative claims on this run's numbers, stage times,
+mosaics, then a check of the paper's qualitative claims on this run's numbers, the
+deviations from the paper (:mod:`nodulejax.study.deviations`), stage times,
 the config and the package versions. Every number is read from the files the stages wrote.
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from nodulejax.models import summary
 from nodulejax.runtime.config_tools import load_config
+from nodulejax.study.deviations import deviations_markdown
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "SimpleITK",
             "nibabel", "ml-collections", "tensorflow-datasets", "matplotlib")
@@ -134,6 +136,20 @@ def _stress_claims(st: dict | None) -> list[str]:
         if a is not None and b is not None:
             out.append(f"- **Table 6 ({row} is not fired by PGD noise):** {a:.4f} vs baseline "
                        f"{b:.4f}: {_verdict(a < b, a - b)}.")
+    return out + _whitebox_notes(st)
+
+
+def _whitebox_notes(st: dict) -> list[str]:
+    """White-box numbers (beyond the paper: each model attacked itself), next to transfer."""
+    out = []
+    for table, col in (("table5", "Adv."), ("table6", "PGD noise"),
+                       ("table6", "PGD negative patches")):
+        wb, tr = st.get(f"{table}_whitebox") or {}, st.get(table) or {}
+        parts = [f"{m} {_m(wb, m, col):.2f} (transfer {_m(tr, m, col):.2f})" for m in wb
+                 if _m(wb, m, col) is not None and _m(tr, m, col) is not None]
+        if parts:
+            out.append(f"- White-box {table[:5].title()} {table[5:]} {col} (beyond the paper, "
+                       f"each model attacked itself): " + "; ".join(parts) + ".")
     return out
 
 
@@ -217,6 +233,8 @@ def write_report(study) -> str:
 
     md += ["", "## Do the paper's claims hold here?", ""]
     md += _claims(ev.get("froc"), stress)
+
+    md += ["", "## Deviations from the paper", "", deviations_markdown(study.config)]
 
     md += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
     md += [f"| {k} | {v.get('seconds', float('nan')):.1f} |" for k, v in stages.items() if v]
