@@ -55,9 +55,9 @@ DEVIATIONS: tuple[tuple[str, str, str, str], ...] = (
      "per-example too, so attacks stay per-example either way; GroupNorm normalises each "
      "example by its own statistics, so a global intensity shift or scale of a patch is "
      "partly normalised away (fixed affine maps under BatchNorm)", "stated"),
-    ("Latent ball of Eq. 9", "||delta|| <= eps, norm unstated",
+    ("Latent ball of Eq. 9", "a ball of radius eps around z, norm unstated",
      "L-inf (pgd.latent_norm; 'l2' available)", "reading"),
-    ("L1 term of Eq. 6", "||x - G(z)||_1", "per-voxel mean (losses/synth.py), which rescales "
+    ("L1 term of Eq. 6", "L1 norm of x - G(z)", "per-voxel mean (losses/synth.py), which rescales "
      "lambda_1 / lambda_2 relative to a sum", "reading"),
     ("Uniform noise of magnitude a (Table 5)", "\"uniform noise\" of magnitude 0.3 / 0.6 / 0.9",
      "clip(x + U(-a, a), 0, 1) per voxel on the [0, 1] window", "reading"),

@@ -27,3 +27,8 @@ def test_paper_config_has_the_paper_values_and_the_demo_states_its_own():
     assert "| eval.min_diameter_mm | 6 | 0 |" in deviations.deviations_markdown(
         tiny.get_config())
     assert "uses the paper's values" in deviations.deviations_markdown(paper.get_config())
+
+
+def test_no_cell_breaks_the_markdown_table():
+    for row in deviations.DEVIATIONS:
+        assert all("|" not in cell for cell in row), row
