@@ -83,6 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.cg.rpn_candidates = 20  # RPN boxes per scan (after NMS) offered to the union
     c.cg.rpn_iou = 0.1  # RPN box 3D NMS IoU threshold (per window and over windows)
     c.cg.ggo_types = ("ground-glass", "part-solid")  # nodule types of the GGO fine-tune
+    c.cg.ggo_pos_fraction = 1.0  # GGO fine-tune crops centred on those nodules (rest: lung)
 
     # --- false-positive reduction (Section 3.1): DenseUNet + CE or Beta head ----------------
     c.fpr = ml_collections.ConfigDict()

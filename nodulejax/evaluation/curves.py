@@ -13,8 +13,9 @@ to every model, as Section 4 runs its stress tests) and ``whitebox`` (each model
 itself from the same start keys). The PGD step is ``eps`` times the configured step/radius
 ratio of the attack (``c.pgd.image_step / image_eps`` resp. ``noise_step / noise_eps``; the
 paper's 0.05 / 0.15 = 1/3), the number of steps that of the attack (``image_steps`` /
-``noise_steps``). Cost: ``2 * (len(curve_eps) - 1) * (1 + models - 1)`` PGD runs of
-``curve_patches`` patches (the target's white-box curve is its transfer curve).
+``noise_steps``). All nonzero radii of one model and kind run packed in one PGD call (a
+radius per patch): cost ``2 * models * ceil(curve_patches * nonzero radii / pgd.batch_size)``
+PGD batches (the target's white-box curve is its transfer curve).
 
 ``curves`` dict: ``eps`` (list), ``n_positives``, ``n_noise``, ``attacked`` (the transfer
 target), and ``positives`` / ``noise`` -> ``transfer`` / ``whitebox`` -> model -> list of
@@ -41,17 +42,23 @@ def _label(name: str) -> str:
 
 
 def _attack_set(config, fpr, kind, x, keys, eps_list):
-    """Attacked patches per radius: {eps: (n, P, P, P)} against ``fpr``."""
-    q, out = config.pgd, {}
-    for e in eps_list:
-        if e == 0.0:
-            out[e] = x
-        elif kind == "positives":
-            out[e] = image_attack(fpr, x, keys, 1.0, config, eps=e,
-                                  step_size=e * float(q.image_step) / float(q.image_eps))
-        else:
-            out[e] = image_attack(fpr, None, keys, 0.0, config, noise=True, eps=e,
-                                  step_size=e * float(q.noise_step) / float(q.noise_eps))
+    """Attacked patches per radius: {eps: (n, P, P, P)} against ``fpr``; all nonzero radii
+    in one packed PGD call (radius per patch), patch i from key i at every radius."""
+    q, n = config.pgd, len(x)
+    out = {e: x for e in eps_list if e == 0.0}
+    radii = [e for e in eps_list if e != 0.0]
+    if not radii:
+        return out
+    eps = np.repeat(np.asarray(radii, np.float32), n)
+    rep_keys = np.concatenate([np.asarray(keys)] * len(radii))
+    if kind == "positives":
+        adv = image_attack(fpr, np.concatenate([x] * len(radii)), rep_keys, 1.0, config,
+                           eps=eps, step_size=eps * float(q.image_step) / float(q.image_eps))
+    else:
+        adv = image_attack(fpr, None, rep_keys, 0.0, config, noise=True, eps=eps,
+                           step_size=eps * float(q.noise_step) / float(q.noise_eps))
+    for i, e in enumerate(radii):
+        out[e] = adv[i * n:(i + 1) * n]
     return out
 
 

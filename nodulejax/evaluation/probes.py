@@ -30,12 +30,14 @@ def score_patches(fpr: FPRHandle, x, bs: int) -> np.ndarray:
 
 
 def image_attack(fpr: FPRHandle, x, keys, label: float, config, *, noise: bool = False,
-                 eps: float | None = None, step_size: float | None = None) -> np.ndarray:
+                 eps=None, step_size=None) -> np.ndarray:
     """Image PGD on ``x`` (label 1: hide nodules; 0: make fire; ``c.pgd.image_*``) or, with
     ``noise=True``, adversarial noise (attack 3: uniform noise pushed to fire,
     ``c.pgd.noise_eps / noise_step / noise_steps``; ``x`` unused), one key per patch.
     ``eps`` / ``step_size`` override the config's radius and step (L-inf on [0, 1] unless
-    ``c.pgd.image_norm`` says otherwise). Returns (N, P, P, P) float32."""
+    ``c.pgd.image_norm`` says otherwise): scalars or one value per patch (N,), so patches of
+    several radii share a batch (the engine takes (B,) radii; one executable either way).
+    Returns (N, P, P, P) float32."""
     q = config.pgd
     kl = float(config.pool.get("kl_weight", 1.0))
     p = int(config.fpr.patch_size)
@@ -43,22 +45,22 @@ def image_attack(fpr: FPRHandle, x, keys, label: float, config, *, noise: bool =
         e, st, n_steps = float(q.noise_eps), float(q.noise_step), int(q.noise_steps)
     else:
         e, st, n_steps = float(q.image_eps), float(q.image_step), int(q.image_steps)
-    e = e if eps is None else float(eps)
-    st = st if step_size is None else float(step_size)
+    n = len(keys)
+    e = np.broadcast_to(np.asarray(e if eps is None else eps, np.float32), (n,))
+    st = np.broadcast_to(np.asarray(st if step_size is None else step_size, np.float32), (n,))
 
-    def fn(k, *xb):
+    def fn(k, eb, sb, *xb):
+        kw = dict(head=fpr.head, kl_weight=kl, eps=jnp.asarray(eb), step_size=jnp.asarray(sb),
+                  steps=n_steps, norm=str(q.image_norm))
         if noise:
             r = attacks.adversarial_noise(jnp.asarray(k), fpr.model, fpr.variables, len(k), p,
-                                          head=fpr.head, kl_weight=kl, eps=e, step_size=st,
-                                          steps=n_steps, norm=str(q.image_norm))
+                                          **kw)
         else:
             r = attacks.perturb_patches(jnp.asarray(k), fpr.model, fpr.variables,
-                                        jnp.asarray(xb[0], jnp.float32)[..., None], label,
-                                        head=fpr.head, kl_weight=kl, eps=e, step_size=st,
-                                        steps=n_steps, norm=str(q.image_norm))
+                                        jnp.asarray(xb[0], jnp.float32)[..., None], label, **kw)
         return {"x": np.asarray(r.x_adv)[..., 0]}
 
-    arrays = (keys,) if noise else (keys, x)
+    arrays = (keys, e, st) if noise else (keys, e, st, x)
     return map_batches(fn, arrays, int(config.pgd.batch_size))["x"]
 
 

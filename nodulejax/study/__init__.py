@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nodulejax.study import claims, context, plan, report, runner, stages, toy
+from nodulejax.study import claims, context, deviations, plan, report, runner, stages, toy
 from nodulejax.study.claims import (
            CLAIMS,
            MARGIN,
@@ -18,6 +18,12 @@ from nodulejax.study.claims import (
            write_claims,
 )
 from nodulejax.study.context import Study
+from nodulejax.study.deviations import (
+           DEVIATIONS,
+           PAPER_VALUES,
+           config_deviations,
+           deviations_markdown,
+)
 from nodulejax.study.plan import (
            INPUTS_KEY,
            check,
@@ -62,7 +68,8 @@ from nodulejax.study.toy import (
 
 __all__ = ["claims", "Claim", "CLAIMS", "MARGIN", "VERDICTS", "verdict", "table3_claims",
            "stress_claims", "whitebox_claims", "evaluate_claims", "write_claims", "to_markdown",
-           "run_claims", "context", "Study", "report", "write_report", "mean_std", "toy",
+           "run_claims", "context", "Study", "deviations", "DEVIATIONS", "PAPER_VALUES",
+           "config_deviations", "deviations_markdown", "report", "write_report", "mean_std", "toy",
            "make_moons", "long_tail_subsample", "fpr_logits", "fpr_bce", "decode", "latent_bce",
            "train_mlp", "train_vae", "run_toy", "stages", "stage_data", "stage_prepare",
            "stage_cg", "stage_fpr_seg", "stage_fpr_baselines", "stage_synth", "stage_pool",

@@ -2,7 +2,8 @@
 
 Sections follow the paper: Table 2 (model sizes), Table 3 (FROC / CPM with bootstrap CIs per
 experiment), FROC curves, Tables 4-6 (stress tests), Fig. 7 (toy), Figs. 5/6/8/9 style
-mosaics, then the paper's claims as statistics (``claims.json``, study.claims), stage times,
+mosaics, then the paper's claims as statistics (``claims.json``, study.claims), the
+deviations from the paper (:mod:`nodulejax.study.deviations`), stage times,
 the config and the package versions. Every number is read from the files the stages wrote.
 """
 
@@ -21,6 +22,7 @@ from nodulejax.experiments import file_name
 from nodulejax.models import summary
 from nodulejax.runtime.config_tools import load_config
 from nodulejax.study.claims import to_markdown as claims_markdown
+from nodulejax.study.deviations import deviations_markdown
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "SimpleITK",
             "nibabel", "ml-collections", "tensorflow-datasets", "matplotlib")
@@ -162,6 +164,8 @@ def write_report(study) -> str:
 
     md += ["", "## Do the paper's claims hold here?", ""]
     md += _claims(rep)
+
+    md += ["", "## Deviations from the paper", "", deviations_markdown(study.config)]
 
     md += ["", "## Stage times", "", "| stage | seconds |", "|---|---|"]
     md += [f"| {k} | {v.get('seconds', float('nan')):.1f} |" for k, v in stages.items() if v]

@@ -12,7 +12,7 @@
   augmented the six augmented Table 3 rows                                   (Section 3.3)
   detect    whole-scan CG -> candidates -> each FPR model -> LUNA16 CSVs    (Section 5.2)
   evaluate  FROC / CPM with bootstrap CIs per model, Table 3
-  stress    Tables 4-6 (synthetic nodules, noise, PGD noise)                 (Section 5.3)
+  stress    Tables 4-6, transfer (as Section 4) + white-box, robustness curves (Section 5.3)
   figures   Figs. 5, 6, 8, 9: PGD-synthetic vs real nodules, perturbation examples
   toy       the two-moons experiment (Fig. 7)                                (Section 5.1)
   claims    every Section 5 claim with a paired bootstrap CI -> report/claims.json

@@ -33,6 +33,7 @@ from nodulejax.train.fpr import (
            evaluate_fpr,
            fpr_scores,
            init_params,
+           kl_anneal_steps_for,
            make_fpr_step,
            roc_auc,
            train_fpr_experiment,
@@ -60,4 +61,5 @@ __all__ = ["augment", "group_ratios", "build_sources", "gather_batch", "max_coun
            "blob_sigma_vox", "heatmap_targets", "heatmap_step", "rpn_step", "ggo_subset_types",
            "make_batch_fn", "train_cg", "fpr", "roc_auc", "evaluate_fpr", "fpr_scores",
            "transfer_params", "init_params", "train_fpr_seg", "make_fpr_step",
-           "train_fpr_experiment", "synth", "train_synth", "make_synth_step", "init_synth_state"]
+           "kl_anneal_steps_for", "train_fpr_experiment", "synth", "train_synth",
+           "make_synth_step", "init_synth_state"]

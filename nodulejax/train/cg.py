@@ -5,8 +5,11 @@
    ``c.cg.steps`` steps.
 2. ``cg_ggo``: the same network, initialised from (1), fine-tuned on crops around
    ground-glass and part-solid nodules (``c.cg.ggo_types``) for ``c.cg.ggo_steps`` ("3D Blob
-   Ground Glass Nodules"). A dataset without nodule types (LUNA16) or without such nodules in
-   the training folds falls back to all nodules, and says so in the log.
+   Ground Glass Nodules"), every crop centred on one (``c.cg.ggo_pos_fraction`` = 1: the
+   paper fine-tunes "with only the ground glass candidates and part-solid candidates"; the
+   crop around each still holds lung background). A dataset without nodule types (LUNA16)
+   or without such nodules in the training folds falls back to all nodules, and says so in
+   the log.
 3. ``rpn``: ``ResUNetRPN`` with its backbone initialised from (1), fine-tuned (backbone and
    head) with the Faster R-CNN RPN loss for ``c.cg.rpn_steps`` ("3D RPN Head").
 
@@ -134,9 +137,14 @@ def make_batch_fn(config, scans, stage: str, types=None):
     size, bsz, seed = int(config.cg.input_size), int(config.cg.batch_size), int(config.seed)
     tag = _STAGE_TAG[stage]
 
+    # the GGO fine-tune sees "only the ground glass candidates and part-solid candidates"
+    # (Section 3.1): its crops are centred on those nodules (c.cg.ggo_pos_fraction, paper 1.0)
+    pos_frac = float(config.cg.get("ggo_pos_fraction", 1.0)) if stage == "cg_ggo" and types \
+        else 0.5
+
     def batch_fn(step):
         rng = np.random.default_rng([seed, tag, int(step)])
-        b = cg_crop_batch(scans, size, bsz, rng, types=types)
+        b = cg_crop_batch(scans, size, bsz, rng, pos_frac=pos_frac, types=types)
         s = process_share(bsz)  # this host's rows of the global batch
         return {"image": b["image"][s, ..., None].astype(np.float32), "boxes": b["boxes"][s],
                 "valid": b["valid"][s]}

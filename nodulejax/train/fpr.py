@@ -17,8 +17,13 @@ Stages and checkpoints (one directory per model, ``nodulejax.runtime.checkpoint.
   segmentation network - keeps its fresh initialisation).
 * :func:`evaluate_fpr` -> ``{"auc", "loss"}``; ROC AUC by rank statistics (:func:`roc_auc`).
 
-Beta KL annealing: ``kl_weight = min(1, step / c.fpr.kl_anneal_steps)`` counted from the start
-of each stage. Patches get a random cube symmetry (flips and 90-degree rotations) drawn from a
+Beta KL annealing (:func:`kl_anneal_steps_for`): ``kl_weight = min(1, step / T)`` counted from
+the start of each stage, only while the Beta head is new: ``T = min(c.fpr.kl_anneal_steps,
+stage steps // 2)`` for a row initialised from a model without a Beta head (baseline-beta,
+baseline-beta-finetune from baseline-ce), so the weight reaches 1 (the attacks' objective)
+by mid-stage; ``T = 0`` (weight 1 throughout) for a row initialised from a Beta model (the
+augmented rows continue baseline-beta-finetune's training, whose annealing is over).
+Patches get a random cube symmetry (flips and 90-degree rotations) drawn from a
 per-example seed of the step (``sampler.aug_seeds``), so runs resume exactly.
 """
 
@@ -35,7 +40,7 @@ from flax import traverse_util
 from nodulejax.data.patches import random_flip_rot
 from nodulejax.data.patchsets import fpr_patches, seg_patches
 from nodulejax.errors import CheckpointError, ConfigError
-from nodulejax.experiments import SEG_MODEL, model_name, row_config
+from nodulejax.experiments import EXPERIMENTS, SEG_MODEL, model_name, row_config
 from nodulejax.experiments import row as experiment_row
 from nodulejax.losses import fpr as losses
 from nodulejax.losses.segmentation import seg_loss
@@ -237,6 +242,14 @@ def train_fpr_seg(config, workdir: str, train_scans, *, progress: bool | None = 
 
 
 # --------------------------------------------------------------------------- classifier stages
+def kl_anneal_steps_for(config, row: dict, stage: str) -> int:
+    """Steps T of the KL ramp of a Table 3 row's stage (module docstring)."""
+    init = str(row.get("init_from", ""))
+    if init in EXPERIMENTS and EXPERIMENTS[init]["head"] == "beta":
+        return 0
+    return min(int(config.fpr.kl_anneal_steps), max(_steps_for(config, stage) // 2, 1))
+
+
 def _steps_for(config, stage: str) -> int:
     if stage == "fpr":
         return int(config.fpr.steps)
@@ -320,7 +333,8 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
     sampler = BalancedSampler([s.size for s in sources], ratios, bs, seed)
     counts = aug.max_counts(sampler, sources)
     model = fpr_model(cfg, head)
-    tx, train_step = _plain_step(model, float(f.lr), head, int(f.kl_anneal_steps))
+    kl_steps = kl_anneal_steps_for(cfg, row, stage)
+    tx, train_step = _plain_step(model, float(f.lr), head, kl_steps)
     state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     inloop = None
     if counts:
@@ -341,7 +355,7 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
         inloop = aug.make_inloop_augment(cfg, model, head=head, counts=counts,
                                          generator=gen_module)
         train_step = make_fpr_step(model, tx, head=head,
-                                   kl_anneal_steps=int(f.kl_anneal_steps), inloop=inloop)
+                                   kl_anneal_steps=kl_steps, inloop=inloop)
 
     def batch_fn(step):
         idx = sampler.batch(step).take(jax.process_index(), jax.process_count())  # this host's
@@ -359,4 +373,5 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
 
 __all__ = ["roc_auc", "evaluate_fpr", "fpr_scores",
            "transfer_params", "init_params", "train_fpr_seg", "make_fpr_step",
+           "kl_anneal_steps_for",
            "train_fpr_experiment"]

@@ -79,6 +79,32 @@ def test_union_merges_duplicates_by_distance():
     np.testing.assert_allclose(zyx[0], blob[0])
 
 
+def test_union_capped_at_num_candidates():
+    rng = np.random.default_rng(0)
+    blob = rng.uniform(0, 100, (8, 3)).round()
+    rpn = rng.uniform(200, 300, (5, 3)).round()  # far from every blob: all added
+    merged = dt.merge_candidates(blob, rng.uniform(0, 1, 8), rpn, rng.uniform(0, 1, 5), 3.0)
+    assert len(merged[0]) == 13
+    for k in (1, 5, 13, 20):
+        zyx, sc, src = dt.cap_candidates(*merged, k)
+        assert len(zyx) == min(k, 13)
+        np.testing.assert_array_equal(sc, np.sort(merged[1])[::-1][:k])  # highest kept
+        for z, s_ in zip(zyx, sc, strict=True):  # rows stay together
+            i = int(np.flatnonzero((merged[0] == z).all(1))[0])
+            assert merged[1][i] == s_
+    assert len(dt.cap_candidates(*merged, 0)[0]) == 13  # 0 keeps all
+
+
+def test_candidate_sensitivity_min_diameter():
+    scan = _flipped_scan()  # one 6 mm nodule at (5, 6, 7)
+    near = np.array([[5.0, 6.0, 8.0]])
+    src = np.array([1], np.int8)
+    assert dt.candidate_sensitivity([scan], {scan.uid: (near, np.ones(1), src)},
+                                    6.0)["n_nodules"] == 1
+    info = dt.candidate_sensitivity([scan], {scan.uid: (near, np.ones(1), src)}, 6.5)
+    assert info["n_nodules"] == 0 and np.isnan(info["sensitivity"])
+
+
 # ----------------------------------------------------------------------------- geometry / CSV
 def _flipped_scan(shape=(20, 24, 28)):
     geom = io.CTVolume(np.zeros((0, 0, 0), np.float32), np.array([2.0, 2.0, 2.0]),
@@ -158,7 +184,7 @@ def test_cli_end_to_end(trained, tmp_path):
     assert np.all((pred.probability >= 0) & (pred.probability <= 1))
     assert 0.0 <= info["sensitivity"] <= 1.0
     per_scan = {u: int(np.sum(pred.seriesuid == u)) for u in uids}
-    assert max(per_scan.values()) <= c.cg.num_candidates + c.cg.rpn_candidates
+    assert max(per_scan.values()) <= c.cg.num_candidates  # the union is capped
     for u in uids:
         assert os.path.exists(os.path.join(workdir, "candidates", f"{u}.npz"))
     # world coordinates lie inside each scan's extent

@@ -113,6 +113,29 @@ def test_mark_on_excluded_finding_is_neither_tp_nor_fp():
     assert (r["n_detected"], r["n_fp_marks"]) == (1, 0)
 
 
+def test_min_diameter_moves_small_nodules_to_the_irrelevant_set():
+    """Section 4: only nodules >= 6 mm are benchmarked; a hit on a smaller included nodule is
+    neither TP nor FP (as a hit on annotations_excluded.csv), and it leaves the denominator."""
+    uids = ["a", "b"]
+    a = ann(("a", 0, 0, 0, 8), ("a", 40, 0, 0, 4), ("b", 0, 0, 0, 5.9), ("b", 60, 0, 0, 6))
+    p = pred(("a", 0, 1, 0, 0.9), ("a", 40, 1, 0, 0.8), ("b", 0, 0, 1, 0.7),
+             ("a", 90, 0, 0, 0.6))
+    r = ev(a, p, uids)  # all four count: 3 TPs, 1 FP, 4 nodules
+    assert (r["n_nodules"], r["n_detected"], r["n_fp_marks"]) == (4, 3, 1)
+    r6 = ev(a, p, uids, min_diameter_mm=6.0)  # 4 and 5.9 mm -> irrelevant
+    assert (r6["n_nodules"], r6["n_detected"], r6["n_fp_marks"]) == (2, 1, 1)
+    assert r6["n_marks_on_excluded"] == 2 and r6["min_diameter_mm"] == 6.0
+    # the same as listing them in the excluded file with their diameters
+    e = ann(("a", 40, 0, 0, 4), ("b", 0, 0, 0, 5.9))
+    big = ann(("a", 0, 0, 0, 8), ("b", 60, 0, 0, 6))
+    r_e = ev(big, p, uids, e=e)
+    assert r_e["cpm"] == r6["cpm"] and r_e["n_marks_on_excluded"] == 2
+    # a moved nodule keeps its own hit radius (4 mm -> 2 mm): a mark 3 mm away is an FP
+    r = ev(a, pred(("a", 43, 0, 0, 0.5)), uids, min_diameter_mm=6.0)
+    assert (r["n_fp_marks"], r["n_marks_on_excluded"]) == (1, 0)
+    assert ev(a, p, uids, min_diameter_mm=0.0)["n_nodules"] == 4
+
+
 def test_one_mark_detects_two_nodules():
     a = ann(("a", 0, 0, 0, 10), ("a", 4, 0, 0, 10), ("a", 100, 0, 0, 10))
     r = ev(a, pred(("a", 2, 0, 0, 0.7)), ["a"])

@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from nodulejax.evaluation import figures, stress
+from nodulejax.models.classifier import load_fpr
 from tests.adversarial.pool.test_build import shared_setup
 
 MODELS = ["baseline-beta-finetune", "fpr_beta+syn"]
@@ -24,8 +26,13 @@ def result(tmp_path_factory):
     c.pgd.latent_steps = 10  # traced: no recompilation
     c.pgd.image_steps = 5
     c.stress.negatives_per_scan = 2
+    c.stress.curve_eps = (0.0, 0.03, 0.15)
+    c.stress.curve_patches = 4
     out = str(tmp_path_factory.mktemp("stress"))
-    return stress.run_stress(c, workdir, scans, MODELS, out, generator=gen), out, c
+    t0 = time.time()
+    res = stress.run_stress(c, workdir, scans, MODELS, out, generator=gen)
+    print(f"\nrun_stress: {time.time() - t0:.1f} s", flush=True)
+    return res, out, c
 
 
 def test_stress_writes_tables_4_to_6(result):
@@ -38,8 +45,11 @@ def test_stress_writes_tables_4_to_6(result):
     cols = {"table4": stress.TABLE4_COLUMNS, "table5": stress.table5_columns(c),
             "table6": stress.TABLE6_COLUMNS}
     assert len(cols["table5"]) == len(c.stress.uniform_levels) + len(c.stress.poisson_scales) + 1
+    cols["table5_whitebox"] = stress.ADVERSARIAL["table5"]
+    cols["table6_whitebox"] = stress.ADVERSARIAL["table6"]
     for table, names in cols.items():
         assert set(on_disk[table]) == {"baseline-beta-finetune", "beta+syn"}
+        base = table.replace("_whitebox", "")
         for model, row in on_disk[table].items():
             assert f"| {model} |" in md
             for col in names:
@@ -47,9 +57,81 @@ def test_stress_writes_tables_4_to_6(result):
                 assert st["n"] > 0, (table, model, col)
                 assert 0.0 <= st["mean"] <= 1.0 and 0.0 <= st["std"] <= 0.5
                 assert f"{st['mean']:.2f} ± {st['std']:.2f}" in md
+                if col in stress.ADVERSARIAL[base]:  # every adversarial cell names its target
+                    want = "self" if table.endswith("_whitebox") else \
+                        "fpr_baseline-beta-finetune"
+                    assert st["attacked"] == want, (table, model, col)
+                else:
+                    assert "attacked" not in st
     s = on_disk["settings"]
     assert s["num_negatives"] == 2 * 4 and s["num_noise"] == s["num_negatives"]
     assert on_disk["table5"]["beta+syn"]["Adv."]["n"] == s["num_positives"]
+    assert "Attacked model per adversarial column: PGD sampled nodules: " \
+           "fpr_baseline-beta-finetune" in md
+    assert "PGD noise: each model itself" in md and "white-box" in md
+
+
+def test_scores_npz_aligned_by_patch(result):
+    res, out, c = result
+    with np.load(os.path.join(out, "scores.npz")) as z:
+        scores = {k: z[k] for k in z.files}
+    for table in ("table4", "table5", "table6", "table5_whitebox", "table6_whitebox"):
+        for model, row in res[table].items():
+            for col, st in row.items():
+                p = scores[f"{table}/{model}/{col}"]
+                assert p.shape == (st["n"],)
+                np.testing.assert_allclose(p.mean(), st["mean"], rtol=1e-9)
+                other = "beta+syn" if model != "beta+syn" else "baseline-beta-finetune"
+                assert scores[f"{table}/{other}/{col}"].shape == p.shape
+
+
+def test_transfer_inputs_do_not_depend_on_the_scored_model(result, tmp_path_factory):
+    """Transfer cells of beta+syn = beta+syn's scores on the patches attacked against the
+    target; white-box cells = its scores on its own attacks (the same start keys)."""
+    res, out, c = result
+    config, workdir, gen, scans = shared_setup(tmp_path_factory)
+    target = load_fpr(c, workdir, "fpr_baseline-beta-finetune")
+    other = load_fpr(c, workdir, "fpr_beta+syn")
+    inp = stress.stress_inputs(c, scans, target, None)
+    own = stress.adversarial_inputs(c, other, inp)
+    with np.load(os.path.join(out, "scores.npz")) as z:
+        bs = int(c.pgd.batch_size)
+        for key, col in (("pos_adv", "table5/{}/Adv."), ("noise_adv", "table6/{}/PGD noise"),
+                         ("neg_adv", "table6/{}/PGD negative patches")):
+            transfer = z[col.format("beta+syn")]
+            np.testing.assert_allclose(transfer, stress.score_patches(other, inp[key], bs),
+                                       atol=1e-6)
+            white = z[col.replace("/", "_whitebox/", 1).format("beta+syn")]
+            np.testing.assert_allclose(white, stress.score_patches(other, own[key], bs),
+                                       atol=1e-6)
+            assert not np.array_equal(inp[key], own[key]), key  # each model attacked itself
+            # the target attacking itself is the transfer attack
+            np.testing.assert_array_equal(
+                z[col.format("baseline-beta-finetune")],
+                z[col.replace("/", "_whitebox/", 1).format("baseline-beta-finetune")])
+
+
+def test_robustness_curves(result):
+    res, out, c = result
+    cur = res["curves"]
+    assert cur["eps"] == [float(e) for e in c.stress.curve_eps]
+    assert cur["attacked"] == "fpr_baseline-beta-finetune"
+    for kind in ("positives", "noise"):
+        for proto in ("transfer", "whitebox"):
+            for model in ("baseline-beta-finetune", "beta+syn"):
+                m = cur[kind][proto][model]
+                assert len(m) == len(cur["eps"]) and all(0.0 <= v <= 1.0 for v in m)
+        assert cur[kind]["transfer"]["baseline-beta-finetune"] == \
+            cur[kind]["whitebox"]["baseline-beta-finetune"]
+        # eps 0 is the unattacked set: the same for both protocols
+        assert cur[kind]["transfer"]["beta+syn"][0] == cur[kind]["whitebox"]["beta+syn"][0]
+    pos = cur["positives"]["whitebox"]["baseline-beta-finetune"]
+    noi = cur["noise"]["whitebox"]["baseline-beta-finetune"]
+    assert pos[-1] < pos[0] and noi[-1] > noi[0]  # the largest radius moves the score
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(os.path.join(out, "robustness_curves.png"))
+    assert img.ndim == 3 and np.std(img) > 0.01
 
 
 def test_table4_pgd_nodules_get_lower_confidence(result):

@@ -40,13 +40,18 @@ def test_every_stage_finishes_and_the_report_has_every_section(study_run):
         assert os.path.exists(os.path.join(wd, "stages", f"{s}.json")), s
     report = open(os.path.join(wd, "report", "report.md"), encoding="utf-8").read()
     for section in ("Table 2", "Table 3", "Table 4", "Table 5", "Table 6", "Fig. 7", "Fig. 8",
-                    "Fig. 6", "Fig. 9", "claims hold", "Environment", "Config"):
+                    "Fig. 6", "Fig. 9", "claims hold", "Environment", "Config",
+                    "Deviations from the paper", "white-box", "robustness_curves.png"):
         assert section in report, section
     for png in ("scan_summary.png", "toy.png", "fig8_real_vs_synthetic.png",
                 "fig6_perturbations.png", "fig9_noise_levels.png"):
         assert os.path.getsize(os.path.join(wd, "report", png)) > 1000, png
     froc = json.load(open(os.path.join(wd, "eval", "froc", "beta+syn", "froc.json")))
     assert 0.0 <= froc["cpm"] <= 1.0 and froc["n_scans"] == 2
+    # tiny: eval.min_diameter_mm = 0, so the FROC counts every included test nodule
+    prepared = json.load(open(os.path.join(wd, "stages", "prepare.json")))
+    assert froc["min_diameter_mm"] == 0.0
+    assert froc["n_nodules"] == prepared["test"]["nodules"]
     # one LUNA16 submission per trained FPR model, in world millimetres
     preds = os.listdir(os.path.join(wd, "eval", "predictions"))
     assert {"baseline-ce.csv", "baseline-beta-finetune.csv", "beta+syn.csv"} <= set(preds)

@@ -89,3 +89,28 @@ def test_batches_pure_in_step_and_ggo_fallback(setup, caplog):
     with caplog.at_level("WARNING"):
         assert cg.ggo_subset_types(c, untyped) is None
     assert "all nodules" in caplog.text
+
+
+def test_rpn_fields_change_the_rpn_loss(setup):
+    """cg.rpn_pos_iou / rpn_neg_iou / rpn_num_samples / rpn_pos_fraction reach the loss."""
+    c, scans, _, out = setup
+    batch = cg.make_batch_fn(c, scans, "rpn")(0)
+    batch["valid"][:, 0] = True
+    batch["boxes"][:, 0, 3] = np.maximum(batch["boxes"][:, 0, 3], 3.0)
+    args = (cg.rpn_model(c), float(c.cg.lr), int(c.cg.input_size),
+            tuple(float(a) for a in c.cg.anchors_mm), float(c.data.spacing))
+    key = jax.random.key(0)
+    base = float(cg.rpn_step(*args, 0.5, 0.2, 256, 0.5).loss_fn(out["rpn"], batch, key))
+    assert base == float(cg.rpn_step(*args).loss_fn(out["rpn"], batch, key))  # the defaults
+    for kw in ((0.05, 0.01, 256, 0.5), (0.5, 0.2, 4, 0.5), (0.5, 0.2, 256, 0.05)):
+        other = float(cg.rpn_step(*args, *kw).loss_fn(out["rpn"], batch, key))
+        assert np.isfinite(other) and other != base, kw
+
+
+def test_ggo_crops_centred_on_ggo_nodules(setup):
+    c, scans, _, _ = setup
+    types = cg.ggo_subset_types(c, scans)
+    if types is None:
+        pytest.skip("no ground-glass / part-solid nodules in the test phantom")
+    b = cg.make_batch_fn(c, scans, "cg_ggo", types)(0)
+    assert b["valid"].any(1).all()  # every crop holds a nodule (c.cg.ggo_pos_fraction = 1)

@@ -190,3 +190,16 @@ def test_augmented_inloop(ft_params, scans, patches, workdir):
                              val_patches=patches["val"])
     ls = _losses(wd, "fpr_beta+syn")
     assert len(ls) == 2 and np.all(np.isfinite(ls))
+
+
+def test_kl_anneal_only_while_the_beta_head_is_new():
+    from configs import demo
+    from nodulejax.experiments import row
+
+    c = demo.get_config()  # kl_anneal_steps 100, steps 320, finetune_steps 60
+    assert fpr.kl_anneal_steps_for(c, row("baseline-beta")[1], "fpr") == 100
+    # fresh Beta head on a CE model: the ramp ends by mid-stage (weight 1 = the attacks')
+    assert fpr.kl_anneal_steps_for(c, row("baseline-beta-finetune")[1], "fpr_finetune") == 30
+    # initialised from a Beta model: weight 1 from the first step
+    for r in ("beta+syn", "beta+perturb", "beta+poisson"):
+        assert fpr.kl_anneal_steps_for(c, row(r)[1], "fpr_augmented") == 0
