@@ -459,7 +459,7 @@ def evaluate_files(
         for p in (annotations, excluded, seriesuids, predictions)
     )
     res = evaluate(ann, exc, uids, pred, names=names, **kwargs)
-    res["n_scans_without_marks"] = len(set(uids) - {str(u) for u in pred.uids})
+    res["n_scans_without_marks"] = len(set(uids) - {str(u) for u in pred.seriesuid})
     return res
 
 
