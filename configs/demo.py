@@ -67,6 +67,7 @@ def get_config():
     c.stress.negatives_per_scan = 3
     c.eval.bootstrap = 200
     c.ckpt.every = 100
+    c.train.log_every = 10  # the shortest run (30 GGO fine-tune steps) logs 3 points
     c.toy.mlp_steps = 800
     c.toy.vae_steps = 800
     return c

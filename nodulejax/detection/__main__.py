@@ -55,7 +55,7 @@ def _folds(text, config):
                           "e.g. 8,9") from None
 
 
-def main(fv) -> int:
+def _main(fv) -> int:
     config, workdir = fv["config"].value, fv["workdir"].value
     folds = _folds(fv["folds"].value, config)
     name = fv["fpr-model"].value or str(config.train.experiment)
@@ -85,5 +85,10 @@ def main(fv) -> int:
     return 0
 
 
+def main(argv=None) -> int:
+    """``python -m nodulejax.detection``: exit code (``argv``: the arguments after it)."""
+    return run_main("python -m nodulejax.detection", define, _main, argv, doc=__doc__)
+
+
 if __name__ == "__main__":
-    sys.exit(run_main("python -m nodulejax.detection", define, main, doc=__doc__))
+    sys.exit(main())
