@@ -69,7 +69,8 @@ def _main(fv) -> int:
     out = fv["out"].value or os.path.join(workdir, "eval", "predictions", f"{stem}.csv")
     scans = prepare_folds(ds, list(folds), spacing=float(config.data.spacing),
                           window=tuple(config.data.hu_window), cache_dir=cache_dir(workdir),
-                          workers=int(config.data.get("num_workers", 1)))
+                          workers=int(config.data.get("num_workers", 1)),
+                          progress=bool(config.train.progress))
     cands = os.path.join(workdir, "candidates")
     os.makedirs(cands, exist_ok=True)
     cg_params = load_cg_params(workdir, with_rpn=not fv["no-rpn"].value)
