@@ -9,9 +9,8 @@ import sys
 import pytest
 from absl import flags
 
-from nodulejax.data.phantom import generate
 from nodulejax.errors import ConfigError
-from nodulejax.evaluation import froc, table3
+from nodulejax.evaluation import table3
 from nodulejax.models import summary
 from nodulejax.runtime import cli
 from nodulejax.runtime.config_tools import load_config
@@ -106,39 +105,6 @@ def test_check_overrides_accepts_every_real_field():
 
 
 # ------------------------------------------------------------------- each entry point
-def test_phantom_refuses_a_non_empty_out_and_overwrite_clears_it(tmp_path, capsys):
-    out = tmp_path / "ph"
-    (out / "subset0").mkdir(parents=True)
-    (out / "subset0" / "old.mhd").write_text("x")
-    assert generate.main(["--out", str(out), "--num-scans", "1"]) == 2
-    err = _one_line(capsys)
-    assert f"--out {out}" in err and "not empty" in err and "--overwrite" in err
-    (out / "notes.txt").write_text("mine")  # --overwrite never deletes foreign files
-    assert generate.main(["--out", str(out), "--overwrite", "--num-scans", "1"]) == 2
-    assert "notes.txt" in _one_line(capsys)
-    (out / "notes.txt").unlink()
-    assert generate.main(["--out", str(out), "--overwrite", "--num-scans", "1", "--config",
-                          TINY, "--size-scale", "0.3", "--max-voxels", "100000"]) == 0
-    assert not (out / "subset0" / "old.mhd").exists()
-    assert len(open(out / "seriesuids.csv").read().split()) == 1
-
-
-def test_froc_warns_on_scans_without_predictions(tmp_path, capsys):
-    (tmp_path / "ann.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\na,0,0,0,5\n")
-    (tmp_path / "uids.csv").write_text("a\nb\nc\n")
-    (tmp_path / "p.csv").write_text("seriesuid,coordX,coordY,coordZ,probability\na,0,0,0,0.9\n")
-    assert froc.main(["--annotations", str(tmp_path / "ann.csv"), "--seriesuids",
-                      str(tmp_path / "uids.csv"), "--predictions", str(tmp_path / "p.csv"),
-                      "--out", str(tmp_path / "run"), "--bootstrap", "0"]) == 0
-    err = capsys.readouterr().err
-    assert "warning: 2 of 3 scans" in err and "uids.csv" in err
-    (tmp_path / "uids1.csv").write_text("a\n")
-    assert froc.main(["--annotations", str(tmp_path / "ann.csv"), "--seriesuids",
-                      str(tmp_path / "uids1.csv"), "--predictions", str(tmp_path / "p.csv"),
-                      "--out", str(tmp_path / "run1"), "--bootstrap", "0"]) == 0
-    assert "warning" not in capsys.readouterr().err
-
-
 def test_summary_table3_and_toy_mistakes_are_one_line(tmp_path, capsys):
     assert summary.main(["--config", "configs/nope.py"]) == 2
     assert "configs/nope.py" in _one_line(capsys)
