@@ -145,6 +145,8 @@ class _Clock:
         unknown = sum(e is None for e in est)
         if not remaining:
             return "0:00:00"
+        if unknown == len(remaining):
+            return f"unknown ({unknown} stage(s) not yet timed)"
         return f"~{_hms(known)}" + (f" + {unknown} stage(s) not yet timed" if unknown else "")
 
 
