@@ -39,7 +39,7 @@ __all__ = ["run_main", "nearest", "check_overrides", "config_spec", "quiet_libra
 USER_ERRORS = (NoduleJaxError, flags.Error, OSError)
 
 # library log lines that outnumber the useful ones and need no action (Orbax restores)
-_NOISE = re.compile(r"metadata|read only|read-only|sharding|TypeHandlerRegistry|"
+_NOISE = re.compile(r"metadata|read only|read-only|read_only|sharding|TypeHandlerRegistry|"
                     r"ArrayMetadata|custom_metadata", re.IGNORECASE)
 _HELP_ARGS = ("-h", "--help", "--helpshort", "--helpfull", "-help")
 

@@ -146,3 +146,18 @@ def test_train_help_lists_the_stages_and_flag_defaults():
     for s in ("data", "prepare", "augmented", "report", "fpr_augmented", "--workdir",
               "--config", "(required)", "default:"):
         assert s in r.stdout, s
+
+
+def test_orbax_restore_notes_are_filtered(tmp_path, caplog):
+    import numpy as np
+    from ml_collections import ConfigDict
+
+    from nodulejax.runtime.checkpoint import ModelCheckpoints, load_params, model_dir
+
+    cli.quiet_library_logs(-1)
+    with ModelCheckpoints(model_dir(str(tmp_path), "m"), config=ConfigDict({"a": 1}),
+                          async_save=False) as m:
+        m.save(0, {"params": {"w": np.ones(3, np.float32)}})
+    caplog.clear()
+    assert load_params(str(tmp_path), "m")["w"].shape == (3,)
+    assert "read_only" not in caplog.text and "etadata" not in caplog.text
