@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage, stats
 
 from nodulejax.data import phantom
-from nodulejax.data.phantom import generate as phantom_generate
+from nodulejax.data.phantom import __main__ as phantom_cli
 from nodulejax.data.phantom import nodules as phantom_nodules
 
 REAL_ANN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "data",
@@ -197,14 +197,14 @@ def test_phantom_refuses_a_non_empty_out_and_overwrite_clears_it(tmp_path, capsy
     out = tmp_path / "ph"
     (out / "subset0").mkdir(parents=True)
     (out / "subset0" / "old.mhd").write_text("x")
-    assert phantom_generate.main(["--out", str(out), "--num-scans", "1"]) == 2
+    assert phantom_cli.main(["--out", str(out), "--num-scans", "1"]) == 2
     err = _one_line(capsys)
     assert f"--out {out}" in err and "not empty" in err and "--overwrite" in err
     (out / "notes.txt").write_text("mine")  # --overwrite never deletes foreign files
-    assert phantom_generate.main(["--out", str(out), "--overwrite", "--num-scans", "1"]) == 2
+    assert phantom_cli.main(["--out", str(out), "--overwrite", "--num-scans", "1"]) == 2
     assert "notes.txt" in _one_line(capsys)
     (out / "notes.txt").unlink()
-    assert phantom_generate.main(["--out", str(out), "--overwrite", "--num-scans", "1", "--config",
+    assert phantom_cli.main(["--out", str(out), "--overwrite", "--num-scans", "1", "--config",
                           TINY_CONFIG, "--size-scale", "0.3", "--max-voxels", "100000"]) == 0
     assert not (out / "subset0" / "old.mhd").exists()
     assert len(open(out / "seriesuids.csv").read().split()) == 1
