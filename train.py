@@ -20,8 +20,9 @@ from nodulejax.runtime.cli import run_main
 from nodulejax.study import runner, stages
 
 _DOC = (__doc__ + "\nStages of the study, in order (--config.stage=NAME runs one): "
-        + ", ".join(stages.STUDY_STAGES) + "; single Table 3 rows: "
-        + ", ".join(stages.SINGLE_STAGES) + ".")
+        + ", ".join(stages.STUDY_STAGES) + "; one model: fpr_seg_pretrain (segmentation "
+        "pretraining), fpr_finetune and fpr_augmented (the Table 3 row of "
+        "--config configs/experiments.py:ROW).")
 
 
 def define(fv):

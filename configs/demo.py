@@ -82,6 +82,7 @@ def get_config():
     c.eval.min_diameter_mm = 4.0
     c.eval.bootstrap = 200
     c.ckpt.every = 100
+    c.train.log_every = 10  # the shortest run (30 GGO fine-tune steps) logs 3 points
     c.toy.mlp_steps = 800
     c.toy.vae_steps = 800
     return c

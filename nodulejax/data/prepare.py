@@ -224,8 +224,10 @@ def _cache_one(job) -> str:
 
 
 def prepare_folds(dataset: luna16.Luna16Dataset, folds, *, spacing: float, window,
-                  cache_dir: str | None = None, workers: int = 1) -> list[PreparedScan]:
-    """Every scan of ``folds``, prepared (see :func:`prepare_scan`).
+                  cache_dir: str | None = None, workers: int = 1,
+                  progress: bool = False) -> list[PreparedScan]:
+    """Every scan of ``folds``, prepared (see :func:`prepare_scan`); ``progress``: a tqdm bar
+    over the scans being prepared.
 
     With a ``cache_dir`` and ``workers > 1`` the scans missing from the cache are prepared in
     that many worker processes first (resampling and lung masks are single-threaded numpy /
@@ -236,11 +238,14 @@ def prepare_folds(dataset: luna16.Luna16Dataset, folds, *, spacing: float, windo
     uids = dataset.uids(folds)
     missing = [u for u in uids if cache_dir and not os.path.exists(
         _cache_path(cache_dir, u, spacing, window))]
+    desc = "prepare" if progress and missing else None
     if workers > 1 and len(missing) > 1:
         spawn_map(_cache_one, [(str(dataset.root), u, spacing, tuple(window), cache_dir)
-                               for u in missing], workers)
-    return [prepare_scan(dataset, uid, spacing=spacing, window=window, cache_dir=cache_dir,
-                         nodule_table=table) for uid in uids]
+                               for u in missing], workers, desc=desc)
+        desc = None
+    return spawn_map(lambda uid: prepare_scan(dataset, uid, spacing=spacing, window=window,
+                                              cache_dir=cache_dir, nodule_table=table),
+                     uids, 1, desc=desc)
 
 
 SPLITS = ("train", "val", "test")
@@ -267,4 +272,5 @@ def prepare_split(config, workdir: str, split: str, dataset=None) -> list[Prepar
     dataset = dataset or luna16.Luna16Dataset(data_root(config, workdir))
     return prepare_folds(dataset, list(folds), spacing=float(d.spacing),
                          window=tuple(d.hu_window), cache_dir=cache_dir(workdir),
-                         workers=int(d.get("num_workers", 1)))
+                         workers=int(d.get("num_workers", 1)),
+                         progress=bool(config.train.get("progress", True)))

@@ -55,7 +55,7 @@ def _folds(text, config):
                           "e.g. 8,9") from None
 
 
-def main(fv) -> int:
+def _main(fv) -> int:
     config, workdir = fv["config"].value, fv["workdir"].value
     folds = _folds(fv["folds"].value, config)
     name = fv["fpr-model"].value or str(config.train.experiment)
@@ -69,7 +69,8 @@ def main(fv) -> int:
     out = fv["out"].value or os.path.join(workdir, "eval", "predictions", f"{stem}.csv")
     scans = prepare_folds(ds, list(folds), spacing=float(config.data.spacing),
                           window=tuple(config.data.hu_window), cache_dir=cache_dir(workdir),
-                          workers=int(config.data.get("num_workers", 1)))
+                          workers=int(config.data.get("num_workers", 1)),
+                          progress=bool(config.train.progress))
     cands = os.path.join(workdir, "candidates")
     os.makedirs(cands, exist_ok=True)
     cg_params = load_cg_params(workdir, with_rpn=not fv["no-rpn"].value)
@@ -85,5 +86,10 @@ def main(fv) -> int:
     return 0
 
 
+def main(argv=None) -> int:
+    """``python -m nodulejax.detection``: exit code (``argv``: the arguments after it)."""
+    return run_main("python -m nodulejax.detection", define, _main, argv, doc=__doc__)
+
+
 if __name__ == "__main__":
-    sys.exit(run_main("python -m nodulejax.detection", define, main, doc=__doc__))
+    sys.exit(main())

@@ -119,7 +119,9 @@ def check_config(saved, current, *, directory: str, resumable_fields=RESUMABLE_F
         raise CheckpointError(
             f"refusing to resume from {directory}: the config differs in "
             f"{len(diffs)} field(s) ({', '.join(k for k, _, _ in diffs)}):\n{lines}\n"
-            "Use a fresh --workdir (or the checkpoint's config) to continue."
+            "Use the checkpoint's config to continue; in the study, --config.rerun=STAGE "
+            "redoes the stage that wrote it (and its downstream stages), or use a fresh "
+            "--workdir."
         )
 
 

@@ -39,7 +39,7 @@ __all__ = ["run_main", "nearest", "check_overrides", "config_spec", "quiet_libra
 USER_ERRORS = (NoduleJaxError, flags.Error, OSError)
 
 # library log lines that outnumber the useful ones and need no action (Orbax restores)
-_NOISE = re.compile(r"metadata|read only|read-only|sharding|TypeHandlerRegistry|"
+_NOISE = re.compile(r"metadata|read only|read-only|read_only|sharding|TypeHandlerRegistry|"
                     r"ArrayMetadata|custom_metadata", re.IGNORECASE)
 _HELP_ARGS = ("-h", "--help", "--helpshort", "--helpfull", "-help")
 
@@ -136,8 +136,8 @@ def help_text(prog: str, doc: str | None, fv: flags.FlagValues, required=()) -> 
     seen = {id(f): f for fl in fv.flags_by_module_dict().values() for f in fl}
     for flag in sorted(seen.values(), key=lambda f: f.name):
         short = f"-{flag.short_name}, " if flag.short_name else ""
-        default = "required" if flag.default is None and flag.name in required \
-            else f"default: {flag.default_as_str or repr(flag.default)}"
+        default = ("required" if flag.name in required else "default: none") \
+            if flag.default is None else f"default: {flag.default_as_str or flag.default!r}"
         lines.append(f"  {short}--{flag.name}: {flag.help} ({default})")
     return "\n".join(lines)
 

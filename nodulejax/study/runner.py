@@ -55,11 +55,12 @@ def run(config, workdir: str) -> dict:
 
 
 def _dispatch(study, stage: str):
-    redo = plan.check(study.config, study.records(stages.STUDY_STAGES), study.workdir)
+    records = study.records(stages.STUDY_STAGES)
+    redo = plan.check(study.config, records, study.workdir)
     for name in redo:  # upfront, so a killed redo resumes as a plain run
         study.clear(name, stages.STAGE_OUTPUTS[name])
-    if stage == "study":
-        return _run_study(study)
+    if stage == "study":  # a redone stage's previous time estimates its rest
+        return _run_study(study, {n: r.get("seconds") for n, r in records.items()})
     if stage in stages.STAGES:
         _require(study, stage, stages.STAGE_INPUTS[stage])
         info = study.run_stage(stage, lambda: stages.STAGES[stage](study),
@@ -82,10 +83,10 @@ def _require(study, stage: str, needed) -> None:
                 f"--config.stage={need}` or run the whole study (no --config.stage)")
 
 
-def _run_study(study) -> dict:
+def _run_study(study, previous: dict) -> dict:
     config, names = study.config, stages.STUDY_STAGES
     fps = plan.fingerprints(config)
-    clock = _Clock(config, {n: r.get("seconds") for n, r in study.records(names).items()})
+    clock = _Clock(config, previous)
     out, n = {}, len(names)
     for k, name in enumerate(names, 1):
         head = f"[study] {k}/{n} {name}"
@@ -145,6 +146,8 @@ class _Clock:
         unknown = sum(e is None for e in est)
         if not remaining:
             return "0:00:00"
+        if unknown == len(remaining):
+            return f"unknown ({unknown} stage(s) not yet timed)"
         return f"~{_hms(known)}" + (f" + {unknown} stage(s) not yet timed" if unknown else "")
 
 

@@ -458,3 +458,19 @@ def test_cli_end_to_end(luna, tmp_path):
         )
         == 2
     )
+
+
+def test_froc_warns_on_scans_without_predictions(tmp_path, capsys):
+    (tmp_path / "ann.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\na,0,0,0,5\n")
+    (tmp_path / "uids.csv").write_text("a\nb\nc\n")
+    (tmp_path / "p.csv").write_text("seriesuid,coordX,coordY,coordZ,probability\na,0,0,0,0.9\n")
+    assert froc.main(["--annotations", str(tmp_path / "ann.csv"), "--seriesuids",
+                      str(tmp_path / "uids.csv"), "--predictions", str(tmp_path / "p.csv"),
+                      "--out", str(tmp_path / "run"), "--bootstrap", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 2 of 3 scans" in err and "uids.csv" in err
+    (tmp_path / "uids1.csv").write_text("a\n")
+    assert froc.main(["--annotations", str(tmp_path / "ann.csv"), "--seriesuids",
+                      str(tmp_path / "uids1.csv"), "--predictions", str(tmp_path / "p.csv"),
+                      "--out", str(tmp_path / "run1"), "--bootstrap", "0"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -1,11 +1,14 @@
 """End-to-end smoke test of the main job (issue 7): the whole study on the tiny config.
 
-Runs ``train.py --config configs/tiny.py`` (every stage, a few steps each) in a subprocess,
-checks the report and its sections, then re-runs the command and checks every stage is skipped.
+Runs ``train.py --config configs/tiny.py`` (every stage, a few steps each) in a subprocess once,
+checks the report and its sections and the ``[study] k/N`` progress lines, then re-runs it:
+unchanged (every stage skipped, one line each), with a changed field (refused, naming it) and
+with ``--config.rerun`` (that stage and its downstream stages redone).
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,10 +20,10 @@ STAGES = ("data", "prepare", "cg", "fpr_seg", "fpr", "synth", "pool", "augmented
           "evaluate", "stress", "figures", "toy", "claims", "report")
 
 
-def _run(workdir, timeout):
+def _run(workdir, timeout, *extra):
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
            os.path.join(ROOT, "configs", "tiny.py"), "--workdir", str(workdir),
-           "--config.train.progress=False"]
+           "--config.train.progress=False", *extra]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, encoding="utf-8",
                           errors="replace", timeout=timeout)
 
@@ -31,11 +34,15 @@ def study_run(tmp_path_factory):
     t0 = time.time()
     r = _run(wd, timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    return wd, time.time() - t0
+    return wd, time.time() - t0, r.stdout + r.stderr
+
+
+def _study_lines(stdout):
+    return [ln for ln in stdout.splitlines() if re.match(r"\[study\] \d+/\d+ ", ln)]
 
 
 def test_every_stage_finishes_and_the_report_has_every_section(study_run):
-    wd, _ = study_run
+    wd, _, _ = study_run
     for s in STAGES:
         assert os.path.exists(os.path.join(wd, "stages", f"{s}.json")), s
     report = open(os.path.join(wd, "report", "report.md"), encoding="utf-8").read()
@@ -58,7 +65,7 @@ def test_every_stage_finishes_and_the_report_has_every_section(study_run):
 
 
 def test_claims_json_lists_every_claim_with_the_schema(study_run):
-    wd, _ = study_run
+    wd, _, _ = study_run
     claims = json.load(open(os.path.join(wd, "report", "claims.json")))
     keys = {"table", "claim", "statistic", "estimate", "ci", "n", "threshold", "side",
             "verdict"}
@@ -82,13 +89,46 @@ def test_claims_json_lists_every_claim_with_the_schema(study_run):
     assert syn[0]["statistic"] in report
 
 
-def test_rerun_skips_finished_stages(study_run):
-    wd, first = study_run
+def test_progress_lines_name_each_stage_k_of_n_in_order(study_run):
+    wd, _, stdout = study_run
+    lines = _study_lines(stdout)
+    n = len(STAGES)
+    want = [f"[study] {k}/{n} {s}: {w}" for k, s in enumerate(STAGES, 1)
+            for w in ("start", "done in")]
+    assert [ln[: len(w)] for ln, w in zip(lines, want, strict=True)] == want
+    assert all("elapsed 0:" in ln and "rest " in ln for ln in lines)
+    # after the first training stage the rest has an estimate from the config's step counts
+    assert "rest ~0:" in lines[2 * STAGES.index("cg") + 1]
+    log = open(os.path.join(wd, "study.log"), encoding="utf-8").read()
+    assert all(ln in log for ln in lines)  # the console is kept in the workdir
+    assert "Metadata file does not exist" not in stdout  # Orbax restore notes filtered
+    assert "read only" not in stdout
+
+
+def test_rerun_skips_finished_stages_one_line_each(study_run):
+    wd, first, _ = study_run
     t0 = time.time()
-    r = _run(wd, timeout=600)
+    r = _run(wd, 600)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "[study]" not in r.stdout  # no stage ran again
+    lines = _study_lines(r.stdout)
+    assert lines == [ln for ln in lines if "done earlier" in ln and ln.endswith("skipped")]
+    assert [ln.split()[2].rstrip(":") for ln in lines] == list(STAGES)
     assert time.time() - t0 < first
+
+
+def test_rerun_with_a_changed_field_refuses_naming_it(study_run):
+    wd, _, _ = study_run
+    r = _run(wd, 600, "--config.toy.mlp_steps=60")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-3000:]
+    assert "toy.mlp_steps (50 -> 60)" in r.stderr and "invalidates toy, report" in r.stderr
+    assert "--config.rerun=toy" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_single_stage_without_its_input_names_it(tmp_path):
+    r = _run(tmp_path, 300, "--config.stage=augmented")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-3000:]
+    assert "stage 'pool'" in r.stderr and "--config.stage=pool" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_bad_config_field_is_named_without_a_traceback(tmp_path):
@@ -99,3 +139,20 @@ def test_bad_config_field_is_named_without_a_traceback(tmp_path):
                        errors="replace", timeout=300)
     assert r.returncode != 0
     assert "config.data.kind" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_rerun_redoes_the_stage_and_its_downstream_stages(study_run):
+    """Last: it changes the study's toy stage for good."""
+    wd, _, _ = study_run
+    before = json.load(open(os.path.join(wd, "stages", "cg.json")))
+    r = _run(wd, 900, "--config.toy.mlp_steps=60", "--config.rerun=toy")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lines = _study_lines(r.stdout)
+    ran = [ln.split()[2].rstrip(":") for ln in lines if ": start" in ln]
+    assert ran == ["toy", "report"]
+    assert sum("skipped" in ln for ln in lines) == len(STAGES) - 2
+    toy = json.load(open(os.path.join(wd, "stages", "toy.json")))
+    assert toy["_inputs"]["fields"]["toy.mlp_steps"] == 60
+    assert json.load(open(os.path.join(wd, "stages", "cg.json"))) == before
+    r = _run(wd, 600, "--config.toy.mlp_steps=60")  # now the recorded config: all skipped
+    assert r.returncode == 0 and all("skipped" in ln for ln in _study_lines(r.stdout))
