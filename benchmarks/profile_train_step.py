@@ -60,7 +60,8 @@ def _conv_role(line: str) -> str:
 
 
 def hlo_kinds(hlo_text: str) -> dict:
-    """HLO instruction name -> kind ("conv forward", "dot kernel-grad", "fusion", ...)."""
+    """HLO instruction name -> kind ("conv forward", "dot kernel-grad", "fusion", ...), and
+    name -> its HLO line."""
     comps, cur = {}, None
     for line in hlo_text.splitlines():
         if line.rstrip().endswith("{") and "=" not in line.split("(")[0]:
@@ -68,10 +69,11 @@ def hlo_kinds(hlo_text: str) -> dict:
             comps[cur] = []
         elif cur is not None and _INSTR.match(line):
             comps[cur].append(line)
-    kinds = {}
+    kinds, lines_of = {}, {}
     for lines in comps.values():
         for line in lines:
             name, _, op = _INSTR.match(line).groups()
+            lines_of[name] = line.strip()
             if op in ("convolution", "dot"):
                 kinds[name] = f"{'conv' if op == 'convolution' else 'dot'} {_conv_role(line)}"
             elif op == "fusion":
@@ -85,16 +87,17 @@ def hlo_kinds(hlo_text: str) -> dict:
                     kinds[name] = "fusion " + name.split(".")[0].replace("_fusion", "")
             else:
                 kinds[name] = op
-    return kinds
+    return kinds, lines_of
 
 
 def profile(fn, hlo_text: str, calls: int):
-    """Run ``fn`` ``calls`` times under the profiler -> ({kind: ms/call}, {kind: n/call})."""
+    """Run ``fn`` ``calls`` times under the profiler -> ({kind: ms/call}, {kind: n/call},
+    {HLO op name: ms/call})."""
     import jax
     from jax.profiler import ProfileData
 
-    kinds = hlo_kinds(hlo_text)
-    by_kind, count = collections.Counter(), collections.Counter()
+    kinds, _ = hlo_kinds(hlo_text)
+    by_kind, count, by_op = collections.Counter(), collections.Counter(), collections.Counter()
     with tempfile.TemporaryDirectory() as d:
         jax.profiler.start_trace(d)
         for _ in range(calls):
@@ -111,7 +114,8 @@ def profile(fn, hlo_text: str, calls: int):
                     kind = kinds.get(e.name, e.name.rstrip("0123456789.") + " (?)")
                     by_kind[kind] += e.duration_ns / 1e6 / calls
                     count[kind] += 1 / calls
-    return by_kind, count
+                    by_op[e.name] += e.duration_ns / 1e6 / calls
+    return by_kind, count, by_op
 
 
 def _fpr_step(cfg, a):
@@ -181,6 +185,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--calls", type=int, default=3, help="profiled calls")
     ap.add_argument("--top", type=int, default=18)
+    ap.add_argument("--top-ops", type=int, default=0, help="also list the N slowest HLO ops")
     a = ap.parse_args(argv)
     sys.path.insert(0, ROOT)
     from nodulejax.runtime import devices
@@ -214,12 +219,15 @@ def main(argv=None):
     t = _ms(run, a.repeats)
     print(f"{what}, batch {n}, {mesh.size if mesh else 1} device(s), impl {a.impl}: "
           f"{t:.1f} ms per step (median of {a.repeats})")
-    by_kind, count = profile(run, hlo, a.calls)
+    by_kind, count, by_op = profile(run, hlo, a.calls)
     total = sum(by_kind.values())
     print(f"ops by kind, ms per step summed over XLA threads (total {total:.1f}), "
           f"instances per step")
     for kind, ms in by_kind.most_common(a.top):
         print(f"  {ms:8.1f}  {100 * ms / total:5.1f}%  {count[kind]:6.1f}  {kind}")
+    lines_of = hlo_kinds(hlo)[1]
+    for op, ms in by_op.most_common(a.top_ops):
+        print(f"  {ms:8.1f}  {lines_of.get(op, op)[:400]}")
     return 0
 
 
