@@ -20,9 +20,14 @@ and splits the batch over them (``--shard auto``: PGD's ``shard="auto"``, the tr
 parallel with the state replicated); ``--cpu-devices 1`` / ``--shard none`` give the
 one-device numbers. PyTorch uses its intra-op threads (one per core).
 
-Warm-up (compilation) excluded; the median of ``--repeats`` timed repeats. Peak memory: host
-RSS high-water mark (``resource.getrusage``) of the worker process on CPU; on GPU the JAX
-device's ``memory_stats()['peak_bytes_in_use']`` and ``torch.cuda.max_memory_allocated()``.
+Warm-up (compilation) excluded; the median of ``--repeats`` timed repeats. ``--rounds R``
+runs the workers in turn R times (jax, eager, compile, jax, ...) and reports the median over
+rounds and each round's JAX / PyTorch ratios (one round = one machine load). Peak memory,
+measured the same way for every framework: the worker process's own RSS high-water mark
+(``VmHWM`` of ``/proc/self/status``; ``peak_rss_mb``), and on GPU in addition the device
+allocator's peak (JAX ``memory_stats()['peak_bytes_in_use']``,
+``torch.cuda.max_memory_allocated()``; ``peak_device_mb``). ``rss_after_import_mb`` is the
+worker's RSS once its framework and the model are loaded, before any step runs.
 
 Usage::
 
@@ -83,20 +88,62 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+def _status_mb(field: str) -> float | None:
+    """``VmHWM`` (RSS high-water mark) or ``VmRSS`` of this process, MB (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return None
+
+
+_PEAK = {"mb": 0.0}  # the high-water mark before the last reset
+
+
+def _reset_peak_rss() -> bool:
+    """Restart this process's RSS high-water mark (``clear_refs`` 5), keeping the old one."""
+    _PEAK["mb"] = max(_PEAK["mb"], _status_mb("VmHWM") or 0.0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS, MB: ``VmHWM`` (reset by ``exec``) and its earlier peaks.
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the spawning process's peak RSS
+    over ``exec`` into it, so a worker would report at least the parent's peak.
+    """
+    hwm = _status_mb("VmHWM")
+    if hwm is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    return max(hwm, _PEAK["mb"])
 
 
 def _timeit(fn, repeats: int) -> dict:
+    """Warm-up call, then ``repeats`` timed calls. Memory: the RSS before, the peak RSS of the
+    warm-up (compilation included) and of the timed calls alone (``steady_peak_rss_mb``)."""
+    before = _status_mb("VmRSS")
+    reset = _reset_peak_rss()
     t0 = time.perf_counter()
     fn()  # warm-up: compilation / autotuning / allocator
     warm = time.perf_counter() - t0
+    warm_peak = _status_mb("VmHWM") if reset else None
+    reset = _reset_peak_rss()
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return {"warmup_s": warm, "times_s": ts, "median_s": statistics.median(ts), "min_s": min(ts)}
+    return {"warmup_s": warm, "times_s": ts, "median_s": statistics.median(ts), "min_s": min(ts),
+            "rss_before_mb": before, "warmup_peak_rss_mb": warm_peak,
+            "steady_peak_rss_mb": _status_mb("VmHWM") if reset else None}
 
 
 def _config(name: str):
@@ -144,6 +191,7 @@ def _jax_worker(a, spec) -> dict:
            f" at {size[0]}^3 from 16 channels, {resolve_conv_impl('auto')} elsewhere)",
            "backend": jax.default_backend(),
            "devices": jax.local_device_count(), "batch_sharded_over": mesh.size if mesh else 1}
+    res["rss_after_import_mb"] = _status_mb("VmRSS")
     key = jax.random.PRNGKey(0)
     if "pgd" in a.what:
         fn = lambda: pgd(
@@ -174,7 +222,7 @@ def _jax_worker(a, spec) -> dict:
             loss.block_until_ready()
 
         res["train"] = _timeit(fn, a.repeats)
-    res["peak_rss_mb"] = _rss_mb()
+    res["peak_rss_mb"] = _peak_rss_mb()
     dev = jax.devices()[0]
     if dev.platform != "cpu":
         stats = dev.memory_stats() or {}
@@ -196,7 +244,8 @@ def _torch_worker(a, spec, compiled: bool) -> dict:
     x = td.to_torch_input(np.load(spec["x"])).to(dev)
     labels = torch.ones(x.shape[0], device=dev)
     head = spec["hparams"]["head"]
-    res = {"device": dev, "threads": torch.get_num_threads()}
+    res = {"device": dev, "threads": torch.get_num_threads(),
+           "rss_after_import_mb": _status_mb("VmRSS")}
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     net = model
     if compiled:
@@ -250,7 +299,7 @@ def _torch_worker(a, spec, compiled: bool) -> dict:
             res["train"] = _timeit(fn, a.repeats)
         except Exception as e:  # noqa: BLE001
             res["train"] = {"error": f"{type(e).__name__}: {e}"[:500]}
-    res["peak_rss_mb"] = _rss_mb()
+    res["peak_rss_mb"] = _peak_rss_mb()
     if dev == "cuda":
         res["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2**20
         res["device_kind"] = torch.cuda.get_device_name(0)
@@ -339,11 +388,48 @@ def _run_worker(a, spec, which: str, tmp: str) -> dict:
     return res
 
 
-def _rate(r, what, batch, steps=None):
+def _rate(r, what, batch):
     m = (r or {}).get(what) or {}
     if "median_s" not in m:
         return None
     return batch / m["median_s"]
+
+
+def _median(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _summarise(rounds: list, batch: int, what) -> dict:
+    """Per framework: the median over rounds of each round's rate and peak memory; the
+    JAX / PyTorch ratios of each round (same round = same machine load) and their median."""
+    out = {}
+    fws = ("jax", "torch_eager", "torch_compile")
+    for fw in fws:
+        rs = [rd[fw] for rd in rounds if fw in rd]
+        if not rs:
+            continue
+        out[f"{fw}_patches_per_s"] = _median([_rate(r, "pgd", batch) for r in rs])
+        out[f"{fw}_train_steps_per_s"] = _median([_rate(r, "train", 1) for r in rs])
+        out[f"{fw}_peak_rss_mb"] = _median([r.get("peak_rss_mb") for r in rs])
+        out[f"{fw}_peak_device_mb"] = _median([r.get("peak_device_mb") for r in rs])
+        out[f"{fw}_peak_mb"] = out[f"{fw}_peak_device_mb"] or out[f"{fw}_peak_rss_mb"]
+        if out[f"{fw}_patches_per_s"] is None and "pgd" in what:
+            r = rs[0]
+            out[f"{fw}_error"] = r.get("error") or (r.get("pgd") or {}).get("error")
+    ratios = {}
+    for other in fws[1:]:
+        for name, fn in (("pgd", lambda r: _rate(r, "pgd", batch)),
+                         ("train", lambda r: _rate(r, "train", 1)),
+                         ("peak_mb", lambda r: r.get("peak_device_mb") or r.get("peak_rss_mb"))):
+            per = []
+            for rd in rounds:
+                j, o = fn(rd.get("jax", {})), fn(rd.get(other, {}))
+                per.append(j / o if j and o else None)
+            if any(v is not None for v in per):
+                ratios[f"jax_over_{other}_{name}"] = {"per_round": per, "median": _median(per)}
+    out["ratios"] = ratios
+    return out
 
 
 def main(argv=None):
@@ -353,6 +439,8 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the frameworks' workers in turn this many times")
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     ap.add_argument("--impl", choices=("auto", "xla3d", "2d", "2dcat"), default="auto")
     ap.add_argument("--what", default="pgd,train")
@@ -405,9 +493,12 @@ def main(argv=None):
         a.shard,
     ] + ([] if a.donate else ["--no-donate"])
     frameworks = [f.strip() for f in a.frameworks.split(",") if f.strip()]
+    rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         spec = _setup(a, tmp)
-        runs = {fw: _run_worker(a, spec, fw, tmp) for fw in frameworks}
+        for _ in range(a.rounds):  # the frameworks in turn, so a load change hits them all
+            rounds.append({fw: _run_worker(a, spec, fw, tmp) for fw in frameworks})
+    runs = rounds[0]
     b = a.batch
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -426,20 +517,16 @@ def main(argv=None):
         "step_size": STEP,
         "dtype": a.dtype,
         "repeats": a.repeats,
+        "rounds": a.rounds,
         "params": spec["params_count"],
         "gmacs_per_patch_forward": spec["gmacs_per_patch"],
         "jax_conv_impl": runs.get("jax", {}).get("impl"),
         "jax_devices": runs.get("jax", {}).get("devices"),
         "jax_batch_sharded_over": runs.get("jax", {}).get("batch_sharded_over"),
         "runs": runs,
+        "round_runs": rounds,
     }
-    for fw in ("jax", "torch_eager", "torch_compile"):
-        r = runs.get(fw, {})
-        result[f"{fw}_patches_per_s"] = _rate(r, "pgd", b)
-        result[f"{fw}_train_steps_per_s"] = _rate(r, "train", 1)
-        result[f"{fw}_peak_mb"] = r.get("peak_device_mb", r.get("peak_rss_mb"))
-        if result[f"{fw}_patches_per_s"] is None and "pgd" in a.what and fw in runs:
-            result[f"{fw}_error"] = r.get("error") or (r.get("pgd") or {}).get("error")
+    result.update(_summarise(rounds, b, a.what))
     _print_table(result, a)
     if a.json:
         with open(a.json, "w", encoding="utf-8") as f:
@@ -466,6 +553,9 @@ def _print_table(r, a):
         print(
             f"{fw:<15}{f(p):>15}{f(t):>15}{f(m, 0):>10}{extra}" + (f"  {err[:120]}" if err else "")
         )
+    for name, q in r.get("ratios", {}).items():
+        per = ", ".join("-" if v is None else f"{v:.2f}" for v in q["per_round"])
+        print(f"  {name}: median {q['median']:.2f}x  (rounds: {per})")
 
 
 if __name__ == "__main__":

@@ -144,3 +144,24 @@ def test_group_norm_equals_flax_group_norm():
         np.testing.assert_allclose(gx, gr, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="divisible"):
         GroupNorm(num_groups=5).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("impl", ["2d", "2dcat"])
+def test_strided_lowering_second_order_matches(impl):
+    """The gradient penalty's second-order derivative (d/dk of |dL/dx|^2, paper Eq. 5)
+    through a strided convolution equals lax.conv_general_dilated's."""
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.normal(size=(2, 6, 7, 5, 3)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, 3, 3, 4)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(2, 3, 4, 3, 4)), jnp.float32)
+
+    def penalty(conv):
+        gx = lambda x, k: jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, k)) * g))(x)
+        return lambda x, k: jnp.sum(gx(x, k) ** 2)
+
+    ours = penalty(lambda x, k: layers.conv3d(x, k, 2, impl))
+    ref = penalty(lambda x, k: _ref(x, k, 2))
+    np.testing.assert_allclose(ours(x, k), ref(x, k), rtol=1e-4)
+    for a, b in zip(jax.jit(jax.grad(ours, (0, 1)))(x, k), jax.jit(jax.grad(ref, (0, 1)))(x, k),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
