@@ -16,6 +16,10 @@ def get_config():
     c.data.test_folds = (8, 9)
     c.data.phantom.num_scans = 40
     c.data.phantom.size_scale = 0.6
+    # power for the claims: 8 nodules per scan on average (real LUNA16: ~1.3; the demo's
+    # choice, listed in the report's deviations) -> ~63 included test nodules >= 4 mm in the 8
+    # test scans, instead of 13 at the built-in density
+    c.data.phantom.nodules_per_scan = 8.0
 
     # CG: 32^3 training crops (40 mm, a 30 mm nodule fits) at batch 4, blob-weighted BCE and
     # lr 3e-3 (with the focal loss and 48^3 crops 150-400 steps found 0-1 of
@@ -73,8 +77,11 @@ def get_config():
     c.pool.num_noise = 96
     c.pool.shard_size = 128
 
-    c.stress.num_synthetic = 64
-    c.stress.negatives_per_scan = 3
+    # stress tests sized for CIs of ~0.1 or narrower: 500 synthetic nodules per Table 4 column,
+    # 200 noise and 200 negative patches (25 per test scan)
+    c.stress.num_synthetic = 500
+    c.stress.num_noise = 200
+    c.stress.negatives_per_scan = 25
     # 6 patches x 5 nonzero radii = 30 items: one packed PGD batch per model and kind
     c.stress.curve_patches = 6
     # benchmark on nodules >= 4 mm: at 1.25 mm a 4 mm nodule spans ~3 voxels, the smallest the
