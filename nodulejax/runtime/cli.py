@@ -137,7 +137,7 @@ def help_text(prog: str, doc: str | None, fv: flags.FlagValues, required=()) -> 
     for flag in sorted(seen.values(), key=lambda f: f.name):
         short = f"-{flag.short_name}, " if flag.short_name else ""
         default = ("required" if flag.name in required else "default: none") \
-            if flag.default is None else f"default: {flag.default_as_str or flag.default!r}"
+            if flag.default is None else f"default: {flag.default_as_str or repr(flag.default)}"
         lines.append(f"  {short}--{flag.name}: {flag.help} ({default})")
     return "\n".join(lines)
 
