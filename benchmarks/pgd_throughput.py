@@ -529,8 +529,9 @@ def main(argv=None):
     result.update(_summarise(rounds, b, a.what))
     _print_table(result, a)
     if a.json:
-        with open(a.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
+        from nodulejax.runtime.files import atomic_write_json
+
+        atomic_write_json(a.json, result, indent=1)
         print(f"wrote {a.json}")
     return 0
 

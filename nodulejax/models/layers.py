@@ -30,8 +30,6 @@ same names and layout as ``flax.linen.Conv``.
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -111,6 +109,7 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: int = 1, impl: str = "auto"
     d_out = -(-d // s)
     xp = jnp.pad(x, ((0, 0), same_pads(d, kd, s), (0, 0), (0, 0), (0, 0)))
     pads_hw = (same_pads(h, kh, s), same_pads(w, kw, s))
+    dn = ("NHWC", "HWIO", "NHWC")
 
     def fold(j):  # depth-shifted slice j -> (B*Dout, H, W, Cin)
         sl = lax.slice_in_dim(xp, j, j + (d_out - 1) * s + 1, stride=s, axis=1)
@@ -119,55 +118,13 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: int = 1, impl: str = "auto"
     if impl == "2dcat":
         xs = jnp.concatenate([fold(j) for j in range(kd)], axis=-1)
         kk = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kd * cin, cout)
-        y = _conv2d(xs, kk, s, pads_hw)
+        y = lax.conv_general_dilated(xs, kk, (s, s), pads_hw, dimension_numbers=dn)
     else:
         y = None
         for j in range(kd):
-            yj = _conv2d(fold(j), kernel[j], s, pads_hw)
+            yj = lax.conv_general_dilated(fold(j), kernel[j], (s, s), pads_hw, dimension_numbers=dn)
             y = yj if y is None else y + yj
     return y.reshape(b, d_out, y.shape[1], y.shape[2], cout)
-
-
-_DN2 = ("NHWC", "HWIO", "NHWC")
-
-
-def _conv2d(x: jax.Array, w: jax.Array, s: int, pads) -> jax.Array:
-    """2D convolution (NHWC, HWIO) with strides (s, s) and explicit ``pads``."""
-    if s == 1:
-        return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_DN2)
-    return _conv2d_strided(x, w, s, tuple(tuple(p) for p in pads))
-
-
-def _conv2d_dense_subsampled(x, w, s, pads):
-    """The strided convolution as the stride-1 one on the same pads, every s-th output kept
-    (with 'SAME' pads the stride-1 output has exactly (n_out - 1) * s + 1 entries per axis)."""
-    y = lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_DN2)
-    return y[:, ::s, ::s]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv2d_strided(x, w, s, pads):
-    """Strided 2D convolution whose gradients are those of :func:`_conv2d_dense_subsampled`.
-
-    Same function and gradients as XLA's autodiff of the strided convolution, but XLA's
-    gradient convolutions of a strided one (input and kernel dilated by s) run outside
-    XLA:CPU's fast convolution path, ~10-50x slower (benchmarks/RESULTS.md); the stride-1
-    gradients (s^2 times the multiply-adds) stay on it. Forward: the strided convolution.
-    """
-    return lax.conv_general_dilated(x, w, (s, s), pads, dimension_numbers=_DN2)
-
-
-def _conv2d_strided_fwd(x, w, s, pads):
-    return lax.conv_general_dilated(x, w, (s, s), pads, dimension_numbers=_DN2), (x, w)
-
-
-def _conv2d_strided_bwd(s, pads, res, g):
-    x, w = res
-    _, vjp = jax.vjp(lambda x, w: _conv2d_dense_subsampled(x, w, s, pads), x, w)
-    return vjp(g)
-
-
-_conv2d_strided.defvjp(_conv2d_strided_fwd, _conv2d_strided_bwd)
 
 
 class Conv3D(nn.Module):
