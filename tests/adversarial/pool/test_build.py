@@ -21,6 +21,7 @@ import pytest
 from configs import tiny
 from nodulejax import losses
 from nodulejax.adversarial.pool import build as pool
+from nodulejax.adversarial.pool.store import PoolReader
 from nodulejax.data import luna16, phantom, prepare
 from nodulejax.data.patchsets import fpr_patches
 from nodulejax.errors import PoolError
@@ -146,7 +147,7 @@ def full_pool(trained, scans, tmp_path_factory):
 
 
 def _all(pool_dir):
-    r = pool.PoolReader(pool_dir)
+    r = PoolReader(pool_dir)
     return {k: r.arrays(k) for k in pool.POOL_KINDS}
 
 
@@ -166,7 +167,7 @@ def test_interrupted_and_resumed_pool_equals_uninterrupted(trained, scans, full_
     man = pool.read_manifest(out)
     assert not man["complete"] and sum(len(v) for v in man["done"].values()) == 3
     with pytest.raises(PoolError, match="unfinished"):
-        pool.PoolReader(out)
+        PoolReader(out)
     # a stray temp file of a shard being written when the process died is ignored
     os.makedirs(os.path.join(out, "noise"), exist_ok=True)
     open(os.path.join(out, "noise", ".shard_00000.npz.tmp"), "wb").write(b"partial")
@@ -201,7 +202,7 @@ def test_pool_metadata_consistent(trained, scans, full_pool):
     p = int(config.fpr.patch_size)
     pos, pos_uid, _ = pool.positive_patches(scans, p)
     for kind in pool.POOL_KINDS:
-        x, meta = pool.PoolReader(full_pool).arrays(kind)
+        x, meta = PoolReader(full_pool).arrays(kind)
         assert x.shape[1:] == (p, p, p) and x.dtype == np.float16
         assert len(x) > 0, kind
         for k, v in meta.items():
@@ -263,7 +264,7 @@ def test_samples_do_not_depend_on_batching(trained, scans, full_pool):
     ctx = pool._Context(config, fpr, gen, pool.background_patches(scans, p, 1, int(config.seed)),
                         pool.positive_patches(scans, p))
     for kind in ("noise", "perturb", "syn_pgd"):
-        x, meta = pool.PoolReader(full_pool).arrays(kind)
+        x, meta = PoolReader(full_pool).arrays(kind)
         j = len(x) - 1
         r = pool._compute(kind, meta["item"][j:j + 1], ctx)
         np.testing.assert_allclose(r["x"][0].astype(np.float16).astype(np.float32),
