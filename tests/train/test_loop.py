@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from nodulejax.errors import CheckpointError, ConfigError
+from nodulejax.errors import CheckpointError
 from nodulejax.runtime.checkpoint import ModelCheckpoints, model_dir
 from nodulejax.train.loop import fit
 
@@ -185,15 +185,6 @@ def test_error_in_data_saves_last_completed_step_and_propagates(tiny, tmp_path):
     with ModelCheckpoints(model_dir(wd, "tiny"), config=tiny[0]) as m:
         assert m.latest_step() == 5
     assert _fit(tiny, wd, 8).resumed_from == 5
-
-
-def test_batch_must_split_over_devices():
-    from nodulejax.runtime.sharding import make_mesh, shard_batch
-
-    mesh = make_mesh(jax.devices()[:1])
-    assert shard_batch({"x": np.ones((3, 2))}, mesh)["x"].shape == (3, 2)
-    with pytest.raises(ConfigError):
-        shard_batch({"x": np.float32(1.0)}, mesh)
 
 
 # ------------------------------------------------------------------ sampler

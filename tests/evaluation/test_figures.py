@@ -1,0 +1,26 @@
+"""nodulejax.evaluation.figures: the mosaics of Figs. 5, 6, 8 and 9 from patch arrays (the
+figures stage on trained models runs in tests/evaluation/test_stress.py and the tiny study)."""
+
+import os
+
+import numpy as np
+
+from nodulejax.evaluation import figures
+
+
+def test_mosaics_from_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (3, 8, 8, 8)).astype(np.float32)
+    assert figures.central(x).shape == (3, 8, 8) and figures.central(x[0]).shape == (8, 8)
+    paths = [
+        figures.fig5_synthetic(str(tmp_path / "f5.png"), x, x[::-1], [0.9, 0.8, 0.7],
+                               [0.2, 0.3, 0.1], n=3),
+        figures.fig6_perturbations(str(tmp_path / "f6.png"),
+                                   [("positive", x[0], x[1], 0.9, 0.1),
+                                    ("noise", x[1], x[2], 0.1, 0.9)]),
+        figures.fig8_real_vs_synthetic(str(tmp_path / "f8.png"), x, x[::-1], n=3),
+        figures.fig9_noise(str(tmp_path / "f9.png"), x[:2], [0.0, 0.3],
+                           [[x[0], x[1]], [x[1], x[2]]], [x[2], x[0]]),
+    ]
+    for p in paths:
+        assert os.path.getsize(p) > 1000
