@@ -270,19 +270,23 @@ def run_stress(config, workdir: str, test_scans, model_names, out_dir: str | Non
     bs, scores = int(c.pgd.batch_size), {}
     res = {k: {} for k in ("table4", "table5", "table6") + WHITEBOX_TABLES}
     whitebox = bool(s.get("whitebox", True))
-    for n in names:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(names, desc="stress", unit="model", disable=not progress, dynamic_ncols=True)
+    for n in bar:
         label = n[4:] if n.startswith("fpr_") else n
+        bar.set_postfix(model=label, part="transfer")
         t4, res["table5"][label], res["table6"][label] = _score_transfer(
             models[n], inp, target_name, bs, scores, label)
         if t4 is not None:
             res["table4"][label] = t4
         if whitebox:
             # the target attacking itself is the transfer attack (same keys, same model)
+            bar.set_postfix(model=label, part="white-box")
             adv = inp if n == target_name else adversarial_inputs(c, models[n], inp)
             res["table5_whitebox"][label], res["table6_whitebox"][label] = _score_whitebox(
                 models[n], adv, bs, scores, label, len(inp["positives"]) > 0)
-        if progress:
-            print(f"[stress] {label}: done ({time.time() - t0:.1f} s)", flush=True)
+    bar.close()
     curves = robustness_curves(c, {n: models[n] for n in names}, models[target_name],
                                target_name, inp, scores)
     result = dict(res, curves=curves, table5_columns=table5_columns(c), settings={
