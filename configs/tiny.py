@@ -8,6 +8,7 @@ def get_config():
     c.name = "tiny"
     c.data.phantom.num_scans = 10
     c.data.phantom.size_scale = 0.4
+    c.data.phantom.nodules_per_scan = 0.0  # the built-in density (the demo raises it)
     c.data.spacing = 2.0
     c.data.train_folds = (0, 1, 2, 3, 4, 5, 6)
     c.data.val_folds = (7,)
@@ -51,6 +52,7 @@ def get_config():
 
     c.stress.num_synthetic = 8
     c.stress.negatives_per_scan = 1
+    c.stress.num_noise = 0  # as many noise patches as negatives
     c.stress.curve_eps = (0.0, 0.03, 0.15)
     c.stress.curve_patches = 4
     c.eval.min_diameter_mm = 0.0  # every included nodule (the smoke test counts them all)
