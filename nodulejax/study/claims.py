@@ -46,7 +46,7 @@ from nodulejax.evaluation.bootstrap import (
     paired_means,
     read_scores,
 )
-from nodulejax.experiments import ATTACK_TARGET
+from nodulejax.experiments import ATTACK_TARGET, file_name
 from nodulejax.runtime.files import atomic_write_json
 from nodulejax.runtime.keys import STREAMS
 
@@ -345,7 +345,7 @@ def run_claims(workdir: str, data_root: str, rows, *, n_samples: int, seed: int,
     uids = os.path.join(ev, "seriesuids_test.csv")
     entries = {}
     for r in rows:
-        pred = os.path.join(ev, "predictions", f"{r}.csv")
+        pred = os.path.join(ev, "predictions", f"{file_name(r)}.csv")
         if os.path.exists(pred) and os.path.exists(uids):
             a, x, u, p, names = froc.read_files(ann, exc if os.path.exists(exc) else None,
                                                 uids, pred)
