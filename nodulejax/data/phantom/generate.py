@@ -231,7 +231,10 @@ def prepare_out_dir(out_dir: str, overwrite: bool = False) -> None:
                           f"the folder also holds {', '.join(foreign[:4])}")
     for e in entries:
         path = os.path.join(out_dir, e)
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif not e.startswith(("subset", "masks")):  # a file where a folder belongs is not
+            os.remove(path)  # the phantom's: writing there fails and names it
 
 
 def generate_dataset(
