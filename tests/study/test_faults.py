@@ -34,6 +34,8 @@ import time
 
 import pytest
 
+from nodulejax.study.stages import STUDY_STAGES
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WALL_CLOCK = {"seconds", "seconds_per_scan", "samples_per_s", "steps_per_sec",
               "examples_per_sec", "time", "wall_s"}
@@ -62,7 +64,7 @@ def reference(tmp_path_factory):
     if given:
         stages = [os.path.join(given, "stages", f) for f in os.listdir(
             os.path.join(given, "stages"))]
-        assert len(stages) == 14, f"{given} is not a finished study"
+        assert len(stages) == len(STUDY_STAGES), f"{given} is not a finished study"
         return given, sum(json.load(open(f))["seconds"] for f in stages)
     wd = tmp_path_factory.mktemp("reference")
     t0 = time.time()
@@ -79,6 +81,8 @@ def _results(workdir) -> dict[str, str]:
         if rel_dir.split(os.sep)[0] in NOT_RESULTS:
             continue
         for f in files:
+            if f.endswith(".log"):  # study.log: a console copy, repeated by a resume
+                continue
             out[os.path.normpath(os.path.join(rel_dir, f))] = os.path.join(dirpath, f)
     return out
 

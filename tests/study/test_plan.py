@@ -49,7 +49,7 @@ def test_a_changed_field_changes_its_stage_and_downstream_only(config):
     before = plan.fingerprints(config)
     after = plan.fingerprints(_changed(config, cg__steps=10))
     changed = {s for s in before if before[s] != after[s]}
-    assert changed == set(plan.downstream(["cg"])) == {"cg", "detect", "evaluate", "report"}
+    assert changed == set(plan.downstream(["cg"])) == {"cg", "detect", "evaluate", "claims", "report"}
     assert plan.fingerprints(config) == before  # a pure function of the config
     assert plan.fingerprints(_changed(config, train__progress=False)) == before
 
@@ -69,8 +69,8 @@ def test_check_refuses_a_stale_marker_naming_fields_and_stages(config):
         plan.check(new, records, "W")
     msg = str(e.value)
     assert "\n" not in msg and "cg.steps (4 -> 10)" in msg
-    assert "invalidates cg, detect, evaluate, report" in msg and "--config.rerun=cg" in msg
+    assert "invalidates cg, detect, evaluate, claims, report" in msg and "--config.rerun=cg" in msg
     redo = plan.check(_changed(new, rerun="cg"), records, "W")
-    assert redo == ("cg", "detect", "evaluate", "report")
+    assert redo == ("cg", "detect", "evaluate", "claims", "report")
     legacy = {s: {"seconds": 1.0} for s in stages.STUDY_STAGES}  # markers without inputs
     assert plan.check(new, legacy, "W") == ()
