@@ -199,6 +199,9 @@ def get_config() -> ml_collections.ConfigDict:
     # every adversarial stress input is computed once against attack_target (transfer, as in
     # Section 4); whitebox adds Table 5 Adv. / Table 6 PGD columns with each model attacked
     c.stress.whitebox = True
+    # white-box tables: each model attacks the first N positives, noise and negative patches
+    # (the same N for every model, so differences stay paired); 0 -> all of them
+    c.stress.whitebox_patches = 0
     c.stress.min_diameter_mm = 6.0  # Table 4: synthetic nodules below this are dropped (5.3.1)
     # robustness curves: image-PGD radii on [0, 1] and patches per radius (one PGD batch)
     c.stress.curve_eps = (0.0, 0.01, 0.03, 0.06, 0.1, 0.15)

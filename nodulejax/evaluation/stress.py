@@ -19,7 +19,8 @@ For each FPR checkpoint, the mean +- std of its probability of "nodule" on:
 ``c.stress.attack_target`` (baseline-beta-finetune), and feeds the same patches to every model
 (transfer): ``table4`` / ``table5`` / ``table6``. Beyond the paper, with ``c.stress.whitebox``
 the adversarial columns are repeated with each model attacking itself (same start keys):
-``table5_whitebox`` ("Adv.") and ``table6_whitebox`` ("PGD noise", "PGD negative patches").
+``table5_whitebox`` ("Adv.") and ``table6_whitebox`` ("PGD noise", "PGD negative patches"),
+on the first ``c.stress.whitebox_patches`` positives / noise / negative patches (0: all).
 Every adversarial cell carries ``"attacked"``: the attacked checkpoint name (transfer) or
 ``"self"`` (white-box). Robustness curves (score vs radius) are in
 :mod:`nodulejax.evaluation.curves` (``curves`` in ``stress.json``).
@@ -184,6 +185,13 @@ def _score_whitebox(m, adv, bs, scores, label, has_pos):
     return t5, t6
 
 
+def _first(inp: dict, n: int | None) -> dict:
+    """The inputs of the white-box attacks: the first ``n`` positives, negatives and noise
+    keys (and, for the attack target, its transfer attacks of them); ``None`` keeps all."""
+    keys = ("positives", "negatives", "noise_keys", "pos_adv", "neg_adv", "noise_adv")
+    return {k: (inp[k][:n] if k in keys and k in inp else inp[k]) for k in inp}
+
+
 def _fmt(st: dict) -> str:
     if not st["n"]:
         return "n/a"
@@ -227,7 +235,9 @@ def to_markdown(result: dict) -> str:
     lines.append(f"n per column is in stress.json, per-patch scores in scores.npz. Transfer "
                  f"attacks against {st['attack_target']}; {st['num_positives']} positives "
                  f"(>= {st['eval_min_diameter_mm']:g} mm), {st['num_negatives']} negatives, "
-                 f"{st['num_noise']} noise patches from {st['num_scans']} test scans.")
+                 f"{st['num_noise']} noise patches from {st['num_scans']} test scans"
+                 + (f"; white-box tables on the first {st['whitebox_patches']} of each."
+                    if st.get("whitebox_patches") else "."))
     return "\n".join(lines) + "\n"
 
 
@@ -270,6 +280,8 @@ def run_stress(config, workdir: str, test_scans, model_names, out_dir: str | Non
     bs, scores = int(c.pgd.batch_size), {}
     res = {k: {} for k in ("table4", "table5", "table6") + WHITEBOX_TABLES}
     whitebox = bool(s.get("whitebox", True))
+    n_wb = int(s.get("whitebox_patches", 0)) or None
+    inp_wb = _first(inp, n_wb)
     from tqdm.auto import tqdm
 
     bar = tqdm(names, desc="stress", unit="model", disable=not progress, dynamic_ncols=True)
@@ -283,14 +295,15 @@ def run_stress(config, workdir: str, test_scans, model_names, out_dir: str | Non
         if whitebox:
             # the target attacking itself is the transfer attack (same keys, same model)
             bar.set_postfix(model=label, part="white-box")
-            adv = inp if n == target_name else adversarial_inputs(c, models[n], inp)
+            adv = (_first(inp, n_wb) if n == target_name
+                   else adversarial_inputs(c, models[n], inp_wb))
             res["table5_whitebox"][label], res["table6_whitebox"][label] = _score_whitebox(
                 models[n], adv, bs, scores, label, len(inp["positives"]) > 0)
     bar.close()
     curves = robustness_curves(c, {n: models[n] for n in names}, models[target_name],
                                target_name, inp, scores)
     result = dict(res, curves=curves, table5_columns=table5_columns(c), settings={
-        "attack_target": target_name, "whitebox": whitebox,
+        "attack_target": target_name, "whitebox": whitebox, "whitebox_patches": n_wb or 0,
         "num_scans": len(scans), "num_positives": len(inp["positives"]),
         "num_negatives": len(inp["negatives"]), "num_noise": len(inp["uniform_patches"]),
         "num_synthetic_requested": int(s.num_synthetic),

@@ -29,6 +29,8 @@ STREAMS = {
     "backgrounds/pool": 0xB6, "backgrounds/stress": 0x5E,
     # training: per-example augmentation seeds (train.sampler) and the in-step attacks
     "train/augment_seeds": 0xA06, "train/inloop": 7,
+    # the synthesizer's quality probe (train.synth.synth_quality): prior samples
+    "synth/quality": 401,
 }
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from nodulejax.adversarial.pool import build_pool
 from nodulejax.data import phantom
+from nodulejax.data.patchsets import nodule_cutouts
 from nodulejax.data.phantom import plot_scan_summary
 from nodulejax.detection.run import detect_scans, load_cg_params, write_rows
 from nodulejax.errors import ConfigError
@@ -35,12 +36,13 @@ from nodulejax.experiments import (
 )
 from nodulejax.runtime import checkpoint
 from nodulejax.runtime.files import atomic_write_json, atomic_write_text
+from nodulejax.runtime.keys import stream_key
 from nodulejax.study.claims import run_claims
 from nodulejax.study.report import write_report
 from nodulejax.study.toy import run_toy
 from nodulejax.train.cg import train_cg
 from nodulejax.train.fpr import evaluate_fpr, train_fpr_experiment, train_fpr_seg
-from nodulejax.train.synth import train_synth
+from nodulejax.train.synth import synth_quality, train_synth
 
 
 def _rows(study):
@@ -126,8 +128,12 @@ def stage_fpr_baselines(study):
 
 
 def stage_synth(study):
-    train_synth(study.config, study.workdir, study.scans("train"))
-    return {"model": "synth"}
+    c = study.config
+    cut = nodule_cutouts(study.scans("train"), int(c.synth.patch_size),
+                         min_diameter_mm=float(c.synth.get("train_min_diameter_mm", 0.0)))
+    vae_params, _ = train_synth(c, study.workdir, study.scans("train"), cutouts=cut)
+    quality = synth_quality(c, vae_params, cut, stream_key(int(c.seed), "synth/quality"))
+    return {"model": "synth", "quality": quality}
 
 
 def stage_pool(study):

@@ -28,6 +28,7 @@ def result(tmp_path_factory):
     c.stress.negatives_per_scan = 2
     c.stress.curve_eps = (0.0, 0.03, 0.15)
     c.stress.curve_patches = 4
+    c.stress.whitebox_patches = 3  # white-box on the first 3 of each kind
     out = str(tmp_path_factory.mktemp("stress"))
     t0 = time.time()
     res = stress.run_stress(c, workdir, scans, MODELS, out, generator=gen)
@@ -101,13 +102,17 @@ def test_transfer_inputs_do_not_depend_on_the_scored_model(result, tmp_path_fact
             transfer = z[col.format("beta+syn")]
             np.testing.assert_allclose(transfer, stress.score_patches(other, inp[key], bs),
                                        atol=1e-6)
+            # white-box: the first whitebox_patches of each kind, each patch attacked from
+            # the key it has in the full set (the attack of patch i is per example)
+            n = int(c.stress.whitebox_patches)
             white = z[col.replace("/", "_whitebox/", 1).format("beta+syn")]
-            np.testing.assert_allclose(white, stress.score_patches(other, own[key], bs),
+            assert len(white) == min(n, len(inp[key]))
+            np.testing.assert_allclose(white, stress.score_patches(other, own[key][:n], bs),
                                        atol=1e-6)
             assert not np.array_equal(inp[key], own[key]), key  # each model attacked itself
             # the target attacking itself is the transfer attack
             np.testing.assert_array_equal(
-                z[col.format("baseline-beta-finetune")],
+                z[col.format("baseline-beta-finetune")][:n],
                 z[col.replace("/", "_whitebox/", 1).format("baseline-beta-finetune")])
 
 

@@ -49,7 +49,8 @@ def test_a_changed_field_changes_its_stage_and_downstream_only(config):
     before = plan.fingerprints(config)
     after = plan.fingerprints(_changed(config, cg__steps=10))
     changed = {s for s in before if before[s] != after[s]}
-    assert changed == set(plan.downstream(["cg"])) == {"cg", "detect", "evaluate", "claims", "report"}
+    assert changed == set(plan.downstream(["cg"])) == {"cg", "detect", "evaluate", "claims",
+                                                        "report"}
     assert plan.fingerprints(config) == before  # a pure function of the config
     assert plan.fingerprints(_changed(config, train__progress=False)) == before
 

@@ -49,6 +49,33 @@ def test_train_synth_runs_loss_falls_and_checkpoints(tmp_path):
     assert out.shape == (2, p, p, p, 1) and float(out.min()) >= 0 and float(out.max()) <= 1
 
 
+def test_synth_quality_measures_reconstruction_sizes_and_the_filter(tmp_path):
+    import jax
+
+    c = tiny.get_config()
+    c.train.progress = False
+    c.synth.steps = 1
+    p = c.synth.patch_size
+    cut = {"x": _blobs(3, p)}
+    vae, _ = synth.train_synth(c, str(tmp_path), None, cutouts=cut)
+    q = synth.synth_quality(c, vae, cut, jax.random.key(0), num_samples=20)
+    g = synth.vae_model(c)
+    mu, _ = g.apply({"params": vae}, cut["x"][..., None], method="encode")
+    rec = np.asarray(g.apply({"params": vae}, mu, method="decode"))[..., 0]
+    np.testing.assert_allclose(q["recon_l1"], np.abs(rec - cut["x"]).mean(), rtol=1e-5)
+    # blob i: 0.8 exp(-r^2 / 2 s^2) > thr inside r < s sqrt(2 ln(0.8 / thr)); 3 blobs -> the
+    # median is blob 1 (s = 2 voxels), its mask volume about (4/3) pi r^3 voxels
+    thr, sp = c.synth.mask_threshold, c.data.spacing
+    r = 2.0 * np.sqrt(2 * np.log(0.8 / thr))
+    assert abs(q["real_diameter_mm"][1] - 2 * r * sp) < 0.15 * 2 * r * sp
+    assert q["num_cutouts"] == 3 and q["num_prior_samples"] == 20
+    assert 0.0 <= q["prior_pass_rate"] <= 1.0
+    c.synth.min_diameter_mm = 0.0  # every sample passes a 0 mm filter
+    assert synth.synth_quality(c, vae, cut, jax.random.key(0), 20)["prior_pass_rate"] == 1.0
+    c.synth.min_diameter_mm = 1e3  # none passes an impossible one
+    assert synth.synth_quality(c, vae, cut, jax.random.key(0), 20)["prior_pass_rate"] == 0.0
+
+
 def test_train_synth_without_nodules_is_a_clear_error(tmp_path):
     c = tiny.get_config()
     with pytest.raises(ConfigError, match="min_diameter_mm"):
