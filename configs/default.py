@@ -132,6 +132,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.synth.min_diameter_mm = 6.0
     # synthesizer training INPUTS: real nodules at least this large (paper: no filter, 0)
     c.synth.train_min_diameter_mm = 0.0
+    # a synthetic nodule's diameter for those filters: its fusion mask's equivalent-sphere
+    # diameter minus this rim (the cut-outs' blurred boundary; the synth stage measures it:
+    # report "rim_fit"); 0 keeps the mask diameter
+    c.synth.diameter_rim_mm = 0.0
 
     # --- PGD (Sections 3.2-3.3) --------------------------------------------------------------
     c.pgd = ml_collections.ConfigDict()

@@ -51,6 +51,7 @@ def get_config():
     c.pool.shard_size = 4
 
     c.stress.num_synthetic = 8
+    c.synth.diameter_rim_mm = 0.0  # the 2-step synthesizer's samples: keep the mask diameter
     c.stress.negatives_per_scan = 1
     c.stress.num_noise = 0  # as many noise patches as negatives
     c.stress.curve_eps = (0.0, 0.03, 0.15)

@@ -4,9 +4,15 @@
 limitations ("not constrained to maintain the size ... we had to filter out the synthetic
 nodules that are smaller than the relevant threshold"): :func:`synthesize_filtered` draws, per
 item, up to ``c.pool.max_tries`` latent codes and keeps the first whose decoded nodule
-reaches ``min_diameter_mm`` (equivalent-sphere diameter of the fusion mask,
-:func:`nodule_diameter_mm`), then fuses it (and, with ``search``, its PGD-searched code) into
+reaches ``min_diameter_mm``, then fuses it (and, with ``search``, its PGD-searched code) into
 a background patch (:func:`nodulejax.adversarial.attacks.synthesize_nodules`).
+
+The nodule's diameter is the equivalent-sphere diameter of its fusion mask
+(:func:`nodule_diameter_mm`) minus ``c.synth.diameter_rim_mm``: the synthesizer learns the
+training cut-outs, whose boundary is blurred outwards by a distance transform (Section 3.2),
+so the mask includes a rim that an annotated diameter does not. The rim is measured on the
+cut-outs (``train.synth.synth_quality``: ``mask diameter = slope x annotated + offset``);
+the default 0 keeps the mask diameter.
 """
 
 from __future__ import annotations
@@ -60,7 +66,8 @@ def synthesize_filtered(keys, fpr: FPRHandle, gen: GenHandle, backgrounds, confi
     against ``fpr``). keys (B, 2) uint32, backgrounds (B, P, P, P) in [0, 1].
 
     Returns numpy arrays: ``x_random``/``x_pgd`` (B, P, P, P), ``prob_random``/``prob_pgd``,
-    ``diam_random``/``diam_pgd`` (mm), ``ok_random``/``ok_pgd`` (diameter >= min), ``tries``
+    ``diam_random``/``diam_pgd`` (mm, mask diameter minus ``c.synth.diameter_rim_mm``),
+    ``ok_random``/``ok_pgd`` (diameter >= min), ``tries``
     (index of the draw used), ``key`` (B, 2) the key passed to synthesize_nodules."""
     c = config
     thr = float(c.synth.mask_threshold)
@@ -75,7 +82,8 @@ def synthesize_filtered(keys, fpr: FPRHandle, gen: GenHandle, backgrounds, confi
     flat = cand.reshape((b * tries,) + cand.shape[2:])
     z = _z_of(flat, latent)
     vox = np.asarray(_voxels_fn(gen.model)(gen.variables, z, jnp.float32(thr))).reshape(b, tries)
-    ok = diameter_of_voxels(vox, spacing) >= dmin
+    rim = float(c.synth.get("diameter_rim_mm", 0.0))
+    ok = diameter_of_voxels(vox, spacing) - rim >= dmin
     t_used = np.where(ok.any(1), np.argmax(ok, 1), 0)
     chosen = cand[jnp.arange(b), jnp.asarray(t_used)]
     bg = jnp.asarray(backgrounds, jnp.float32)[..., None]
@@ -89,8 +97,8 @@ def synthesize_filtered(keys, fpr: FPRHandle, gen: GenHandle, backgrounds, confi
     if not np.allclose(np.asarray(r.z), z_used, atol=1e-6):
         raise NoduleJaxError("pool: attacks.synthesize_nodules no longer derives z as "
                              "normal(split(key)[0]); update nodulejax.adversarial.synthetic._z_of")
-    d_r = nodule_diameter_mm(r.nodule_random, thr, spacing)
-    d_p = nodule_diameter_mm(r.nodule_pgd, thr, spacing)
+    d_r = nodule_diameter_mm(r.nodule_random, thr, spacing) - rim
+    d_p = nodule_diameter_mm(r.nodule_pgd, thr, spacing) - rim
     return {"x_random": np.asarray(r.x_random)[..., 0], "x_pgd": np.asarray(r.x_pgd)[..., 0],
             "prob_random": np.asarray(r.prob_random), "prob_pgd": np.asarray(r.prob_pgd),
             "nod_random": np.asarray(r.nodule_random)[..., 0],

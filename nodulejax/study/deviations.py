@@ -63,6 +63,10 @@ DEVIATIONS: tuple[tuple[str, str, str, str], ...] = (
      "clip(x + U(-a, a), 0, 1) per voxel on the [0, 1] window", "reading"),
     ("Synthesizer optimiser", "Adam, betas unstated",
      "Adam betas (0.5, 0.9) for VAE and critic (Gulrajani et al. 2017)", "reading"),
+    ("Diameter of a synthetic nodule", "\"diameters at least 6mm\" (Section 5.3.1), measure "
+     "unstated", "equivalent-sphere diameter of the fusion mask minus synth.diameter_rim_mm, "
+     "the blurred rim of the training cut-outs (fitted per run on the cut-outs: the report's "
+     "rim_fit)", "reading"),
     ("Fusion mask (Eq. 7)", "mask of the synthetic nodule, threshold unstated",
      "synthetic voxel > synth.mask_threshold (0.1 on [0, 1])", "reading"),
 )

@@ -104,6 +104,12 @@ def synthesizer_markdown(quality: dict | None, stress: dict | None,
                   f"{pct(q['prior_diameter_mm'])}, training cut-outs "
                   f"{pct(q['real_diameter_mm'])}; peak intensity {q['prior_peak'][1]:.2f} vs "
                   f"{q['real_peak'][1]:.2f}."]
+        if q.get("rim_fit"):
+            f = q["rim_fit"]
+            lines += ["", f"Cut-outs: mask diameter = {f['slope']:.3f} x annotated diameter "
+                      f"{f['offset_mm']:+.2f} mm (r = {f['r']:.3f}); the diameter filters "
+                      f"subtract a rim of {q.get('diameter_rim_mm', 0.0):g} mm "
+                      "(synth.diameter_rim_mm)."]
     try:
         a = stress["table4"][model]["Randomly sampled nodules"]
         b = stress["table5"][model]["0.0 uniform noise"]

@@ -302,7 +302,7 @@ STAGE_FIELDS = {
                   "train.aug_source", "train.inloop_target", "train.rows"),
     "detect": _CG_INFER + ("train.rows", "eval.min_diameter_mm"),
     "evaluate": ("seed", "eval.*", "train.rows"),
-    "stress": ("pgd.*", "stress.*", "train.rows"),
+    "stress": ("pgd.*", "stress.*", "train.rows", "eval.min_diameter_mm"),  # Table 5 positives
     "figures": ("seed", "pgd.*", "stress.seed"),
     "toy": ("seed", "toy.*"),
     "claims": ("seed", "eval.*", "train.rows"),

@@ -163,7 +163,10 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
       5.3.1's filter), per single draw (the pool and Table 4 retry up to ``c.pool.max_tries``);
     * ``prior_diameter_mm`` / ``real_diameter_mm``: 10th, 50th and 90th percentiles of that
       diameter for the prior samples and for the cut-outs (same mask rule, so the blurred rim
-      of the cut-outs counts in both), ``prior_peak`` / ``real_peak`` of the maximum intensity.
+      of the cut-outs counts in both), ``prior_peak`` / ``real_peak`` of the maximum intensity;
+    * ``rim_fit``: least squares ``mask diameter = slope x annotated + offset_mm`` over the
+      cut-outs (``cutouts["diameter_mm"]``), the measurement behind ``c.synth.diameter_rim_mm``
+      (the pass rate subtracts that rim, as the filter of ``adversarial.synthetic`` does).
     """
     s = config.synth
     vae = vae_model(config)
@@ -179,12 +182,19 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
     d_prior = diameter_of_voxels((prior > thr).sum(axis=(1, 2, 3)), sp)
     d_real = diameter_of_voxels((xs > thr).sum(axis=(1, 2, 3)), sp)
     pct = lambda v: [round(float(np.percentile(v, q)), 3) for q in (10, 50, 90)]
-    return {"recon_l1": float(np.concatenate(l1).mean()), "num_cutouts": int(len(xs)),
-            "num_prior_samples": int(num_samples),
-            "prior_pass_rate": float(np.mean(d_prior >= float(s.min_diameter_mm))),
-            "min_diameter_mm": float(s.min_diameter_mm),
-            "prior_diameter_mm": pct(d_prior), "real_diameter_mm": pct(d_real),
-            "prior_peak": pct(prior.max(axis=(1, 2, 3))), "real_peak": pct(xs.max(axis=(1, 2, 3)))}
+    rim = float(s.get("diameter_rim_mm", 0.0))
+    out = {"recon_l1": float(np.concatenate(l1).mean()), "num_cutouts": int(len(xs)),
+           "num_prior_samples": int(num_samples), "diameter_rim_mm": rim,
+           "prior_pass_rate": float(np.mean(d_prior - rim >= float(s.min_diameter_mm))),
+           "min_diameter_mm": float(s.min_diameter_mm),
+           "prior_diameter_mm": pct(d_prior), "real_diameter_mm": pct(d_real),
+           "prior_peak": pct(prior.max(axis=(1, 2, 3))), "real_peak": pct(xs.max(axis=(1, 2, 3)))}
+    ann = np.asarray(cutouts.get("diameter_mm", ()), np.float64)
+    if len(ann) >= 3 and np.ptp(ann) > 0:  # the rim: mask diameter vs annotated diameter
+        slope, offset = np.polyfit(ann, d_real, 1)
+        out["rim_fit"] = {"slope": round(float(slope), 4), "offset_mm": round(float(offset), 3),
+                          "r": round(float(np.corrcoef(ann, d_real)[0, 1]), 4)}
+    return out
 
 
 __all__ = ["train_synth", "make_synth_step", "init_synth_state", "synth_quality"]

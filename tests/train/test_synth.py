@@ -70,6 +70,13 @@ def test_synth_quality_measures_reconstruction_sizes_and_the_filter(tmp_path):
     assert abs(q["real_diameter_mm"][1] - 2 * r * sp) < 0.15 * 2 * r * sp
     assert q["num_cutouts"] == 3 and q["num_prior_samples"] == 20
     assert 0.0 <= q["prior_pass_rate"] <= 1.0
+    # the rim fit: annotated diameters 0.5 mm below the cut-outs' mask diameters
+    from nodulejax.adversarial.synthetic import nodule_diameter_mm
+
+    d_mask = nodule_diameter_mm(cut["x"], thr, sp)
+    q = synth.synth_quality(c, vae, {**cut, "diameter_mm": d_mask - 0.5}, jax.random.key(0), 20)
+    assert abs(q["rim_fit"]["slope"] - 1.0) < 1e-3 and abs(q["rim_fit"]["offset_mm"] - 0.5) < 1e-2
+    c.synth.diameter_rim_mm = 0.0
     c.synth.min_diameter_mm = 0.0  # every sample passes a 0 mm filter
     assert synth.synth_quality(c, vae, cut, jax.random.key(0), 20)["prior_pass_rate"] == 1.0
     c.synth.min_diameter_mm = 1e3  # none passes an impossible one
