@@ -103,7 +103,11 @@ def synthesizer_markdown(quality: dict | None, stress: dict | None,
                   f"pool and Table 4 retry). Diameter of the fusion mask: prior samples "
                   f"{pct(q['prior_diameter_mm'])}, training cut-outs "
                   f"{pct(q['real_diameter_mm'])}; peak intensity {q['prior_peak'][1]:.2f} vs "
-                  f"{q['real_peak'][1]:.2f}."]
+                  f"{q['real_peak'][1]:.2f}"
+                  + (f"; one compact object (>= 90% of the mask in one component): "
+                     f"{q['prior_compact_fraction']:.0%} of the prior samples, "
+                     f"{q['real_compact_fraction']:.0%} of the cut-outs."
+                     if "prior_compact_fraction" in q else ".")]
         if q.get("rim_fit"):
             f = q["rim_fit"]
             lines += ["", f"Cut-outs: mask diameter = {f['slope']:.3f} x annotated diameter "

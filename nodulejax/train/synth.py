@@ -152,6 +152,19 @@ def train_synth(config, workdir: str, train_scans, *, progress: bool | None = No
     return params["vae"], params["critic"]
 
 
+def compact_fraction(masks, share: float = 0.9) -> float:
+    """Fraction of the masks (N, P, P, P) bool that are one compact object: non-empty, with
+    at least ``share`` of their voxels in the largest 26-connected component (a nodule, not
+    scattered fragments)."""
+    from scipy import ndimage
+
+    ok = 0
+    for m in np.asarray(masks, bool):
+        lab, n = ndimage.label(m, structure=np.ones((3, 3, 3)))
+        ok += bool(n) and np.bincount(lab.ravel())[1:].max() >= share * m.sum()
+    return float(ok / max(len(masks), 1))
+
+
 def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500) -> dict:
     """How well the trained synthesizer makes nodules (issue: "a synthesizer that makes nodules").
 
@@ -164,6 +177,8 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
     * ``prior_diameter_mm`` / ``real_diameter_mm``: 10th, 50th and 90th percentiles of that
       diameter for the prior samples and for the cut-outs (same mask rule, so the blurred rim
       of the cut-outs counts in both), ``prior_peak`` / ``real_peak`` of the maximum intensity;
+    * ``prior_compact_fraction`` / ``real_compact_fraction``: :func:`compact_fraction` of the
+      fusion masks (one object, not fragments);
     * ``rim_fit``: least squares ``mask diameter = slope x annotated + offset_mm`` over the
       cut-outs (``cutouts["diameter_mm"]``), the measurement behind ``c.synth.diameter_rim_mm``
       (the pass rate subtracts that rim, as the filter of ``adversarial.synthetic`` does).
@@ -189,6 +204,8 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
            "min_diameter_mm": float(s.min_diameter_mm),
            "prior_diameter_mm": pct(d_prior), "real_diameter_mm": pct(d_real),
            "prior_peak": pct(prior.max(axis=(1, 2, 3))), "real_peak": pct(xs.max(axis=(1, 2, 3)))}
+    out["prior_compact_fraction"] = compact_fraction(prior > thr)
+    out["real_compact_fraction"] = compact_fraction(xs > thr)
     ann = np.asarray(cutouts.get("diameter_mm", ()), np.float64)
     if len(ann) >= 3 and np.ptp(ann) > 0:  # the rim: mask diameter vs annotated diameter
         slope, offset = np.polyfit(ann, d_real, 1)
@@ -197,4 +214,5 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
     return out
 
 
-__all__ = ["train_synth", "make_synth_step", "init_synth_state", "synth_quality"]
+__all__ = ["train_synth", "make_synth_step", "init_synth_state", "synth_quality",
+           "compact_fraction"]

@@ -83,6 +83,14 @@ def test_synth_quality_measures_reconstruction_sizes_and_the_filter(tmp_path):
     assert synth.synth_quality(c, vae, cut, jax.random.key(0), 20)["prior_pass_rate"] == 0.0
 
 
+def test_compact_fraction_tells_one_object_from_fragments():
+    one = np.zeros((6, 6, 6), bool)
+    one[1:4, 1:4, 1:4] = True
+    scattered = np.zeros((6, 6, 6), bool)
+    scattered[0, 0, 0] = scattered[5, 5, 5] = scattered[0, 5, 0] = True
+    assert synth.compact_fraction(np.stack([one, scattered, np.zeros_like(one)])) == 1 / 3
+
+
 def test_train_synth_without_nodules_is_a_clear_error(tmp_path):
     c = tiny.get_config()
     with pytest.raises(ConfigError, match="min_diameter_mm"):
