@@ -5,3 +5,13 @@ loop's data parallelism) run in the tests as they do in the study."""
 from nodulejax.runtime import devices
 
 devices.configure_cpu_devices(2)
+
+# Whole-study modules first: each builds a tiny study in a module fixture (minutes). Under
+# ``--dist loadfile`` (pyproject addopts) a module runs on one xdist worker, so its fixture is
+# built once, and starting the two longest modules first keeps them off the end of the run.
+_FIRST = ("tests/study/test_faults.py", "tests/study/test_runner.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {f: i for i, f in enumerate(_FIRST)}
+    items.sort(key=lambda it: rank.get(it.nodeid.split("::")[0], len(_FIRST)))
