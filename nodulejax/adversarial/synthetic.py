@@ -25,7 +25,8 @@ from nodulejax.adversarial import attacks
 from nodulejax.errors import NoduleJaxError
 from nodulejax.models.classifier import FPRHandle, GenHandle
 
-__all__ = ["synthesize_filtered", "nodule_diameter_mm", "diameter_ok", "diameter_of_voxels"]
+__all__ = ["synthesize_filtered", "nodule_diameter_mm", "diameter_ok", "diameter_of_voxels",
+           "filter_diameter_mm"]
 
 
 @jax.jit
@@ -72,7 +73,6 @@ def synthesize_filtered(keys, fpr: FPRHandle, gen: GenHandle, backgrounds, confi
     c = config
     thr = float(c.synth.mask_threshold)
     dmin = float(c.synth.min_diameter_mm if min_diameter_mm is None else min_diameter_mm)
-    spacing = float(c.data.spacing)
     tries = max(int(c.pool.get("max_tries", 1)), 1)
     keys = jnp.asarray(keys)
     b = keys.shape[0]
@@ -82,8 +82,7 @@ def synthesize_filtered(keys, fpr: FPRHandle, gen: GenHandle, backgrounds, confi
     flat = cand.reshape((b * tries,) + cand.shape[2:])
     z = _z_of(flat, latent)
     vox = np.asarray(_voxels_fn(gen.model)(gen.variables, z, jnp.float32(thr))).reshape(b, tries)
-    rim = float(c.synth.get("diameter_rim_mm", 0.0))
-    ok = diameter_of_voxels(vox, spacing) - rim >= dmin
+    ok = filter_diameter_mm(vox, c) >= dmin
     t_used = np.where(ok.any(1), np.argmax(ok, 1), 0)
     chosen = cand[jnp.arange(b), jnp.asarray(t_used)]
     bg = jnp.asarray(backgrounds, jnp.float32)[..., None]
@@ -97,8 +96,8 @@ def synthesize_filtered(keys, fpr: FPRHandle, gen: GenHandle, backgrounds, confi
     if not np.allclose(np.asarray(r.z), z_used, atol=1e-6):
         raise NoduleJaxError("pool: attacks.synthesize_nodules no longer derives z as "
                              "normal(split(key)[0]); update nodulejax.adversarial.synthetic._z_of")
-    d_r = nodule_diameter_mm(r.nodule_random, thr, spacing) - rim
-    d_p = nodule_diameter_mm(r.nodule_pgd, thr, spacing) - rim
+    d_r = filter_diameter_mm(_mask_voxels(r.nodule_random, thr), c)
+    d_p = filter_diameter_mm(_mask_voxels(r.nodule_pgd, thr), c)
     return {"x_random": np.asarray(r.x_random)[..., 0], "x_pgd": np.asarray(r.x_pgd)[..., 0],
             "prob_random": np.asarray(r.prob_random), "prob_pgd": np.asarray(r.prob_pgd),
             "nod_random": np.asarray(r.nodule_random)[..., 0],
@@ -107,14 +106,24 @@ def synthesize_filtered(keys, fpr: FPRHandle, gen: GenHandle, backgrounds, confi
             "tries": t_used.astype(np.int32), "key": np.asarray(chosen)}
 
 
+def filter_diameter_mm(voxels, config) -> np.ndarray:
+    """The diameter the filters compare with ``min_diameter_mm``: the equivalent-sphere
+    diameter of ``voxels`` fusion-mask voxel counts at ``c.data.spacing``, minus the blurred
+    rim ``c.synth.diameter_rim_mm`` (module doc)."""
+    rim = float(config.synth.get("diameter_rim_mm", 0.0))
+    return diameter_of_voxels(voxels, float(config.data.spacing)) - rim
+
+
+def _mask_voxels(nodules, threshold: float) -> np.ndarray:
+    a = np.asarray(nodules)
+    return np.sum((a[..., 0] if a.ndim == 5 else a) > threshold, axis=(1, 2, 3))
+
+
 def nodule_diameter_mm(nodules, threshold: float, spacing) -> np.ndarray:
     """Equivalent-sphere diameter (mm) of each synthetic nodule: ``(6 V / pi)^(1/3)`` with V the
     volume of the voxels above ``threshold`` (the fusion mask); ``spacing`` (z, y, x) mm or a
     scalar. nodules (B, p, p, p[, 1]) -> (B,) float64."""
-    a = np.asarray(nodules)
-    if a.ndim == 5:
-        a = a[..., 0]
-    return diameter_of_voxels(np.sum(a > threshold, axis=(1, 2, 3)), spacing)
+    return diameter_of_voxels(_mask_voxels(nodules, threshold), spacing)
 
 
 def diameter_ok(nodules, threshold: float, spacing, min_diameter_mm: float) -> np.ndarray:

@@ -295,8 +295,7 @@ def run_stress(config, workdir: str, test_scans, model_names, out_dir: str | Non
         if whitebox:
             # the target attacking itself is the transfer attack (same keys, same model)
             bar.set_postfix(model=label, part="white-box")
-            adv = (_first(inp, n_wb) if n == target_name
-                   else adversarial_inputs(c, models[n], inp_wb))
+            adv = inp_wb if n == target_name else adversarial_inputs(c, models[n], inp_wb)
             res["table5_whitebox"][label], res["table6_whitebox"][label] = _score_whitebox(
                 models[n], adv, bs, scores, label, len(inp["positives"]) > 0)
     bar.close()

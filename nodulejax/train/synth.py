@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nodulejax.adversarial.synthetic import diameter_of_voxels
+from nodulejax.adversarial.synthetic import diameter_of_voxels, filter_diameter_mm
 from nodulejax.data.patches import random_flip_rot
 from nodulejax.data.patchsets import nodule_cutouts
 from nodulejax.errors import ConfigError
@@ -200,7 +200,8 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
     rim = float(s.get("diameter_rim_mm", 0.0))
     out = {"recon_l1": float(np.concatenate(l1).mean()), "num_cutouts": int(len(xs)),
            "num_prior_samples": int(num_samples), "diameter_rim_mm": rim,
-           "prior_pass_rate": float(np.mean(d_prior - rim >= float(s.min_diameter_mm))),
+           "prior_pass_rate": float(np.mean(filter_diameter_mm((prior > thr).sum(
+               axis=(1, 2, 3)), config) >= float(s.min_diameter_mm))),
            "min_diameter_mm": float(s.min_diameter_mm),
            "prior_diameter_mm": pct(d_prior), "real_diameter_mm": pct(d_real),
            "prior_peak": pct(prior.max(axis=(1, 2, 3))), "real_peak": pct(xs.max(axis=(1, 2, 3)))}
