@@ -43,6 +43,7 @@ from nodulejax.runtime.processes import spawn_map
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
 DEFAULT_SIZE_SCALE = 0.6
 DEFAULT_MAX_VOXELS = 3_000_000
+MIN_VOXELS = 10_000  # at 10k a 0.3-scale chest is already only 36 x 15 x 18 voxels
 DISTRACTOR_KINDS = ("vessel-branch", "vessel-crossing", "parenchyma", "juxta-pleural")
 
 
@@ -237,6 +238,24 @@ def prepare_out_dir(out_dir: str, overwrite: bool = False) -> None:
             os.remove(path)  # the phantom's: writing there fails and names it
 
 
+def _check_options(num_scans, size_scale, num_subsets, max_voxels, workers, nodules_per_scan):
+    """ConfigError naming the ``config.data.phantom`` field (the CLI flag of the same name)
+    whose value cannot mean a dataset; checked before ``out_dir`` is touched."""
+    checks = (("num_scans", num_scans, num_scans >= 1, "an int >= 1"),
+              ("size_scale", size_scale, np.isfinite(size_scale) and size_scale > 0,
+               "a finite number > 0 (1.0 = adult chest)"),
+              ("num_subsets", num_subsets, num_subsets >= 1, "an int >= 1"),
+              ("max_voxels", max_voxels, max_voxels >= MIN_VOXELS, f"an int >= {MIN_VOXELS}"),
+              ("workers", workers, workers >= 1, "an int >= 1"),
+              ("nodules_per_scan", nodules_per_scan,
+               np.isfinite(nodules_per_scan) and nodules_per_scan >= 0,
+               "a finite number >= 0 (0 = the built-in distribution)"))
+    for name, value, ok, want in checks:
+        if not ok:
+            raise ConfigError(f"config.data.phantom.{name} (--{name.replace('_', '-')}): "
+                              f"expected {want}, got {value!r}")
+
+
 def generate_dataset(
     out_dir: str,
     num_scans: int,
@@ -261,6 +280,7 @@ def generate_dataset(
     Scan i goes to ``subset{i % num_subsets}``.  Summary keys: num_scans, num_nodules,
     num_excluded, num_candidates, types (counts), voxels (per scan), seconds (per scan), uids.
     """
+    _check_options(num_scans, size_scale, num_subsets, max_voxels, workers, nodules_per_scan)
     prepare_out_dir(out_dir, overwrite)
     os.makedirs(os.path.join(out_dir, "masks"), exist_ok=True)
     uid_rng = np.random.default_rng(np.random.SeedSequence([seed, 2**31 - 1]))
@@ -272,9 +292,6 @@ def generate_dataset(
     ann, exc, cand, rows = [], [], [], []
     voxels, secs = [], []
     types = {t: 0 for t in pn.TYPES}
-    if nodules_per_scan < 0:
-        raise ConfigError(f"config.data.phantom.nodules_per_scan: must be >= 0 (0 = the "
-                          f"built-in distribution), got {nodules_per_scan}")
     jobs = [(out_dir, uid, i % num_subsets, scan_seed(seed, i), size_scale, max_voxels,
              float(nodules_per_scan)) for i, uid in enumerate(uids)]
     made = spawn_map(_write_scan, jobs, workers)

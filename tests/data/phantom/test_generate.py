@@ -9,7 +9,6 @@ import pytest
 from scipy import ndimage, stats
 
 from nodulejax.data import phantom
-from nodulejax.data.phantom import __main__ as phantom_cli
 from nodulejax.data.phantom import nodules as phantom_nodules
 
 REAL_ANN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "data",
@@ -17,7 +16,6 @@ REAL_ANN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shar
 if not os.path.exists(REAL_ANN):  # the checkout's sibling shared/ (CI) or the workspace copy
     REAL_ANN = "/work/shared/data/luna16/annotations.csv"
 TINY = dict(size_scale=0.35, max_voxels=300_000)
-TINY_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "..", "configs", "tiny.py")
 N_SCANS = 20
 
 
@@ -186,25 +184,3 @@ def test_plot_scan_summary_writes_png(tmp_path):
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(path) > 5000
-
-def _one_line(capsys):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
-
-
-def test_phantom_refuses_a_non_empty_out_and_overwrite_clears_it(tmp_path, capsys):
-    out = tmp_path / "ph"
-    (out / "subset0").mkdir(parents=True)
-    (out / "subset0" / "old.mhd").write_text("x")
-    assert phantom_cli.main(["--out", str(out), "--num-scans", "1"]) == 2
-    err = _one_line(capsys)
-    assert f"--out {out}" in err and "not empty" in err and "--overwrite" in err
-    (out / "notes.txt").write_text("mine")  # --overwrite never deletes foreign files
-    assert phantom_cli.main(["--out", str(out), "--overwrite", "--num-scans", "1"]) == 2
-    assert "notes.txt" in _one_line(capsys)
-    (out / "notes.txt").unlink()
-    assert phantom_cli.main(["--out", str(out), "--overwrite", "--num-scans", "1", "--config",
-                          TINY_CONFIG, "--size-scale", "0.3", "--max-voxels", "100000"]) == 0
-    assert not (out / "subset0" / "old.mhd").exists()
-    assert len(open(out / "seriesuids.csv").read().split()) == 1
