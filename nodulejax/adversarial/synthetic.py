@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nodulejax.adversarial import attacks
-from nodulejax.errors import NoduleJaxError
+from nodulejax.errors import ConfigError, NoduleJaxError
 from nodulejax.models.classifier import FPRHandle, GenHandle
 
 __all__ = ["synthesize_filtered", "nodule_diameter_mm", "diameter_ok", "diameter_of_voxels",
@@ -111,6 +111,9 @@ def filter_diameter_mm(voxels, config) -> np.ndarray:
     diameter of ``voxels`` fusion-mask voxel counts at ``c.data.spacing``, minus the blurred
     rim ``c.synth.diameter_rim_mm`` (module doc)."""
     rim = float(config.synth.get("diameter_rim_mm", 0.0))
+    if not (np.isfinite(rim) and rim >= 0):
+        raise ConfigError(f"config.synth.diameter_rim_mm: expected a finite number >= 0 (mm of "
+                          f"blurred rim), got {rim}")
     return diameter_of_voxels(voxels, float(config.data.spacing)) - rim
 
 

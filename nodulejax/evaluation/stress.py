@@ -245,6 +245,9 @@ def _load_models(c, workdir, model_names, models):
     names = [canonical_model_name(n) for n in model_names]
     if not names:
         raise ConfigError("run_stress: no model names given")
+    if int(c.stress.get("whitebox_patches", 0)) < 0:
+        raise ConfigError(f"config.stress.whitebox_patches: expected an int >= 0 (0: every "
+                          f"patch), got {c.stress.whitebox_patches}")
     models = dict(models or {})
     for n in names:
         if n not in models:

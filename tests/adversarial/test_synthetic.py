@@ -2,9 +2,12 @@
 filter of Section 5.3.1 (``synthesize_filtered`` runs in tests/adversarial/pool/test_build.py
 on a trained tiny FPR and generator)."""
 
+import ml_collections
 import numpy as np
+import pytest
 
 from nodulejax.adversarial import synthetic
+from nodulejax.errors import ConfigError
 
 
 def test_nodule_diameter_and_filter():
@@ -24,3 +27,15 @@ def test_diameter_of_voxels_is_the_equivalent_sphere():
     d = synthetic.diameter_of_voxels(vox, (2.0, 2.0, 2.0))
     np.testing.assert_allclose(np.pi / 6 * d**3, vox * 8.0, rtol=1e-12)
     np.testing.assert_allclose(synthetic.diameter_of_voxels(vox, 2.0), d, rtol=1e-12)
+
+
+def test_filter_diameter_subtracts_the_rim_and_refuses_a_negative_one():
+    config = ml_collections.ConfigDict({"data": {"spacing": 2.0},
+                                        "synth": {"diameter_rim_mm": 1.0}})
+    vox = np.array([8.0, 1000.0])
+    d = synthetic.diameter_of_voxels(vox, 2.0)
+    np.testing.assert_allclose(synthetic.filter_diameter_mm(vox, config), d - 1.0)
+    for bad in (-0.5, float("nan")):
+        config.synth.diameter_rim_mm = bad
+        with pytest.raises(ConfigError, match="config.synth.diameter_rim_mm"):
+            synthetic.filter_diameter_mm(vox, config)

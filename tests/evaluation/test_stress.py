@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from nodulejax.errors import ConfigError
 from nodulejax.evaluation import figures, stress
 from nodulejax.models.classifier import load_fpr
 from tests.adversarial.pool.test_build import shared_setup
@@ -174,3 +175,11 @@ def test_attack_cli_help():
     assert r.returncode in (0, 1), r.stderr  # absl exits 1 after printing --help
     for flag in ("--mode", "--models", "--workdir", "--config"):
         assert flag in r.stdout + r.stderr
+
+
+def test_a_negative_whitebox_cap_is_refused_before_any_attack(result, tmp_path):
+    _, _, c = result
+    bad = c.copy_and_resolve_references()
+    bad.stress.whitebox_patches = -1
+    with pytest.raises(ConfigError, match="config.stress.whitebox_patches"):
+        stress.run_stress(bad, str(tmp_path), [], MODELS, str(tmp_path / "out"))
