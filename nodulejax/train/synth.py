@@ -166,7 +166,7 @@ def compact_fraction(masks, share: float = 0.9) -> float:
 
 
 def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500) -> dict:
-    """How well the trained synthesizer makes nodules (issue: "a synthesizer that makes nodules").
+    """How well the trained synthesizer makes nodules like those it learnt from (Section 3.2).
 
     * ``recon_l1``: mean |G(mu(x)) - x| over the training cut-outs ``cutouts["x"]`` (N, P, P, P)
       (the first term of Eq. 6, decoded from the posterior mean, intensities in [0, 1]);

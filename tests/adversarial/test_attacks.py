@@ -1,6 +1,6 @@
 """Tests for nodulejax.adversarial.attacks (paper Sections 3.2, 3.3, 5.3).
 
-The FPR and the generator are small stand-in flax modules with the api.md output conventions
+The FPR and the generator are small stand-in flax modules with the package's output conventions
 (DenseUNet3D.apply(vars, x, task="cls") -> Beta evidence (B, 2); VAE.decode(z) -> (B,p,p,p,1)
 in [0, 1] with a latent_dim field); the loss and the fusion are the real nodulejax.losses and
 nodulejax.adversarial.fusion.

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the readers (issue 16): MetaImage, NIfTI and the LUNA16 CSVs.
+"""Property-based fuzzing of the readers: MetaImage, NIfTI and the LUNA16 CSVs.
 
 Each test starts from a valid file and mutates ONE thing (a header key dropped, duplicated or
 moved; a numeric field replaced by a negative, zero, huge, NaN, Inf or non-numeric value or

@@ -1,4 +1,4 @@
-"""CT IO: geometry round trips, agreement with SimpleITK, and refusal of bad input (issue 2)."""
+"""CT IO: geometry round trips, agreement with SimpleITK, and refusal of bad input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Several hosts for real (issue 16): two ``jax.distributed`` processes on this machine.
+"""Several hosts for real: two ``jax.distributed`` processes on this machine.
 
 The test starts this file as a script twice (process ids 0 and 1, coordinator on
 127.0.0.1 at a free port, CPU backend, one host device per process) with

@@ -1,4 +1,4 @@
-"""The whole study under faults (issue 16): SIGKILL at a random moment, a full disk, a stage
+"""The whole study under faults: SIGKILL at a random moment, a full disk, a stage
 output folder that cannot be written.
 
 * Kill/resume: ``train.py --config configs/tiny.py`` is started, SIGKILLed (its whole process

@@ -1,4 +1,4 @@
-"""End-to-end smoke test of the main job (issue 7): the whole study on the tiny config.
+"""End-to-end smoke test of the main job: the whole study on the tiny config.
 
 Runs ``train.py --config configs/tiny.py`` (every stage, a few steps each) in a subprocess once,
 checks the report and its sections and the ``[study] k/N`` progress lines, then re-runs it:

@@ -1,4 +1,4 @@
-"""Phantom dataset (issue 2, item 5): LUNA16 layout, nodule HU and placement, diameters, seeds."""
+"""Phantom dataset: LUNA16 layout, nodule HU and placement, diameters, seeds."""
 
 import csv
 import filecmp
