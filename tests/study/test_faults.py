@@ -5,7 +5,8 @@ output folder that cannot be written.
   group, as a batch scheduler kills a job, so no data-generation worker outlives it) after a
   random delay, then re-run with the same command. Every result file of the resumed run must
   equal the uninterrupted reference run's, byte for byte, except wall-clock fields (JSON keys
-  named in ``WALL_CLOCK``, the report's stage-time table); checkpoints and logs are not
+  named in ``WALL_CLOCK``, with the pool's count of samples computed by the last call, the
+  report's stage-time table); checkpoints and logs are not
   results (Orbax metadata and log lines carry times, and a resumed log repeats steps). The
   delay comes from a fresh seed each run, printed; ``NODULEJAX_KILL_SEED=<seed>`` replays one.
 * Disk full: the ``data`` stage runs with ``RLIMIT_FSIZE`` at 1 MiB (set in the child before
@@ -38,7 +39,8 @@ from nodulejax.study.stages import STUDY_STAGES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WALL_CLOCK = {"seconds", "seconds_per_scan", "samples_per_s", "steps_per_sec",
-              "examples_per_sec", "time", "wall_s"}
+              "examples_per_sec", "time", "wall_s",
+              "samples_this_run"}  # what the resumed process computed, not what it produced
 NOT_RESULTS = ("checkpoints", "logs")
 _TIMING_ROW = re.compile(r"^\| [\w*+.-]+ \| [0-9.]+ \|$")
 

@@ -274,8 +274,11 @@ def build_pool(config, workdir: str, train_scans, *,
     dt = time.time() - t0
     if new:
         log.info("pool: %d samples in %.1f s (%.2f samples/s) -> %s", new, dt, new / dt, out_dir)
+    # "samples": the whole pool's (a result, the same after a resume); the rest is this
+    # call's history: the samples it computed, its wall time and rate
     atomic_write_json(os.path.join(out_dir, "timing.json"),
-                      {"samples": new, "seconds": dt, "samples_per_s": new / dt if dt else None})
+                      {"samples": total, "samples_this_run": new, "seconds": dt,
+                       "samples_per_s": new / dt if dt else None})
     return out_dir
 
 

@@ -9,6 +9,7 @@ The FPR gets only 30 full-batch steps (compilation on the shared 2-core CPU domi
 scores are nearly constant; the direction checks compare means that PGD moves only slightly.
 """
 
+import json
 import os
 
 import flax.linen as nn
@@ -185,6 +186,13 @@ def test_interrupted_and_resumed_pool_equals_uninterrupted(trained, scans, full_
         # no duplicates, no gaps beyond the diameter filter
         items = a[kind][1]["item"]
         assert np.all(np.diff(items) > 0)
+    # timing.json: the whole pool's sample count (a result), and what this call computed
+    with open(os.path.join(out, "timing.json")) as f:
+        timing = json.load(f)
+    with open(os.path.join(full_pool, "timing.json")) as f:
+        full = json.load(f)
+    assert timing["samples"] == full["samples"] == full["samples_this_run"]
+    assert 0 < timing["samples_this_run"] < timing["samples"]
     # a finished pool is not recomputed
     again = []
     pool.build_pool(config, workdir, scans, out_dir=out, generator=gen, progress=False,
