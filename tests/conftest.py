@@ -9,6 +9,8 @@ devices.configure_cpu_devices(2)
 # Whole-study modules first: each builds a tiny study in a module fixture (minutes). Under
 # ``--dist loadfile`` (pyproject addopts) a module runs on one xdist worker, so its fixture is
 # built once, and starting the two longest modules first keeps them off the end of the run.
+# ``--no-loadscope-reorder`` (pyproject addopts) keeps this order: by default xdist queues
+# modules by their number of tests, which put these two (few tests, minutes each) last.
 _FIRST = ("tests/study/test_faults.py", "tests/study/test_runner.py")
 
 
