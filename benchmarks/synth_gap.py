@@ -36,20 +36,6 @@ def _define(fv):
     return ["workdir"]
 
 
-def _fragments(fused, backgrounds, rise: float = 0.05, share: float = 0.9):
-    """(N,) bool: the voxels ``rise`` above their background hold < ``share`` of themselves
-    in one 26-connected component (the fused nodule is scattered, not one object)."""
-    import numpy as np
-    from scipy import ndimage
-
-    out = []
-    for d in np.asarray(fused) - np.asarray(backgrounds):
-        m = d > rise
-        lab, n = ndimage.label(m, structure=np.ones((3, 3, 3)))
-        out.append(not (n and np.bincount(lab.ravel())[1:].max() >= share * m.sum()))
-    return np.asarray(out, bool)
-
-
 def _main(fv) -> int:
     import numpy as np
 
@@ -63,7 +49,7 @@ def _main(fv) -> int:
     from nodulejax.runtime.batching import map_batches
     from nodulejax.runtime.keys import STREAMS, item_keys, stream_key
     from nodulejax.study.context import Study
-    from nodulejax.train.synth import synth_quality, train_synth
+    from nodulejax.train.synth import compact_flags, synth_quality, train_synth
 
     c = fv["config"].value
     study = Study(c, fv["workdir"].value)
@@ -91,8 +77,9 @@ def _main(fv) -> int:
     syn, real = score_patches(fpr, r["x_random"][ok], bs), score_patches(fpr, pos, bs)
     gap = float(syn.mean() - real.mean())
     se = float(np.sqrt(syn.var() / len(syn) + real.var() / len(real)))
-    frag = _fragments(r["x_random"][ok], neg[(items % len(neg))[ok]])
-    peak = (r["x_random"][ok] - neg[(items % len(neg))[ok]]).max(axis=(1, 2, 3))
+    rise = r["x_random"][ok] - neg[(items % len(neg))[ok]]  # the fused nodule over its background
+    frag = ~compact_flags(rise > 0.05)  # scattered, not one object
+    peak = rise.max(axis=(1, 2, 3))
     out = {"workdir": study.workdir, "trained_to": fv["train_to"].value,
            "gap": round(gap, 4), "ci": [round(gap - 1.96 * se, 4), round(gap + 1.96 * se, 4)],
            "synthetic_mean": round(float(syn.mean()), 4), "n_synthetic": int(len(syn)),

@@ -152,17 +152,22 @@ def train_synth(config, workdir: str, train_scans, *, progress: bool | None = No
     return params["vae"], params["critic"]
 
 
-def compact_fraction(masks, share: float = 0.9) -> float:
-    """Fraction of the masks (N, P, P, P) bool that are one compact object: non-empty, with
-    at least ``share`` of their voxels in the largest 26-connected component (a nodule, not
-    scattered fragments)."""
+def compact_flags(masks, share: float = 0.9) -> np.ndarray:
+    """(N,) bool for masks (N, P, P, P) bool: non-empty, with at least ``share`` of their
+    voxels in the largest 26-connected component (a nodule, not scattered fragments)."""
     from scipy import ndimage
 
-    ok = 0
+    out = []
     for m in np.asarray(masks, bool):
         lab, n = ndimage.label(m, structure=np.ones((3, 3, 3)))
-        ok += bool(n) and np.bincount(lab.ravel())[1:].max() >= share * m.sum()
-    return float(ok / max(len(masks), 1))
+        out.append(bool(n) and np.bincount(lab.ravel())[1:].max() >= share * m.sum())
+    return np.asarray(out, bool)
+
+
+def compact_fraction(masks, share: float = 0.9) -> float:
+    """Fraction of the masks (N, P, P, P) bool that are one compact object
+    (:func:`compact_flags`)."""
+    return float(compact_flags(masks, share).sum() / max(len(masks), 1))
 
 
 def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500) -> dict:
@@ -216,4 +221,4 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
 
 
 __all__ = ["train_synth", "make_synth_step", "init_synth_state", "synth_quality",
-           "compact_fraction"]
+           "compact_fraction", "compact_flags"]
