@@ -1,6 +1,6 @@
 """The Table 3 rows as configs: `--config configs/experiments.py:beta+syn` or `:beta+syn,demo`.
 
-The argument is `ROW[,SCALE]`, SCALE one of default / demo / tiny / paper (default: demo).
+The argument is `ROW[,SCALE]`, SCALE one of default / demo / tiny / paper / evidence (default: demo).
 Each row sets the FPR head, its initialisation and the augmentation sources of Section 3.3;
 the rows and their sampling ratios are tabled in ``nodulejax/experiments.py``.
 """
@@ -10,7 +10,7 @@ import importlib
 from nodulejax.errors import ConfigError
 from nodulejax.experiments import EXPERIMENTS, apply_experiment, canonical_name  # noqa: F401
 
-SCALES = ("default", "demo", "tiny", "paper")
+SCALES = ("default", "demo", "tiny", "paper", "evidence")
 
 
 def get_config(arg: str = "beta+syn"):
