@@ -51,9 +51,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3, help="timed steps after the first")
     ap.add_argument("--cpu-devices", default="auto", help="host devices ('auto': one per core)")
+    ap.add_argument("--malloc-trim", action="store_true",
+                    help="glibc malloc_trim(0) after compiling (memory freed but kept by malloc)")
+    ap.add_argument("--conv-impl", default="auto", help="layers.Conv3D lowering (auto, xla3d, "
+                    "2d, 2dcat)")
     a = ap.parse_args(argv)
     sys.path.insert(0, ROOT)
-    from nodulejax.runtime import devices
+    from nodulejax.runtime import devices, memory
 
     devices.configure_cpu_devices(a.cpu_devices if a.cpu_devices == "auto"
                                   else int(a.cpu_devices))
@@ -63,10 +67,11 @@ def main(argv=None) -> dict:
     import optax
 
     from nodulejax import losses
-    from nodulejax.models import denseunet
+    from nodulejax.models import denseunet, layers
     from nodulejax.runtime.config_tools import load_config
 
     cfg = load_config(a.config)
+    layers.set_default_conv_impl(a.conv_impl)
     model = denseunet.from_config(cfg.fpr)
     x = jnp.asarray(np.random.default_rng(0).uniform(
         0, 1, (a.batch, a.size, a.size, a.size, 1)).astype(np.float32))
@@ -91,6 +96,9 @@ def main(argv=None) -> dict:
     rows["lowered"] = (_status_mb("VmRSS"), _status_mb("VmHWM"))
     step = lowered.compile()
     rows["compiled"] = (_status_mb("VmRSS"), _status_mb("VmHWM"))
+    if a.malloc_trim:
+        memory.release_freed()
+        rows["malloc_trim(0)"] = (_status_mb("VmRSS"), _status_mb("VmHWM"))
     mappings = _largest_mappings()
     ma = step.memory_analysis()
     v, s, loss = step(v, s, x, y)

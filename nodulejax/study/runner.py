@@ -37,6 +37,7 @@ import sys
 import time
 
 from nodulejax.errors import ConfigError, NoduleJaxError
+from nodulejax.runtime import memory
 from nodulejax.study import plan, stages
 from nodulejax.study.context import Study
 
@@ -100,6 +101,7 @@ def _run_study(study, previous: dict) -> dict:
         out[name] = study.run_stage(name, lambda n_=name: stages.STAGES[n_](study),
                                     plan.marker_inputs(config, name, fps))
         clock.measured[name] = out[name]["seconds"]
+        memory.release_freed()  # what the stage's compilations freed (runtime.memory)
         print(f"{head}: done in {_hms(out[name]['seconds'])} (elapsed {clock.elapsed()}, "
               f"rest {clock.rest(names[k:])})", flush=True)
     return out
