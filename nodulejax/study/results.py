@@ -44,7 +44,7 @@ def verdict_counts(claims: list[dict]) -> list[str]:
     """Markdown table: per table (white-box apart), how many claims hold / are contradicted /
     stay inconclusive / did not run; then the contradicted and holding claims by name."""
     def key(c):
-        wb = c.get("protocol") == "white-box" and "whitebox" not in c["table"]
+        wb = c.get("protocol") == "white-box" and "white" not in c["table"]
         return c["table"] + (" (white-box)" if wb else "")
 
     tables = sorted({key(c) for c in claims})
