@@ -51,8 +51,8 @@ from nodulejax.runtime.files import atomic_write_json
 from nodulejax.runtime.keys import STREAMS
 
 __all__ = ["Claim", "CLAIMS", "MARGIN", "VERDICTS", "verdict", "table3_claims",
-           "stress_claims", "whitebox_claims", "evaluate_claims", "write_claims", "to_markdown",
-           "run_claims"]
+           "stress_claims", "whitebox_claims", "evaluate_claims", "write_claims", "table_label",
+           "to_markdown", "run_claims"]
 
 MARGIN = 0.02  # tolerance of "similar" and "at least as good" claims (CPM / confidence scale)
 DECISION = 0.5  # an FPR output above this calls the patch a nodule ("activated")
@@ -307,6 +307,13 @@ def _num(x) -> str:
     return "-" if x is None else f"{x:+.3f}" if x < 0 else f"{x:.3f}"
 
 
+def table_label(c: dict) -> str:
+    """A claim's table with its protocol, e.g. "Table 6 (transfer)", "Table 6 (white-box)"
+    (white-box claims' table names already carry it), "Table 3"."""
+    proto = c.get("protocol")
+    return c["table"] + (f" ({proto})" if proto and proto not in c["table"] else "")
+
+
 def to_markdown(claims: list[dict]) -> str:
     """claims.json as a table: claim, statistic, test, estimate, 95% CI, n, verdict."""
     lines = ["| table | claim | statistic | test | estimate | 95% CI | n | verdict |",
@@ -314,10 +321,9 @@ def to_markdown(claims: list[dict]) -> str:
     for c in claims:
         ci = c.get("ci")
         test = f"{'>' if c['side'] == 'greater' else '<'} {c['threshold']:g}"
-        proto = f" ({c['protocol']})" if "protocol" in c else ""
         v = c["verdict"] + (f": {c['reason']}" if c.get("reason") else "")
         stat = c["statistic"].replace("|", "\\|")  # a pipe would split the table cell
-        lines.append(f"| {c['table']}{proto} | {c['claim']} | {stat} | {test} | "
+        lines.append(f"| {table_label(c)} | {c['claim']} | {stat} | {test} | "
                      f"{_num(c.get('estimate'))} | "
                      f"{'-' if ci is None else f'[{_num(ci[0])}, {_num(ci[1])}]'} | "
                      f"{c['n']} | **{v}** |")

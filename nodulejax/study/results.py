@@ -1,22 +1,27 @@
 """A finished study as a committed results file (EVIDENCE.md): the report's text, its claims
 counted by table and verdict, and the run's provenance (commit, command, date, wall time).
 
-`python -m nodulejax.study.results WORKDIR --out EVIDENCE.md --command "..." --wall-seconds S`.
+`python -m nodulejax.study.results WORKDIR --out EVIDENCE.md --command "..." --wall_seconds S`.
 Every number is read from ``WORKDIR/report/report.md`` and ``WORKDIR/report/claims.json``, both
 written by the study; figures stay in the workdir (the file keeps text only).
 """
 
 from __future__ import annotations
 
-import argparse
+import datetime
 import json
 import os
 import platform
 import subprocess
 import sys
+from collections.abc import Sequence
 
-from nodulejax.errors import WorkdirError
-from nodulejax.study.claims import VERDICTS
+from absl import flags
+
+from nodulejax.errors import ConfigError, WorkdirError
+from nodulejax.runtime.cli import run_main
+from nodulejax.runtime.files import atomic_write_text
+from nodulejax.study.claims import VERDICTS, table_label
 
 # report.md sections carried over, in the report's order (figures-only sections are left out)
 SECTIONS = ("Data", "Table 2: model complexity", "Table 3: FROC on the held-out test folds",
@@ -41,12 +46,10 @@ def report_sections(text: str) -> dict[str, str]:
 
 
 def verdict_counts(claims: list[dict]) -> list[str]:
-    """Markdown table: per table (white-box apart), how many claims hold / are contradicted /
-    stay inconclusive / did not run; then the contradicted and holding claims by name."""
-    def key(c):
-        wb = c.get("protocol") == "white-box" and "white" not in c["table"]
-        return c["table"] + (" (white-box)" if wb else "")
-
+    """Markdown table: per table and protocol (``claims.table_label``), how many claims hold /
+    are contradicted / stay inconclusive / did not run; then the contradicted and holding
+    claims by name."""
+    key = table_label
     tables = sorted({key(c) for c in claims})
     lines = ["| table | " + " | ".join(VERDICTS) + " |", "|---|" + "---|" * len(VERDICTS)]
     for t in tables:
@@ -96,30 +99,34 @@ def _git_commit(path: str) -> str:
         return "unknown"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nodulejax.study.results", description=__doc__)
-    ap.add_argument("workdir")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--command", required=True, help="the command that ran the study")
-    ap.add_argument("--wall-seconds", type=float, required=True)
-    ap.add_argument("--date", default="", help="the run's date (default: today)")
-    ap.add_argument("--commit", default="", help="default: the workdir's git checkout's HEAD")
-    a = ap.parse_args(argv)
-    import datetime
+def _define(fv):
+    flags.DEFINE_string("out", None, "results file to write (e.g. EVIDENCE.md)", flag_values=fv)
+    flags.DEFINE_string("command", None, "the command that ran the study", flag_values=fv)
+    flags.DEFINE_float("wall_seconds", None, "the run's wall time, s", flag_values=fv)
+    flags.DEFINE_string("date", "", "the run's date (default: today)", flag_values=fv)
+    flags.DEFINE_string("commit", "", "default: the workdir's git checkout's HEAD",
+                        flag_values=fv)
+    return ["out", "command", "wall_seconds"]
 
-    machine = f"{platform.platform()}, {os.cpu_count()} CPU cores"
-    try:
-        md = results_markdown(a.workdir, command=a.command,
-                              commit=a.commit or _git_commit(a.workdir),
-                              date=a.date or datetime.date.today().isoformat(),
-                              wall_seconds=a.wall_seconds, machine=machine)
-    except WorkdirError as e:
-        print(f"results: WorkdirError: {e}", file=sys.stderr)
-        return 2
-    with open(a.out, "w", encoding="utf-8") as f:
-        f.write(md)
-    print(f"wrote {a.out}")
+
+def _main(fv, args) -> int:
+    if len(args) != 1:
+        raise ConfigError(f"expected one WORKDIR (a finished study), got {len(args)}")
+    wd = args[0]
+    md = results_markdown(wd, command=fv["command"].value,
+                          commit=fv["commit"].value or _git_commit(wd),
+                          date=fv["date"].value or datetime.date.today().isoformat(),
+                          wall_seconds=fv["wall_seconds"].value,
+                          machine=f"{platform.platform()}, {os.cpu_count()} CPU cores")
+    atomic_write_text(fv["out"].value, md)
+    print(f"wrote {fv['out'].value}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m nodulejax.study.results WORKDIR --out F --command C --wall_seconds S``."""
+    return run_main("python -m nodulejax.study.results", _define, _main, argv, doc=__doc__,
+                    config=None, positional=True)
 
 
 if __name__ == "__main__":

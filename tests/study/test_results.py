@@ -77,18 +77,18 @@ def test_sections_keep_text_and_drop_images():
 def test_verdict_counts_per_table_with_white_box_apart():
     lines = results.verdict_counts(CLAIMS)
     assert "| Table 3 | 1 | 0 | 1 | 0 |" in lines
-    assert "| Table 5 | 1 | 0 | 0 | 0 |" in lines
+    assert "| Table 5 (transfer) | 1 | 0 | 0 | 0 |" in lines
     assert "| Table 5 (white-box) | 1 | 0 | 0 | 0 |" in lines
-    assert "| Table 6 | 0 | 1 | 0 | 0 |" in lines
+    assert "| Table 6 (transfer) | 0 | 1 | 0 | 0 |" in lines
     assert "| **all** | **3** | **1** | **1** | **0** |" in lines
     i = lines.index("Contradicted:")
-    assert lines[i + 2] == "- Table 6: baseline < 0.22 on uniform noise"
+    assert lines[i + 2] == "- Table 6 (transfer): baseline < 0.22 on uniform noise"
 
 
 def test_results_file_has_provenance_and_report_text(workdir, tmp_path):
     out = tmp_path / "EVIDENCE.md"
     rc = results.main([str(workdir), "--out", str(out), "--command", "python train.py X",
-                       "--wall-seconds", "4000.4", "--date", "2026-12-02", "--commit", "abc123"])
+                       "--wall_seconds", "4000.4", "--date", "2026-12-02", "--commit", "abc123"])
     assert rc == 0
     md = out.read_text()
     assert md.startswith("# Results: nodulejax study report: `evidence`")
@@ -105,6 +105,6 @@ def test_unfinished_study_is_one_error_naming_the_file(workdir, tmp_path, capsys
         results.results_markdown(str(workdir), command="c", commit="x", date="d",
                                  wall_seconds=1.0, machine="m")
     rc = results.main([str(workdir), "--out", str(tmp_path / "o.md"), "--command", "c",
-                       "--wall-seconds", "1"])
+                       "--wall_seconds", "1"])
     assert rc == 2 and not (tmp_path / "o.md").exists()
     assert capsys.readouterr().err.count("\n") == 1
