@@ -7,9 +7,9 @@ the low scores are (compact vs fragmented samples, correlation with peak intensi
 
     python benchmarks/synth_gap.py --config configs/demo.py --workdir runs/demo
     python benchmarks/synth_gap.py --config configs/demo.py --workdir runs/demo \\
-        --train-to /tmp/synth_kl --config.synth.lambda_kl=3e-3
+        --train_to /tmp/synth_kl --config.synth.lambda_kl=3e-3
 
-Without ``--train-to`` the run's ``synth`` checkpoint is scored; with it, a synthesizer is
+Without ``--train_to`` the run's ``synth`` checkpoint is scored; with it, a synthesizer is
 trained there (``train_synth`` on the run's training cut-outs) with the overrides. The
 FPR is always the run's. Prints one JSON line (``--json`` also writes it).
 """
