@@ -20,7 +20,6 @@ volume (zero padding) and their mean intensity, against the TPs'. Prints one JSO
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -29,7 +28,7 @@ sys.path.insert(0, ROOT)
 
 from absl import flags  # noqa: E402
 
-from nodulejax.runtime.cli import run_main  # noqa: E402
+from nodulejax.runtime.cli import print_json_line, run_main  # noqa: E402
 
 
 def _define(fv):
@@ -151,11 +150,7 @@ def _main(fv) -> int:
             "top_fp_outside_fraction_mean": round(float(outside[top].mean()), 4),
             "top_fp_mean_intensity": round(float(mean_int[top].mean()), 4),
             "top_fp_cg_score_median": round(float(np.median(cg[top])), 4)}
-    line = json.dumps(out)
-    print(line)
-    if fv["json"].value:
-        with open(fv["json"].value, "w", encoding="utf-8") as f:
-            f.write(line + "\n")
+    print_json_line(out, fv["json"].value)
     return 0
 
 

@@ -16,7 +16,6 @@ FPR is always the run's. Prints one JSON line (``--json`` also writes it).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -25,7 +24,7 @@ sys.path.insert(0, ROOT)
 
 from absl import flags  # noqa: E402
 
-from nodulejax.runtime.cli import run_main  # noqa: E402
+from nodulejax.runtime.cli import print_json_line, run_main  # noqa: E402
 
 
 def _define(fv):
@@ -90,11 +89,7 @@ def _main(fv) -> int:
            "corr_score_peak": round(float(np.corrcoef(syn, peak)[0, 1]), 3),
            "corr_score_diameter": round(float(np.corrcoef(syn, r["diam_random"][ok])[0, 1]), 3),
            "quality": q}
-    line = json.dumps(out)
-    print(line)
-    if fv["json"].value:
-        with open(fv["json"].value, "w", encoding="utf-8") as f:
-            f.write(line + "\n")
+    print_json_line(out, fv["json"].value)
     return 0
 
 

@@ -33,7 +33,7 @@ from nodulejax.runtime import devices
 from nodulejax.runtime.config_tools import config_to_dict, load_config
 
 __all__ = ["run_main", "nearest", "check_overrides", "config_spec", "quiet_library_logs",
-           "help_text", "USER_ERRORS"]
+           "help_text", "print_json_line", "USER_ERRORS"]
 
 #: errors a user can cause; run_main prints them as one line
 USER_ERRORS = (NoduleJaxError, flags.Error, OSError)
@@ -128,6 +128,19 @@ def quiet_library_logs(verbosity: int = -1) -> None:
         for h in pylogging.getLogger().handlers + pylogging.getLogger("absl").handlers:
             if not any(isinstance(f, _Quiet) for f in h.filters):
                 h.addFilter(_Quiet())
+
+
+def print_json_line(obj, path: str | None = None) -> None:
+    """A probe's result: ``obj`` as one JSON line on stdout, and the same line written
+    (atomically) to ``path`` when one is given."""
+    import json
+
+    from nodulejax.runtime.files import atomic_write_text
+
+    line = json.dumps(obj)
+    print(line, flush=True)
+    if path:
+        atomic_write_text(path, line + "\n")
 
 
 def help_text(prog: str, doc: str | None, fv: flags.FlagValues, required=()) -> str:

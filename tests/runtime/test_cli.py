@@ -161,3 +161,12 @@ def test_orbax_restore_notes_are_filtered(tmp_path, caplog):
     caplog.clear()
     assert load_params(str(tmp_path), "m")["w"].shape == (3,)
     assert "read_only" not in caplog.text and "etadata" not in caplog.text
+
+
+def test_print_json_line_prints_and_writes_the_same_line(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    cli.print_json_line({"gap": -0.1, "n": 3}, str(out))
+    printed = capsys.readouterr().out
+    assert printed == out.read_text() == '{"gap": -0.1, "n": 3}\n'
+    cli.print_json_line([1], None)  # no path: stdout only
+    assert capsys.readouterr().out == "[1]\n"
