@@ -240,10 +240,25 @@ def merge_candidates(blob_zyx, blob_scores, rpn_zyx, rpn_scores, radius_vox: flo
             np.asarray(source, np.int8))
 
 
+def in_roi(zyx, shape, roi=None) -> np.ndarray:
+    """(N,) bool: voxel centres ``zyx (N, 3)`` that fall inside the volume of ``shape`` and,
+    when a ``roi`` mask (``shape``, bool; :func:`lung_roi`) is given, inside it (nearest
+    voxel). The RPN's boxes pass this as the blob heatmap is masked: without it a window
+    that touches the ROI proposes boxes anywhere in it, e.g. at the volume's border, whose
+    zero-padded patches the FPR scores as nodules."""
+    zyx = np.asarray(zyx, np.float64).reshape(-1, 3)
+    ok = np.all((zyx >= -0.5) & (zyx < np.asarray(shape) - 0.5), axis=1)
+    if roi is not None and ok.any():
+        iz = np.clip(np.round(zyx[ok]).astype(int), 0, np.asarray(shape) - 1)
+        ok[ok] = np.asarray(roi, bool)[tuple(iz.T)]
+    return ok
+
+
 def cg_maps(cg_params, config, image, roi=None, progress: bool = False):
     """Sliding-window CG over a (Z, Y, X) image: returns (heat_all, heat_ggo) sigmoid maps
     (Z, Y, X) and the RPN boxes (n, 4) (z, y, x, d voxels) with scores (n,) after global
-    NMS (empty when ``cg_params`` has no "rpn"). ``roi``: see :func:`sliding_window`."""
+    NMS (empty when ``cg_params`` has no "rpn"). ``roi``: see :func:`sliding_window`; RPN
+    boxes whose centre lies outside it are dropped (:func:`in_roi`)."""
     apply = _cg_apply(_config_key(config))
     params = {"cg": cg_params["cg"], "cg_ggo": cg_params["cg_ggo"],
               "rpn": cg_params.get("rpn")}
@@ -266,8 +281,8 @@ def cg_maps(cg_params, config, image, roi=None, progress: bool = False):
                        progress=progress)
     rb = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
     rs = np.concatenate(scores) if scores else np.zeros((0,), np.float32)
-    inside = np.all((rb[:, :3] >= -0.5) & (rb[:, :3] < np.asarray(image.shape) - 0.5), axis=1)
-    rb, rs = rb[inside], rs[inside]
+    keep = in_roi(rb[:, :3], image.shape, roi)  # the blob map is searched there too
+    rb, rs = rb[keep], rs[keep]
     if len(rb):
         k = int(config.cg.rpn_candidates)
         idx, _, valid = bx.nms_boxes(jnp.asarray(rb), jnp.asarray(rs), float(config.cg.rpn_iou),

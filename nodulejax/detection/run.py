@@ -44,6 +44,7 @@ def _cg_fingerprint(config) -> str:
     d["widths"] = [list(g.get("widths", ())), g.get("width_growth", 2.0)]
     d["spacing"] = float(config.data.spacing)
     d["union"] = "capped at num_candidates"  # caches of the uncapped union are recomputed
+    d["roi"] = [g.get("roi_margin_mm"), "rpn boxes in the roi too"]  # older caches: recomputed
     return json.dumps(d, sort_keys=True)
 
 
