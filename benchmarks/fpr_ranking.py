@@ -116,7 +116,7 @@ def _main(fv) -> int:
                               for s in scans])
     mean_int = np.concatenate([extract_patches(s.image, cands[s.uid][0], p, 0.0).mean(
         axis=(1, 2, 3)) for s in scans])
-    v2 = fpr_patches(scans, int(c.fpr.patch_size))
+    v2 = fpr_patches(scans, p)
     out = {"workdir": study.workdir, "test_scans": len(scans), "candidates": int(len(lab)),
            "tp": int((lab == 1).sum()), "fp": int((lab == 0).sum()),
            "ignored": int((lab == -1).sum()),

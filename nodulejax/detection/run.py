@@ -58,8 +58,10 @@ def cached_candidates(cg_params, config, scan, cache_dir: str | None, progress: 
             if str(z["fingerprint"]) == fp:
                 return z["zyx"], z["scores"], z["source"]
     if cg_params is None:
-        raise CheckpointError(f"no cached candidates for scan {scan.uid} in {cache_dir} "
-                              "and no CG params given")
+        why = ("was made with other CG settings (or an older detector)"
+               if path and os.path.exists(path) else "does not exist")
+        raise CheckpointError(f"candidate cache {path or cache_dir} for scan {scan.uid} {why}, "
+                              "and no CG params were given to recompute it")
     zyx, scores, source = dt.generate_candidates(cg_params, config, scan, progress)
     if path:
         atomic_savez(path, zyx=zyx, scores=scores, source=source, fingerprint=np.array(fp))

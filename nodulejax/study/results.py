@@ -49,16 +49,15 @@ def verdict_counts(claims: list[dict]) -> list[str]:
     """Markdown table: per table and protocol (``claims.table_label``), how many claims hold /
     are contradicted / stay inconclusive / did not run; then the contradicted and holding
     claims by name."""
-    key = table_label
-    tables = sorted({key(c) for c in claims})
+    tables = sorted({table_label(c) for c in claims})
     lines = ["| table | " + " | ".join(VERDICTS) + " |", "|---|" + "---|" * len(VERDICTS)]
     for t in tables:
-        row = [sum(key(c) == t and c["verdict"] == v for c in claims) for v in VERDICTS]
+        row = [sum(table_label(c) == t and c["verdict"] == v for c in claims) for v in VERDICTS]
         lines.append(f"| {t} | " + " | ".join(map(str, row)) + " |")
     total = [sum(c["verdict"] == v for c in claims) for v in VERDICTS]
     lines.append("| **all** | " + " | ".join(f"**{n}**" for n in total) + " |")
     for v in ("contradicted", "holds"):
-        names = [f"{key(c)}: {c['claim']}" for c in claims if c["verdict"] == v]
+        names = [f"{table_label(c)}: {c['claim']}" for c in claims if c["verdict"] == v]
         if names:
             lines += ["", f"{v.capitalize()}:", ""] + [f"- {n}" for n in names]
     return lines
