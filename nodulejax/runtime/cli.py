@@ -19,6 +19,7 @@ line on stderr and exit code 2. ``-v 1`` (or more) shows the traceback instead.
 from __future__ import annotations
 
 import difflib
+import json
 import logging as pylogging
 import re
 import sys
@@ -31,6 +32,7 @@ from ml_collections import config_flags
 from nodulejax.errors import ConfigError, NoduleJaxError
 from nodulejax.runtime import devices
 from nodulejax.runtime.config_tools import config_to_dict, load_config
+from nodulejax.runtime.files import atomic_write_text
 
 __all__ = ["run_main", "nearest", "check_overrides", "config_spec", "quiet_library_logs",
            "help_text", "print_json_line", "USER_ERRORS"]
@@ -133,10 +135,6 @@ def quiet_library_logs(verbosity: int = -1) -> None:
 def print_json_line(obj, path: str | None = None) -> None:
     """A probe's result: ``obj`` as one JSON line on stdout, and the same line written
     (atomically) to ``path`` when one is given."""
-    import json
-
-    from nodulejax.runtime.files import atomic_write_text
-
     line = json.dumps(obj)
     print(line, flush=True)
     if path:
