@@ -45,6 +45,10 @@ def get_config():
     c.fpr.init_features = 4
     c.fpr.batch_size = 16
     c.fpr.steps = 320
+    # fine-tunes (60 steps) are shorter than one evaluation period (100), so the last step is
+    # the checkpoint; configs/evidence.py gives them three periods, which here would cost
+    # ~4 min of the 20-min budget (7 fine-tunes x 240 steps). Demo CPMs show no collapse
+    # (baseline-beta-finetune 0.313 against baseline-beta 0.308, fresh clone of 23e8eb4)
     c.fpr.finetune_steps = 60
     c.fpr.seg_pretrain_steps = 50
     c.fpr.eval_every = 100
@@ -56,8 +60,8 @@ def get_config():
     # 400 steps (800 measured too, lambda_1 1e-3: prior peaks overshoot, median 0.96 against
     # the cut-outs' 0.76, and samples fragment, the largest component holding a median 61% of
     # the mask against 100% at 400) with a critic as narrow as the VAE (critic_width 8: 0.28 s
-    # per step on 2 cores against 0.94 s at the default 16, where the critic's gradient
-    # penalty dominates)
+    # per step on 2 cores against 0.94 s at the default 16, both at n_critic 1, where the
+    # critic's gradient penalty dominates)
     c.synth.steps = 400
     c.synth.critic_width = 8
     # n_critic 3 (paper / WGAN-GP: 5). Measured on one demo run's FPR (fresh clone of
