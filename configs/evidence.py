@@ -6,7 +6,8 @@ filter diameters, 24^3 FPR patches (30 mm at 1.25 mm, against the demo's 20 mm; 
 included, is the demo's: nothing here was chosen by looking at the claims it tests. One
 value was changed after a run: ``fpr.finetune_steps`` (90 -> 360), because 6acf342's run
 showed the fine-tunes shorter than one evaluation period (a training-length fix, set by the
-rule "three evaluation periods", not by any claim's outcome).
+rule "three evaluation periods", not by any claim's outcome). The synthesizer's n_critic
+(1 -> 3) came with the demo's (configs/demo.py gives that sweep).
 Run: `python train.py --config configs/evidence.py --workdir runs/evidence`; the measured
 results are in EVIDENCE.md.
 
@@ -37,8 +38,8 @@ def get_config():
     # evaluation periods, so that the validation-selected checkpoint of Section 4's
     # protocol has a choice: the 90 steps of 6acf342's run were shorter than one period
     # (eval_every 120) and left the fresh Beta head under-trained (held-out candidate
-    # sensitivity at 1 FP/scan 0.03 after 90 steps, 0.41 after 360; RESULTS.md, "Where the
-    # evidence run's CPM is lost")
+    # sensitivity at 1 FP/scan 0.03 after 90 steps, 0.41 after 360; benchmarks/RESULTS.md,
+    # "Where the evidence run's CPM is lost")
     c.fpr.finetune_steps = 360
     c.fpr.seg_pretrain_steps = 80
     c.fpr.eval_every = 120
