@@ -121,6 +121,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.synth.lambda_adv = 0.1  # lambda_2 of Eq. 6
     c.synth.gp_weight = 10.0  # WGAN-GP gradient penalty weight (Gulrajani et al.)
     c.synth.n_critic = 5
+    # fraction of each fake batch decoded from z ~ N(0, I) instead of reconstructed
+    # (VAE/GAN; 0 = Eq. 4 as written, the critic sees reconstructions only)
+    c.synth.prior_fakes = 0.0
     c.synth.lr = 1e-4
     c.synth.batch_size = 16
     c.synth.steps = 20000

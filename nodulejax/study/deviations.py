@@ -79,6 +79,7 @@ PAPER_VALUES = {
     "pgd.noise_steps": 20, "pgd.latent_eps": 0.15, "pgd.latent_step": 0.05,
     "pgd.latent_steps": 20, "data.spacing": 0.625, "fpr.patch_size": 64,
     "cg.num_candidates": 100, "synth.lambda_kl": 1e-5, "synth.lambda_adv": 0.1,
+    "synth.prior_fakes": 0.0,
 }
 
 

@@ -14,6 +14,15 @@ One training step (one jitted function, so a killed run resumes exactly):
    (lambda_1 = ``c.synth.lambda_kl`` = 1e-5, lambda_2 = ``c.synth.lambda_adv`` = 0.1; of
    ``L_WGAN-GP`` only ``D(x~)`` depends on the generator, ``losses.synth_generator_loss``).
 
+Prior fakes (``c.synth.prior_fakes``, a fraction in [0, 1), default 0 = Eq. 4 as written):
+the last ``round(fraction x B)`` fakes of each batch, for the critic and for the generator's
+adversarial term, are decodes ``G(z)`` of prior codes ``z ~ N(0, I)`` instead of
+reconstructions (the VAE/GAN of Larsen et al. 2016, who found it beneficial to show the
+critic samples from both p(z) and q(z|x)). Eq. 4 only judges reconstructions, so nothing
+teaches the decoder what the codes that random sampling and the latent PGD start from
+(Section 3.2: ``z ~ N(0, 1)``) should look like. The L1 and KL terms keep every
+reconstruction; the batch and the critic's cost are unchanged.
+
 Both networks live in one checkpoint ``synth``: state ``{"params": {"vae", "critic"},
 "critic_extra", "opt_vae", "opt_critic"}`` (``critic_extra``: non-parameter critic variables,
 e.g. spectral-norm power-iteration vectors). ``load_params(workdir, "synth")["vae"]`` is the
@@ -71,8 +80,22 @@ def make_synth_step(config, tx_vae, tx_critic):
     vae, critic = vae_model(config), critic_model(config)
     n_critic = int(s.n_critic)
     lam_kl, lam_adv, gp = float(s.lambda_kl), float(s.lambda_adv), float(s.gp_weight)
+    prior_frac = float(s.get("prior_fakes", 0.0))
     if n_critic < 0:
         raise ConfigError(f"config.synth.n_critic={n_critic} must be >= 0")
+    if not 0.0 <= prior_frac < 1.0:
+        raise ConfigError(f"config.synth.prior_fakes={prior_frac}: expected a fraction of the "
+                          f"batch in [0, 1)")
+
+    def with_prior(vp, rec, k):
+        """rec (B, P, P, P, 1) with its last round(prior_frac B) items replaced by
+        decodes of z ~ N(0, I) drawn from ``k`` (module doc); rec itself when none."""
+        b = rec.shape[0]
+        n = int(round(prior_frac * b))
+        if n == 0:
+            return rec
+        z = jax.random.normal(k, (n, int(vae.latent_dim)), rec.dtype)
+        return jnp.concatenate([rec[:b - n], vae.apply({"params": vp}, z, method="decode")])
 
     def train_step(state, batch, key):
         x = batch["x"].astype(jnp.float32)[..., None]
@@ -82,6 +105,7 @@ def make_synth_step(config, tx_vae, tx_critic):
             cp, extra, opt = carry
             k_rec, k_gp = jax.random.split(k)
             fake, _, _ = vae.apply({"params": vp}, x, k_rec)
+            fake = with_prior(vp, fake, jax.random.fold_in(k, 2))
 
             def loss_fn(cp):
                 fn = lambda z: _critic_apply(critic, cp, extra, z, False)[0]
@@ -99,7 +123,8 @@ def make_synth_step(config, tx_vae, tx_critic):
 
         def gen_loss(vp):
             rec, mu, logvar = vae.apply({"params": vp}, x, jax.random.fold_in(key, 1))
-            d_fake, _ = _critic_apply(critic, cp, extra, rec, False)
+            fake = with_prior(vp, rec, jax.random.fold_in(key, 2))
+            d_fake, _ = _critic_apply(critic, cp, extra, fake, False)
             total = losses.synth_generator_loss(rec, x, mu, logvar, d_fake, lam_kl, lam_adv)
             return total, (jnp.mean(losses.l1_recon(rec, x)),
                            jnp.mean(losses.vae_kl(mu, logvar)), jnp.mean(d_fake))

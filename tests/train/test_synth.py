@@ -95,3 +95,38 @@ def test_train_synth_without_nodules_is_a_clear_error(tmp_path):
     c = tiny.get_config()
     with pytest.raises(ConfigError, match="min_diameter_mm"):
         synth.train_synth(c, str(tmp_path), [], cutouts={"x": np.zeros((0, 8, 8, 8))})
+
+
+def test_prior_fakes_reach_the_adversarial_terms_only():
+    """c.synth.prior_fakes: prior decodes replace part of the fake batch for the critic and the
+    generator's adversarial term; the L1 and KL terms keep every reconstruction."""
+    import jax
+    import optax
+
+    c = tiny.get_config()
+    p, b = c.synth.patch_size, c.synth.batch_size
+    batch = {"x": _blobs(b, p)}
+    tx = optax.adam(1e-2)
+    state = synth.init_synth_state(c, jax.random.key(1), tx, tx)
+    key = jax.random.key(2)
+
+    def step(prior_fakes, n_critic, lambda_adv):
+        c.synth.prior_fakes, c.synth.n_critic = prior_fakes, n_critic
+        c.synth.lambda_adv = lambda_adv
+        new, m = jax.jit(synth.make_synth_step(c, tx, tx))(state, batch, key)
+        return jax.tree_util.tree_leaves(new["params"]), m
+
+    def same(a, b):
+        return all(np.array_equal(np.asarray(u), np.asarray(v)) for u, v in zip(a, b, strict=True))
+
+    # without the adversarial term (no critic, lambda_2 0) the prior decodes change nothing
+    base, m0 = step(0.0, 0, 0.0)
+    with_p, m1 = step(0.5, 0, 0.0)
+    assert same(base, with_p) and float(m0["l1"]) == float(m1["l1"])
+    # with it, the generator's update and the critic's see them
+    base, m0 = step(0.0, 1, 0.1)
+    with_p, m1 = step(0.5, 1, 0.1)
+    assert not same(base, with_p)
+    assert float(m0["l1"]) == float(m1["l1"]) and float(m0["d_fake"]) != float(m1["d_fake"])
+    with pytest.raises(ConfigError, match="prior_fakes"):
+        step(1.0, 1, 0.1)
