@@ -9,7 +9,10 @@
 * Fig. 9 (:func:`fig9_noise`): nodules under each uniform noise level and adversarial noise.
 
 :func:`make_figures` computes the examples from the trained models and writes all four.
-Patches are (N, P, P, P) in [0, 1]; the slice shown is ``x[P // 2]`` (axial, z).
+Patches are (N, P, P, P) in [0, 1]; the slice shown is ``x[P // 2]`` (axial, z), except for
+the synthetic nodules of Figs. 5 and 8: a decoded nodule need not be centred in z, so they are
+shown at the axial slice where the fused nodule covers the most voxels
+(:func:`nodule_slice`, the same slice for an item's random and PGD versions).
 """
 
 from __future__ import annotations
@@ -40,9 +43,21 @@ def _plt():
 
 
 def central(x) -> np.ndarray:
-    """Central axial slice(s): (P, P, P) -> (P, P); (N, P, P, P) -> (N, P, P)."""
+    """Central axial slice(s): (P, P, P) -> (P, P); (N, P, P, P) -> (N, P, P); a slice already
+    chosen, (P, P), is returned as is."""
     x = np.asarray(x, np.float32)
+    if x.ndim == 2:
+        return x
     return x[x.shape[-3] // 2] if x.ndim == 3 else x[:, x.shape[-3] // 2]
+
+
+def nodule_slice(fused, background) -> int:
+    """Axial index of the slice where a fused synthetic nodule covers the most voxels: the
+    voxels where ``fused`` (P, P, P) differs from its ``background`` (P, P, P) (the fusion
+    mask of Eq. 7); ``P // 2`` when none differs."""
+    area = (np.abs(np.asarray(fused, np.float32) - np.asarray(background, np.float32))
+            > 1e-6).sum(axis=(1, 2))
+    return int(np.argmax(area)) if area.any() else int(area.shape[0] // 2)
 
 
 def _grid(path, rows, row_labels, titles=None, vmax=None, suptitle=""):
@@ -141,11 +156,14 @@ def make_figures(config, workdir: str, scans, out_dir: str | None = None, *,
                                                           search=True),
                         (item_keys(seed, STREAMS["figures/synthetic"], np.arange(k)),
                          np.arange(k)), bs)
+        zs = [nodule_slice(np.maximum(r["x_random"][i], r["x_pgd"][i]), bg[i])
+              for i in range(k)]
+        x_r = [r["x_random"][i][z] for i, z in enumerate(zs)]
+        x_p = [r["x_pgd"][i][z] for i, z in enumerate(zs)]
         paths.append(fig5_synthetic(os.path.join(out_dir, "fig5_synthetic_pgd.png"),
-                                    r["x_random"], r["x_pgd"], r["prob_random"], r["prob_pgd"],
-                                    n))
+                                    x_r, x_p, r["prob_random"], r["prob_pgd"], n))
         paths.append(fig8_real_vs_synthetic(os.path.join(out_dir, "fig8_real_vs_synthetic.png"),
-                                            pos[:n], r["x_pgd"], n))
+                                            pos[:n], x_p, n))
     ex = []
     key = item_keys(seed, STREAMS["figures/perturbations"], np.arange(1))
     if len(pos):
@@ -177,5 +195,6 @@ def make_figures(config, workdir: str, scans, out_dir: str | None = None, *,
     return paths
 
 
-__all__ = ["make_figures", "fig5_synthetic", "fig6_perturbations", "fig8_real_vs_synthetic",
+__all__ = ["make_figures", "nodule_slice", "fig5_synthetic", "fig6_perturbations",
+           "fig8_real_vs_synthetic",
            "fig9_noise", "central"]

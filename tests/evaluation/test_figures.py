@@ -24,3 +24,14 @@ def test_mosaics_from_arrays(tmp_path):
     ]
     for p in paths:
         assert os.path.getsize(p) > 1000
+
+
+def test_synthetic_nodules_are_shown_at_their_widest_slice():
+    bg = np.full((8, 8, 8), 0.2, np.float32)
+    fused = bg.copy()
+    fused[1, 3:5, 3:5] = 0.9  # a small cap above the centre
+    fused[6, 2:6, 2:6] = 0.9  # the nodule's widest cross-section below it
+    assert figures.nodule_slice(fused, bg) == 6
+    assert figures.nodule_slice(bg, bg) == 4  # nothing fused: the central slice
+    s = figures.central(fused[6])
+    assert s.shape == (8, 8) and s.max() == np.float32(0.9)  # a chosen slice passes through
