@@ -21,7 +21,8 @@ reconstructions (the VAE/GAN of Larsen et al. 2016, who found it beneficial to s
 critic samples from both p(z) and q(z|x)). Eq. 4 only judges reconstructions, so nothing
 teaches the decoder what the codes that random sampling and the latent PGD start from
 (Section 3.2: ``z ~ N(0, 1)``) should look like. The L1 and KL terms keep every
-reconstruction; the batch and the critic's cost are unchanged.
+reconstruction; the critic's batch is unchanged (the decodes add one decoder pass on
+that fraction per critic and generator update).
 
 Both networks live in one checkpoint ``synth``: state ``{"params": {"vae", "critic"},
 "critic_extra", "opt_vae", "opt_critic"}`` (``critic_extra``: non-parameter critic variables,
