@@ -53,10 +53,12 @@ def central(x) -> np.ndarray:
 
 def nodule_slice(fused, background) -> int:
     """Axial index of the slice where a fused synthetic nodule covers the most voxels: the
-    voxels where ``fused`` (P, P, P) differs from its ``background`` (P, P, P) (the fusion
-    mask of Eq. 7); ``P // 2`` when none differs."""
-    area = (np.abs(np.asarray(fused, np.float32) - np.asarray(background, np.float32))
-            > 1e-6).sum(axis=(1, 2))
+    voxels where ``fused`` (P, P, P), or any of several versions of it (K, P, P, P), e.g. its
+    random and PGD codes, differs from its ``background`` (P, P, P) (the fusion mask of
+    Eq. 7); ``P // 2`` when none differs."""
+    f = np.asarray(fused, np.float32)
+    differs = np.abs(f.reshape((-1,) + f.shape[-3:]) - np.asarray(background, np.float32)) > 1e-6
+    area = differs.any(axis=0).sum(axis=(1, 2))
     return int(np.argmax(area)) if area.any() else int(area.shape[0] // 2)
 
 
@@ -156,7 +158,7 @@ def make_figures(config, workdir: str, scans, out_dir: str | None = None, *,
                                                           search=True),
                         (item_keys(seed, STREAMS["figures/synthetic"], np.arange(k)),
                          np.arange(k)), bs)
-        zs = [nodule_slice(np.maximum(r["x_random"][i], r["x_pgd"][i]), bg[i])
+        zs = [nodule_slice(np.stack([r["x_random"][i], r["x_pgd"][i]]), bg[i])
               for i in range(k)]
         x_r = [r["x_random"][i][z] for i, z in enumerate(zs)]
         x_p = [r["x_pgd"][i][z] for i, z in enumerate(zs)]

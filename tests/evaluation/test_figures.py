@@ -33,5 +33,10 @@ def test_synthetic_nodules_are_shown_at_their_widest_slice():
     fused[6, 2:6, 2:6] = 0.9  # the nodule's widest cross-section below it
     assert figures.nodule_slice(fused, bg) == 6
     assert figures.nodule_slice(bg, bg) == 4  # nothing fused: the central slice
+    # two versions (random / PGD code): the union of their masks, a darker one included
+    other = bg.copy()
+    other[3, :, :] = 0.05  # fused darker than its background, the widest of all
+    assert figures.nodule_slice(np.stack([fused, other]), bg) == 3
+    assert figures.nodule_slice(np.stack([fused, bg]), bg) == 6
     s = figures.central(fused[6])
     assert s.shape == (8, 8) and s.max() == np.float32(0.9)  # a chosen slice passes through
