@@ -43,8 +43,7 @@ def _main(fv) -> int:
     from nodulejax.data.patchsets import nodule_cutouts
     from nodulejax.evaluation.probes import score_patches
     from nodulejax.evaluation.stress import benchmark_positives
-    from nodulejax.models.build import vae_model
-    from nodulejax.models.classifier import GenHandle, load_fpr, load_generator
+    from nodulejax.models.classifier import load_fpr, load_generator
     from nodulejax.runtime.batching import map_batches
     from nodulejax.runtime.keys import STREAMS, item_keys, stream_key
     from nodulejax.study.context import Study
@@ -54,11 +53,9 @@ def _main(fv) -> int:
     study = Study(c, fv["workdir"].value)
     cut = nodule_cutouts(study.scans("train"), int(c.synth.patch_size),
                          min_diameter_mm=float(c.synth.get("train_min_diameter_mm", 0.0)))
-    if fv["train_to"].value:
-        vae, _ = train_synth(c, fv["train_to"].value, study.scans("train"), cutouts=cut)
-        gen = GenHandle(vae_model(c), {"params": vae})
-    else:
-        gen = load_generator(c, study.workdir)
+    if fv["train_to"].value:  # trains (or resumes) there, writing its latent fit too
+        train_synth(c, fv["train_to"].value, study.scans("train"), cutouts=cut)
+    gen = load_generator(c, fv["train_to"].value or study.workdir)  # c.synth.sampling's codes
     q = synth_quality(c, gen.variables["params"], cut, stream_key(int(c.seed), "synth/quality"))
     fpr = load_fpr(c, study.workdir, "baseline-beta-finetune")
     s, p, bs = c.stress, int(c.fpr.patch_size), int(c.pgd.batch_size)

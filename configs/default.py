@@ -124,6 +124,10 @@ def get_config() -> ml_collections.ConfigDict:
     # fraction of each fake batch decoded from z ~ N(0, I) instead of reconstructed
     # (VAE/GAN; 0 = Eq. 4 as written, the critic sees reconstructions only)
     c.synth.prior_fakes = 0.0
+    # random latent codes (Section 3.2): "prior" z ~ N(0, I) as the paper; "aggregate" decodes
+    # z = m + A u, u ~ N(0, I), with (m, A A^T) the Gaussian fit of the aggregate posterior
+    # of the training cut-outs (models/vae.py; benchmarks/RESULTS.md "Where random codes come from")
+    c.synth.sampling = "prior"
     c.synth.lr = 1e-4
     c.synth.batch_size = 16
     c.synth.steps = 20000

@@ -161,8 +161,11 @@ def synthesize_nodules(
 ) -> SynthResult:
     """Synthetic nodules fused into ``backgrounds`` (B, P, P, P, 1), random and PGD-searched.
 
-    ``z_i ~ N(0, I)`` from example i's key; ``delta`` starts uniform in the eps-ball (the paper's
-    random initialisation) and maximises ``L_FPR(f_FPR(G(z + delta) (+) x), 1)`` (Eqs. 7-9);
+    ``z_i ~ N(0, I)`` from example i's key (the code ``generator`` decodes: the VAE's own z, or
+    ``u`` of ``models.vae.AggregatePriorGenerator`` under ``c.synth.sampling="aggregate"``,
+    so the radius is then in units of the codes' spread); ``delta`` starts uniform in the
+    eps-ball (the paper's random initialisation) and maximises
+    ``L_FPR(f_FPR(G(z + delta) (+) x), 1)`` (Eqs. 7-9);
     ``threshold`` is the fusion mask threshold (c.synth.mask_threshold). With ``search=False``
     the PGD outputs equal the random ones (no PGD is run)."""
     b = backgrounds.shape[0]

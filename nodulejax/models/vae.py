@@ -19,15 +19,27 @@ on CUDA, jax-ml/jax#31662; latent PGD differentiates through the decoder). Group
 
 Use: ``VAE(...).apply(vars, x, key)`` -> (recon, mu, logvar);
 ``apply(vars, x, method=VAE.encode)``; ``apply(vars, z, method=VAE.decode)``.
+
+Where random codes come from (``config.synth.sampling``): ``"prior"`` is the paper's
+``z ~ N(0, I)`` (Section 3.2); ``"aggregate"`` draws ``u ~ N(0, I)`` and decodes
+``z = m + A u``, with ``m`` and ``A A^T`` the mean and covariance of the *aggregate posterior*
+``q(z) = (1/N) sum_i N(mu_i, diag sigma_i^2)`` over the training cut-outs
+(:func:`aggregate_gaussian`; the moment-matched Gaussian of "ex-post density estimation",
+Ghosh et al. 2020, and of the two-stage VAE, Dai & Wipf 2019). :class:`AggregatePriorGenerator`
+is that map in front of the decoder, so every consumer (random sampling, the latent PGD, the
+diameter filter) sees a generator of ``u`` with the same ``apply(vars, u, method="decode")``
+interface; the latent PGD's radius is then measured in units of the codes' own spread.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nodulejax.errors import ConfigError
 from nodulejax.models.layers import Conv3D, GroupNorm, upsample3d
@@ -111,3 +123,47 @@ def from_config(synth_cfg, conv_impl: str = "auto") -> VAE:
         max_width=int(get("max_width", 128)),
         conv_impl=conv_impl,
     )
+
+
+def aggregate_gaussian(mu, logvar):
+    """Mean (L,) and covariance (L, L) of the aggregate posterior (module doc).
+
+    ``q(z) = (1/N) sum_i N(mu_i, diag exp(logvar_i))`` has mean ``mean_i mu_i`` and, by the
+    law of total covariance, covariance ``Cov_i(mu_i) + diag(mean_i exp(logvar_i))`` (the
+    population covariance of the means, divisor N). mu, logvar (N, L) -> ((L,), (L, L)),
+    numpy float64 (a host-side fit after training).
+    """
+    mu = np.asarray(mu, np.float64)
+    var = np.exp(np.asarray(logvar, np.float64))
+    if mu.ndim != 2 or var.shape != mu.shape or len(mu) == 0:
+        raise ValueError(f"aggregate_gaussian: mu {mu.shape} and logvar {var.shape} must be "
+                         f"the same non-empty (N, L)")
+    mean = mu.mean(axis=0)
+    d = mu - mean
+    return mean, d.T @ d / len(mu) + np.diag(var.mean(axis=0))
+
+
+@dataclasses.dataclass(frozen=True)
+class AggregatePriorGenerator:
+    """The decoder of ``vae`` fed ``z = m + A u`` (module doc): a generator of codes u ~ N(0, I).
+
+    ``variables = {"params": <VAE params>, "latent": {"mean": (L,), "chol": (L, L)}}`` with
+    ``chol`` the lower Cholesky factor A of the aggregate covariance. Interface of the flax
+    VAE as the attacks use it: ``latent_dim`` and ``apply(variables, u, method="decode")``
+    -> (B, P, P, P, 1) in [0, 1]; u (B, L). Hashable (a frozen dataclass of a flax module),
+    so jitted callers can cache on it.
+    """
+
+    vae: VAE
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.vae.latent_dim)
+
+    def apply(self, variables, u, method="decode"):
+        if method not in ("decode", VAE.decode):
+            raise ValueError(f"AggregatePriorGenerator.apply: only method='decode' "
+                             f"(got {method!r})")
+        lat = variables["latent"]
+        z = lat["mean"].astype(u.dtype) + u @ lat["chol"].astype(u.dtype).T
+        return self.vae.apply({"params": variables["params"]}, z, method="decode")

@@ -79,7 +79,7 @@ PAPER_VALUES = {
     "pgd.noise_steps": 20, "pgd.latent_eps": 0.15, "pgd.latent_step": 0.05,
     "pgd.latent_steps": 20, "data.spacing": 0.625, "fpr.patch_size": 64,
     "cg.num_candidates": 100, "synth.lambda_kl": 1e-5, "synth.lambda_adv": 0.1,
-    "synth.prior_fakes": 0.0,
+    "synth.prior_fakes": 0.0, "synth.sampling": "prior",
 }
 
 
@@ -98,7 +98,10 @@ def config_deviations(config) -> list[tuple[str, object, object]]:
     out = []
     for k, v in PAPER_VALUES.items():
         ours = _get(config, k)
-        if ours is not None and float(ours) != float(v):
+        if ours is None:
+            continue
+        differs = (str(ours) != v) if isinstance(v, str) else (float(ours) != float(v))
+        if differs:
             out.append((k, v, ours))
     return out
 
@@ -114,7 +117,8 @@ def deviations_markdown(config=None) -> str:
             lines += ["", f"Settings of the `{name}` config that differ from the paper's "
                       "(see the config's comments for the reasons):", "",
                       "| field | paper | this run |", "|---|---|---|"]
-            lines += [f"| {k} | {p:g} | {v:g} |" for k, p, v in dev]
+            fmt = lambda x: x if isinstance(x, str) else f"{x:g}"
+            lines += [f"| {k} | {fmt(p)} | {fmt(v)} |" for k, p, v in dev]
         else:
             lines += ["", f"The `{name}` config uses the paper's values of "
                       + ", ".join(PAPER_VALUES) + "."]

@@ -96,9 +96,12 @@ def synthesizer_markdown(quality: dict | None, stress: dict | None,
     if quality:
         q = quality
         pct = lambda v: f"{v[1]:.1f} mm (10-90%: {v[0]:.1f}-{v[2]:.1f})"
+        codes = ("z = m + A u, u ~ N(0, I), with (m, A A^T) the Gaussian fit of the training "
+                 "cut-outs' aggregate posterior (synth.sampling = aggregate; the paper: "
+                 "z ~ N(0, I))" if q.get("sampling") == "aggregate" else "z ~ N(0, I)")
         lines += [f"Trained on {q['num_cutouts']} nodule cut-outs: reconstruction L1 "
                   f"{q['recon_l1']:.4f} (mean |G(mu(x)) - x| on [0, 1]). Of "
-                  f"{q['num_prior_samples']} codes z ~ N(0, I), {q['prior_pass_rate']:.1%} "
+                  f"{q['num_prior_samples']} random codes {codes}, {q['prior_pass_rate']:.1%} "
                   f"decode to a nodule of at least {q['min_diameter_mm']:g} mm (one draw; the "
                   f"pool and Table 4 retry). Diameter of the fusion mask: prior samples "
                   f"{pct(q['prior_diameter_mm'])}, training cut-outs "

@@ -10,8 +10,8 @@ with ``c.fpr.pos_fraction`` (paper: 0.5) of the batch positive, positives split 
 by ``c.train.neg_ratios`` (real / adversarial, paper 0.5 / 0.5). A source the Table 3 row does
 not use gives its share to the real patches (:func:`group_ratios`). What fills each group:
 
-* synthetic positives: ``syn="random"`` -> G(z), z ~ N(0, I); ``syn="pgd"`` -> latent PGD
-  (Eqs. 7-9), both fused into lung background patches.
+* synthetic positives: ``syn="random"`` -> G(z), z random (``c.synth.sampling``);
+  ``syn="pgd"`` -> latent PGD (Eqs. 7-9), both fused into lung background patches.
 * adversarial positives / negatives: ``perturb=True`` -> real positives perturbed by PGD
   (Eqs. 10-11, Fig. 6 top) / pure adversarial noise (Fig. 6 middle); ``poisson=True`` ->
   real positives / negatives with Poisson noise at a scale drawn per example from

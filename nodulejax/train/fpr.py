@@ -44,7 +44,8 @@ from nodulejax.experiments import EXPERIMENTS, SEG_MODEL, model_name, row_config
 from nodulejax.experiments import row as experiment_row
 from nodulejax.losses import fpr as losses
 from nodulejax.losses.segmentation import seg_loss
-from nodulejax.models.build import fpr_model, vae_model
+from nodulejax.models.build import fpr_model
+from nodulejax.models.classifier import load_generator
 from nodulejax.models.heads import fpr_prob
 from nodulejax.runtime import checkpoint as ckpt
 from nodulejax.runtime import devices
@@ -268,7 +269,7 @@ def make_fpr_step(model, tx, *, head: str, kl_anneal_steps: int, inloop=None):
     """``train_step(state, batch, key)`` of the FPR classifier.
 
     state: {"params", "opt_state", "step"} (+ "target" frozen attack params, "gen" generator
-    params for in-loop augmentation). batch: x (B, P, P, P), y (B,), kind (B,) int32.
+    variables for in-loop augmentation). batch: x (B, P, P, P), y (B,), kind (B,) int32.
     ``inloop``: ``augment.make_inloop_augment(...)`` or None.
     """
 
@@ -278,7 +279,7 @@ def make_fpr_step(model, tx, *, head: str, kl_anneal_steps: int, inloop=None):
         kl = losses.kl_anneal(state["step"], kl_anneal_steps)
         if inloop is not None:
             tv = {"params": state["target"] if "target" in state else state["params"]}
-            gv = {"params": state["gen"]} if "gen" in state else None
+            gv = state.get("gen")
             k_in = jax.random.fold_in(key, STREAMS["train/inloop"])
             x = inloop(x, batch["kind"], k_in, tv, gv, kl)
 
@@ -307,9 +308,10 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
     Beta head fresh, ``c.fpr.finetune_steps``; "fpr_augmented": from baseline-beta-finetune,
     ``c.fpr.finetune_steps``, groups and ratios of ``augment.build_sources`` from the pool
     (``pool_dir``, default ``WORKDIR/pool``) or generated in the step (``c.train.aug_source``).
-    ``generator``: the synthesizer's VAE params for in-loop synthesis (default: loaded from
-    the ``synth`` checkpoint). Early stopping on validation AUC (``c.fpr.eval_every``,
-    ``c.fpr.early_stop_patience``); returns the params of the best validation AUC.
+    ``generator``: the synthesizer (``GenHandle``) for in-loop synthesis (default:
+    ``load_generator`` of the ``synth`` checkpoint, with ``c.synth.sampling``). Early stopping
+    on validation AUC (``c.fpr.eval_every``, ``c.fpr.early_stop_patience``); returns the
+    params of the best validation AUC.
     ``train_patches`` / ``val_patches``: precomputed ``fpr_patches`` dicts (skip cutting).
     """
     name, row = experiment_row(name)
@@ -347,9 +349,14 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
         gen_module = None
         if needs_gen:
             if generator is None:
-                generator = _load(workdir, "synth", mname)["vae"]
-            gen_module = vae_model(cfg)
-            state["gen"] = jax.device_get(generator)
+                try:
+                    generator = load_generator(cfg, workdir)
+                except CheckpointError as e:
+                    raise CheckpointError(f"{mname} synthesizes nodules in the step with the "
+                                          f"'synth' model, which is not usable under {workdir}: "
+                                          f"train it first ({e})") from e
+            gen_module = generator.model
+            state["gen"] = jax.device_get(generator.variables)
         if adversarial and target == "frozen":
             state["target"] = jax.tree.map(np.array, jax.device_get(params))
         inloop = aug.make_inloop_augment(cfg, model, head=head, counts=counts,

@@ -27,7 +27,10 @@ that fraction per critic and generator update).
 Both networks live in one checkpoint ``synth``: state ``{"params": {"vae", "critic"},
 "critic_extra", "opt_vae", "opt_critic"}`` (``critic_extra``: non-parameter critic variables,
 e.g. spectral-norm power-iteration vectors). ``load_params(workdir, "synth")["vae"]`` is the
-generator used by the attacks (``VAE.decode``).
+generator used by the attacks (``VAE.decode``). After training, the aggregate posterior of the
+training cut-outs is fitted by a Gaussian (:func:`fit_latent`, ``models.vae.aggregate_gaussian``)
+and written next to the checkpoint (``models.classifier.save_latent_fit``): the random codes of
+``c.synth.sampling = "aggregate"``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from nodulejax.errors import ConfigError
 from nodulejax.experiments import SYNTH_MODEL
 from nodulejax.losses import synth as losses
 from nodulejax.models.build import critic_model, vae_model
+from nodulejax.models.classifier import sampling_of, save_latent_fit
+from nodulejax.models.vae import aggregate_gaussian
 from nodulejax.train.loop import fit
 from nodulejax.train.sampler import IndexSampler
 
@@ -175,7 +180,41 @@ def train_synth(config, workdir: str, train_scans, *, progress: bool | None = No
               key=key, progress=bool(config.train.get("progress", True)) if progress is None
               else progress)
     params = jax.device_get(res.state["params"])
+    mean, cov = fit_latent(config, params["vae"], xs)
+    save_latent_fit(workdir, params["vae"], mean, cov, len(xs))
     return params["vae"], params["critic"]
+
+
+def _encode_all(config, vae_params, xs, batch: int = 64):
+    """(mu, logvar), each (N, L), of the cut-outs xs (N, P, P, P) under ``vae_params``."""
+    vae = vae_model(config)
+    enc = jax.jit(lambda p, x: vae.apply({"params": p}, x[..., None], method="encode"))
+    out = [enc(vae_params, jnp.asarray(xs[i:i + batch], jnp.float32))
+           for i in range(0, len(xs), batch)]
+    return (np.concatenate([np.asarray(m) for m, _ in out]),
+            np.concatenate([np.asarray(v) for _, v in out]))
+
+
+def fit_latent(config, vae_params, xs):
+    """Gaussian fit (mean (L,), cov (L, L)) of the aggregate posterior of the cut-outs
+    ``xs`` (N, P, P, P) (``models.vae.aggregate_gaussian``): the codes the encoder gives the
+    training nodules, as one distribution to sample new ones from."""
+    return aggregate_gaussian(*_encode_all(config, vae_params, np.asarray(xs, np.float32)))
+
+
+def random_codes(config, key, n: int, fit=None) -> jax.Array:
+    """(n, L) codes of the random sampling of Section 3.2 in the space the decoder reads:
+    ``z ~ N(0, I)`` (``synth.sampling="prior"``, the paper) or ``m + A u`` with ``u ~ N(0, I)``
+    and ``fit = (m, A A^T)`` (:func:`fit_latent`) for ``"aggregate"``; ``u`` is drawn from
+    ``key`` either way."""
+    u = jax.random.normal(key, (int(n), int(config.synth.latent_dim)), jnp.float32)
+    if sampling_of(config) == "prior":
+        return u
+    if fit is None:
+        raise ConfigError("random_codes: config.synth.sampling='aggregate' needs the latent fit")
+    mean, cov = fit
+    return (jnp.asarray(mean, jnp.float32)
+            + u @ jnp.asarray(np.linalg.cholesky(np.asarray(cov, np.float64)), jnp.float32).T)
 
 
 def compact_flags(masks, share: float = 0.9) -> np.ndarray:
@@ -201,8 +240,9 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
 
     * ``recon_l1``: mean |G(mu(x)) - x| over the training cut-outs ``cutouts["x"]`` (N, P, P, P)
       (the first term of Eq. 6, decoded from the posterior mean, intensities in [0, 1]);
-    * ``prior_pass_rate``: the fraction of ``num_samples`` codes ``z ~ N(0, I)`` from ``key``
-      (the random sampling of Section 3.2) whose nodule reaches ``c.synth.min_diameter_mm``
+    * ``prior_pass_rate``: the fraction of ``num_samples`` random codes from ``key`` (the
+      random sampling of Section 3.2, ``c.synth.sampling``: :func:`random_codes`; recorded as
+      ``sampling``) whose nodule reaches ``c.synth.min_diameter_mm``
       (equivalent-sphere diameter of the fusion mask ``> c.synth.mask_threshold``, Section
       5.3.1's filter), per single draw (the pool and Table 4 retry up to ``c.pool.max_tries``);
     * ``prior_diameter_mm`` / ``real_diameter_mm``: 10th, 50th and 90th percentiles of that
@@ -219,10 +259,10 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
     thr, sp = float(s.mask_threshold), float(config.data.spacing)
     xs = np.asarray(cutouts["x"], np.float32)
     decode = jax.jit(lambda p, z: vae.apply({"params": p}, z, method="decode")[..., 0])
-    encode = jax.jit(lambda p, x: vae.apply({"params": p}, x[..., None], method="encode")[0])
-    l1 = [np.abs(np.asarray(decode(vae_params, encode(vae_params, xs[i:i + 64]))) - xs[i:i + 64])
+    mu, logvar = _encode_all(config, vae_params, xs)
+    l1 = [np.abs(np.asarray(decode(vae_params, mu[i:i + 64])) - xs[i:i + 64])
           .mean(axis=(1, 2, 3)) for i in range(0, len(xs), 64)]
-    z = jax.random.normal(key, (int(num_samples), int(s.latent_dim)), jnp.float32)
+    z = random_codes(config, key, int(num_samples), aggregate_gaussian(mu, logvar))
     prior = np.concatenate([np.asarray(decode(vae_params, z[i:i + 64]))
                             for i in range(0, len(z), 64)])
     d_prior = diameter_of_voxels((prior > thr).sum(axis=(1, 2, 3)), sp)
@@ -230,6 +270,7 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
     pct = lambda v: [round(float(np.percentile(v, q)), 3) for q in (10, 50, 90)]
     rim = float(s.get("diameter_rim_mm", 0.0))
     out = {"recon_l1": float(np.concatenate(l1).mean()), "num_cutouts": int(len(xs)),
+           "sampling": sampling_of(config),
            "num_prior_samples": int(num_samples), "diameter_rim_mm": rim,
            "prior_pass_rate": float(np.mean(filter_diameter_mm((prior > thr).sum(
                axis=(1, 2, 3)), config) >= float(s.min_diameter_mm))),
@@ -246,5 +287,6 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
     return out
 
 
-__all__ = ["train_synth", "make_synth_step", "init_synth_state", "synth_quality",
+__all__ = ["train_synth", "make_synth_step", "init_synth_state", "synth_quality", "fit_latent",
+           "random_codes",
            "compact_fraction", "compact_flags"]

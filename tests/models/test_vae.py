@@ -95,3 +95,41 @@ def test_from_config():
     c = default.get_config()
     assert vae_mod.from_config(c.synth).latent_dim == c.synth.latent_dim
     assert critic_mod.from_config(c.synth).width >= 1
+
+
+def test_aggregate_gaussian_has_the_mixtures_moments():
+    """Mean and covariance of (1/N) sum_i N(mu_i, diag sigma_i^2): E[z z^T] - m m^T summed
+    term by term, and a Monte Carlo draw from the mixture agreeing with both."""
+    rng = np.random.default_rng(0)
+    n, dim = 7, 3
+    mu = rng.normal(size=(n, dim)) * [2.0, 0.5, 1.0] + [1.0, -3.0, 0.0]
+    logvar = rng.normal(size=(n, dim)) * 0.5 - 1.0
+    mean, cov = vae_mod.aggregate_gaussian(mu, logvar)
+    second = sum(np.diag(np.exp(lv)) + np.outer(m, m) for m, lv in zip(mu, logvar, strict=True)) / n
+    np.testing.assert_allclose(mean, mu.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(cov, second - np.outer(mean, mean), rtol=1e-10, atol=1e-12)
+    comp = rng.integers(n, size=400_000)
+    draws = mu[comp] + np.exp(0.5 * logvar[comp]) * rng.normal(size=(len(comp), dim))
+    np.testing.assert_allclose(draws.mean(0), mean, atol=0.02)
+    np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.03)
+    with pytest.raises(ValueError, match="aggregate_gaussian"):
+        vae_mod.aggregate_gaussian(mu[:0], logvar[:0])
+
+
+def test_aggregate_prior_generator_decodes_the_mapped_code(vae):
+    """decode(u) of the wrapper is the VAE's decode(m + A u); m = 0, A = I is the VAE itself."""
+    m, v = vae
+    g = vae_mod.AggregatePriorGenerator(m)
+    u = jax.random.normal(jax.random.PRNGKey(4), (2, L))
+    a = np.tril(np.random.default_rng(1).normal(size=(L, L))) + 2 * np.eye(L)
+    mean = np.linspace(-1, 1, L)
+    got = g.apply({"params": v["params"], "latent": {"mean": mean, "chol": a}}, u)
+    want = m.apply(v, jnp.asarray(mean, jnp.float32) + u @ jnp.asarray(a, jnp.float32).T,
+                   method="decode")
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    ident = g.apply({"params": v["params"], "latent": {"mean": np.zeros(L), "chol": np.eye(L)}},
+                    u, method="decode")
+    np.testing.assert_allclose(ident, m.apply(v, u, method="decode"), atol=1e-6)
+    assert g.latent_dim == L and hash(g) == hash(vae_mod.AggregatePriorGenerator(m))
+    with pytest.raises(ValueError, match="only method='decode'"):
+        g.apply({"params": v["params"], "latent": {}}, u, method="encode")

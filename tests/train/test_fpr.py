@@ -151,12 +151,14 @@ def test_missing_init_checkpoint_is_a_clear_error(tmp_path):
         fpr.init_params(_config(), str(tmp_path), "baseline-beta", 0)
 
 
-def _generator_params(c):
+def _generator(c):
+    from nodulejax.models.build import vae_model
+    from nodulejax.models.classifier import GenHandle
     from nodulejax.train import synth
 
     tx = __import__("optax").adam(1e-3)
     st = synth.init_synth_state(c, jax.random.key(0, impl="rbg"), tx, tx)
-    return st["params"]["vae"]
+    return GenHandle(vae_model(c), {"params": st["params"]["vae"]})
 
 
 def test_augmented_from_pool(ft_params, patches, workdir, tmp_path):
@@ -186,7 +188,7 @@ def test_augmented_inloop(ft_params, scans, patches, workdir):
     # latent PGD (Eqs. 7-9) on the generator inside the jitted step, against the frozen
     # baseline; perturb / noise use the same make_inloop_augment path
     fpr.train_fpr_experiment(c, wd, "beta+syn", scans, None,
-                             generator=_generator_params(c), train_patches=patches["train"],
+                             generator=_generator(c), train_patches=patches["train"],
                              val_patches=patches["val"])
     ls = _losses(wd, "fpr_beta+syn")
     assert len(ls) == 2 and np.all(np.isfinite(ls))

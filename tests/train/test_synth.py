@@ -49,15 +49,23 @@ def test_train_synth_runs_loss_falls_and_checkpoints(tmp_path):
     assert out.shape == (2, p, p, p, 1) and float(out.min()) >= 0 and float(out.max()) <= 1
 
 
-def test_synth_quality_measures_reconstruction_sizes_and_the_filter(tmp_path):
-    import jax
-
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    """A tiny synthesizer trained for one step on three blobs: (config, workdir, vae, cut)."""
     c = tiny.get_config()
     c.train.progress = False
     c.synth.steps = 1
-    p = c.synth.patch_size
-    cut = {"x": _blobs(3, p)}
-    vae, _ = synth.train_synth(c, str(tmp_path), None, cutouts=cut)
+    wd = str(tmp_path_factory.mktemp("synth1"))
+    cut = {"x": _blobs(3, c.synth.patch_size)}
+    vae, _ = synth.train_synth(c, wd, None, cutouts=cut)
+    return c, wd, vae, cut
+
+
+def test_synth_quality_measures_reconstruction_sizes_and_the_filter(trained_once):
+    import jax
+
+    c, _, vae, cut = trained_once
+    c = c.copy_and_resolve_references()
     q = synth.synth_quality(c, vae, cut, jax.random.key(0), num_samples=20)
     g = synth.vae_model(c)
     mu, _ = g.apply({"params": vae}, cut["x"][..., None], method="encode")
@@ -81,6 +89,54 @@ def test_synth_quality_measures_reconstruction_sizes_and_the_filter(tmp_path):
     assert synth.synth_quality(c, vae, cut, jax.random.key(0), 20)["prior_pass_rate"] == 1.0
     c.synth.min_diameter_mm = 1e3  # none passes an impossible one
     assert synth.synth_quality(c, vae, cut, jax.random.key(0), 20)["prior_pass_rate"] == 0.0
+
+
+def test_the_latent_fit_is_saved_with_the_synthesizer_and_drives_aggregate_sampling(
+        trained_once):
+    """train_synth writes the aggregate posterior's Gaussian next to its checkpoint;
+    synth.sampling="aggregate" decodes m + A u for u ~ N(0, I), "prior" decodes u itself."""
+    import jax
+    import jax.numpy as jnp
+
+    from nodulejax.errors import CheckpointError
+    from nodulejax.models import classifier
+    from nodulejax.models.vae import AggregatePriorGenerator, aggregate_gaussian
+
+    c, wd, vae, cut = trained_once
+    g = synth.vae_model(c)
+    mu, logvar = g.apply({"params": vae}, cut["x"][..., None], method="encode")
+    mean, cov = aggregate_gaussian(np.asarray(mu), np.asarray(logvar))
+    with np.load(classifier.latent_fit_path(wd)) as f:
+        np.testing.assert_allclose(f["mean"], mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(f["cov"], cov, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(f["chol"] @ f["chol"].T, cov, rtol=1e-4, atol=1e-5)
+        assert int(f["num_cutouts"]) == 3
+    u = jax.random.normal(jax.random.key(3), (2, c.synth.latent_dim))
+    prior = c.copy_and_resolve_references()
+    prior.synth.sampling = "prior"
+    plain = classifier.load_generator(prior, wd)
+    np.testing.assert_array_equal(plain.model.apply(plain.variables, u, method="decode"),
+                                  g.apply({"params": vae}, u, method="decode"))
+    agg = c.copy_and_resolve_references()
+    agg.synth.sampling = "aggregate"
+    gen = classifier.load_generator(agg, wd)
+    assert isinstance(gen.model, AggregatePriorGenerator)
+    assert gen.model.latent_dim == c.synth.latent_dim
+    z = jnp.asarray(mean, jnp.float32) + u @ jnp.asarray(np.linalg.cholesky(cov), jnp.float32).T
+    np.testing.assert_allclose(gen.model.apply(gen.variables, u, method="decode"),
+                               g.apply({"params": vae}, z, method="decode"), atol=1e-5)
+    # the quality probe samples the same way
+    q = synth.synth_quality(agg, vae, cut, jax.random.key(0), num_samples=8)
+    assert q["sampling"] == "aggregate"
+    # weights the fit does not belong to, a missing fit, an unknown mode: clear errors
+    other = jax.tree.map(lambda a: a + 1.0, vae)
+    with pytest.raises(CheckpointError, match="retrain the synth stage"):
+        classifier.load_latent_fit(wd, other)
+    with pytest.raises(CheckpointError, match="latent_fit.npz: missing"):
+        classifier.load_latent_fit(wd + "/nowhere", vae)
+    agg.synth.sampling = "posterior"
+    with pytest.raises(ConfigError, match="synth.sampling"):
+        classifier.load_generator(agg, wd)
 
 
 def test_compact_fraction_tells_one_object_from_fragments():
