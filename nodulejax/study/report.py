@@ -87,7 +87,7 @@ def _claims(report_dir: str) -> list[str]:
 
 def synthesizer_markdown(quality: dict | None, stress: dict | None,
                          model: str = "baseline-beta-finetune") -> list[str]:
-    """The synthesizer's quality per run: reconstruction L1, the prior samples' diameter-filter
+    """The synthesizer's quality per run: reconstruction L1, the random samples' diameter-filter
     pass rate and sizes against the training cut-outs (``train.synth.synth_quality``), and the
     score gap ``mean P(random synthetic) - mean P(clean real positive)`` of ``model`` (Table 4
     "Randomly sampled nodules" minus Table 5 "0.0 uniform noise", 95% normal-approximation
@@ -103,12 +103,12 @@ def synthesizer_markdown(quality: dict | None, stress: dict | None,
                   f"{q['recon_l1']:.4f} (mean |G(mu(x)) - x| on [0, 1]). Of "
                   f"{q['num_prior_samples']} random codes {codes}, {q['prior_pass_rate']:.1%} "
                   f"decode to a nodule of at least {q['min_diameter_mm']:g} mm (one draw; the "
-                  f"pool and Table 4 retry). Diameter of the fusion mask: prior samples "
+                  f"pool and Table 4 retry). Diameter of the fusion mask: random samples "
                   f"{pct(q['prior_diameter_mm'])}, training cut-outs "
                   f"{pct(q['real_diameter_mm'])}; peak intensity {q['prior_peak'][1]:.2f} vs "
                   f"{q['real_peak'][1]:.2f}"
                   + (f"; one compact object (>= 90% of the mask in one component): "
-                     f"{q['prior_compact_fraction']:.0%} of the prior samples, "
+                     f"{q['prior_compact_fraction']:.0%} of the random samples, "
                      f"{q['real_compact_fraction']:.0%} of the cut-outs."
                      if "prior_compact_fraction" in q else ".")]
         if q.get("rim_fit"):
