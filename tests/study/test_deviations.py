@@ -23,7 +23,7 @@ def test_paper_config_has_the_paper_values_and_the_demo_states_its_own():
     assert dev["eval.min_diameter_mm"] == (6.0, 4.0)
     assert dev["stress.min_diameter_mm"] == (6.0, 4.0)
     assert dev["synth.sampling"] == ("prior", "aggregate")  # a text setting, compared as text
-    assert "synth.lambda_kl" not in dev  # the demo is back at the paper's lambda_1
+    assert dev["synth.lambda_kl"] == (1e-5, 1e-3)
     md = deviations.deviations_markdown(demo.get_config())
     assert "| pgd.image_eps | 0.15 | 0.03 |" in md and "| topic | paper |" in md
     assert "| synth.sampling | prior | aggregate |" in md
