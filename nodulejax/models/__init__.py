@@ -79,7 +79,13 @@ from nodulejax.models.summary import (
            summarize,
            xla_macs,
 )
-from nodulejax.models.vae import VAE, AggregatePriorGenerator, aggregate_gaussian, reparameterize
+from nodulejax.models.vae import (
+           VAE,
+           AggregatePriorGenerator,
+           aggregate_gaussian,
+           latent_variables,
+           reparameterize,
+)
 
 __all__ = ["boxes", "anchor_sizes_vox", "make_anchors", "box_iou", "encode_boxes", "decode_boxes",
            "match_anchors", "nms_boxes", "nms_points", "local_maxima", "heatmap_peaks", "layers",
@@ -91,7 +97,8 @@ __all__ = ["boxes", "anchor_sizes_vox", "make_anchors", "box_iou", "encode_boxes
            "beta_params", "beta_prob", "beta_uncertainty", "fpr_prob", "resunet", "level_widths",
            "upsample_to", "GNReLU", "ResBlock", "ResUNet3D", "build_resunet", "rpn", "RPNHead",
            "ResUNetRPN", "anchors_for", "rpn_proposals", "build_rpn", "vae", "VAE",
-           "reparameterize", "AggregatePriorGenerator", "aggregate_gaussian", "build", "cg_model",
+           "reparameterize", "AggregatePriorGenerator", "aggregate_gaussian", "latent_variables",
+           "build", "cg_model",
            "rpn_model", "fpr_model", "vae_model",
            "critic_model", "fpr_prob_fn", "classifier", "FPRHandle", "GenHandle", "load_fpr",
            "load_generator", "summary", "count_params", "xla_macs", "summarize", "build_fpr",

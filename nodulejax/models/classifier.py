@@ -20,12 +20,12 @@ import numpy as np
 from nodulejax.errors import CheckpointError, ConfigError
 from nodulejax.experiments import SYNTH_MODEL, canonical_model_name, fpr_head
 from nodulejax.models.build import fpr_model, vae_model
-from nodulejax.models.vae import AggregatePriorGenerator
+from nodulejax.models.vae import AggregatePriorGenerator, latent_variables
 from nodulejax.runtime import checkpoint
 from nodulejax.runtime.config_tools import tree_digest
 from nodulejax.runtime.files import atomic_savez
 
-__all__ = ["FPRHandle", "GenHandle", "load_fpr", "load_generator", "SAMPLING",
+__all__ = ["FPRHandle", "GenHandle", "load_fpr", "load_generator", "generator_handle", "SAMPLING",
            "latent_fit_path", "save_latent_fit", "load_latent_fit"]
 
 #: ``config.synth.sampling``: where random latent codes come from (``models.vae`` module doc)
@@ -74,12 +74,22 @@ def load_generator(config, workdir: str) -> GenHandle:
     if "vae" not in params:
         raise CheckpointError(f"checkpoint {SYNTH_MODEL!r} under {workdir} has no 'vae' params "
                         f"(keys {sorted(params)})")
+    latent = None if sampling == "prior" else load_latent_fit(workdir, params["vae"])
+    return generator_handle(config, params["vae"], latent)
+
+
+def generator_handle(config, vae_params, latent: dict | None = None) -> GenHandle:
+    """The generator of ``config.synth.sampling`` for ``vae_params``: the VAE ("prior"), or
+    the VAE behind ``z = m + A u`` ("aggregate"; ``latent`` holds ``mean`` and ``chol``, from
+    :func:`load_latent_fit` or ``models.vae.latent_variables``)."""
     vae = vae_model(config)
-    if sampling == "prior":
-        return GenHandle(vae, {"params": params["vae"]})
-    fit = load_latent_fit(workdir, params["vae"])
-    latent = {"mean": fit["mean"], "chol": fit["chol"]}
-    return GenHandle(AggregatePriorGenerator(vae), {"params": params["vae"], "latent": latent})
+    if sampling_of(config) == "prior":
+        return GenHandle(vae, {"params": vae_params})
+    if latent is None:
+        raise ConfigError("config.synth.sampling='aggregate': the generator needs the latent "
+                          "fit (mean, chol) of its training cut-outs")
+    return GenHandle(AggregatePriorGenerator(vae), {"params": vae_params, "latent": {
+        "mean": latent["mean"], "chol": latent["chol"]}})
 
 
 def latent_fit_path(workdir: str) -> str:
@@ -91,11 +101,10 @@ def save_latent_fit(workdir: str, vae_params, mean, cov, num_cutouts: int) -> st
     """Write the aggregate posterior's Gaussian fit of ``vae_params`` (mean (L,), cov (L, L);
     ``models.vae.aggregate_gaussian``) with its lower Cholesky factor and the params' digest
     (atomic). Returns the path."""
-    mean, cov = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
-    chol = np.linalg.cholesky(cov)
+    lat = latent_variables(mean, cov)
     path = latent_fit_path(workdir)
-    atomic_savez(path, mean=mean.astype(np.float32), cov=cov.astype(np.float32),
-                 chol=chol.astype(np.float32), num_cutouts=np.int64(num_cutouts),
+    atomic_savez(path, mean=lat["mean"], cov=np.asarray(cov, np.float32), chol=lat["chol"],
+                 num_cutouts=np.int64(num_cutouts),
                  vae_digest=np.asarray(tree_digest(vae_params)))
     return path
 

@@ -143,6 +143,13 @@ def aggregate_gaussian(mu, logvar):
     return mean, d.T @ d / len(mu) + np.diag(var.mean(axis=0))
 
 
+def latent_variables(mean, cov) -> dict:
+    """The ``"latent"`` variables of :class:`AggregatePriorGenerator` for a fit (mean (L,),
+    cov (L, L)): ``{"mean": (L,), "chol": (L, L) lower Cholesky factor of cov}``, float32."""
+    chol = np.linalg.cholesky(np.asarray(cov, np.float64))
+    return {"mean": np.asarray(mean, np.float32), "chol": chol.astype(np.float32)}
+
+
 @dataclasses.dataclass(frozen=True)
 class AggregatePriorGenerator:
     """The decoder of ``vae`` fed ``z = m + A u`` (module doc): a generator of codes u ~ N(0, I).

@@ -35,6 +35,8 @@ and written next to the checkpoint (``models.classifier.save_latent_fit``): the 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,8 +49,8 @@ from nodulejax.errors import ConfigError
 from nodulejax.experiments import SYNTH_MODEL
 from nodulejax.losses import synth as losses
 from nodulejax.models.build import critic_model, vae_model
-from nodulejax.models.classifier import sampling_of, save_latent_fit
-from nodulejax.models.vae import aggregate_gaussian
+from nodulejax.models.classifier import generator_handle, sampling_of, save_latent_fit
+from nodulejax.models.vae import aggregate_gaussian, latent_variables
 from nodulejax.train.loop import fit
 from nodulejax.train.sampler import IndexSampler
 
@@ -185,10 +187,14 @@ def train_synth(config, workdir: str, train_scans, *, progress: bool | None = No
     return params["vae"], params["critic"]
 
 
+@functools.lru_cache(maxsize=8)
+def _encoder(vae):
+    return jax.jit(lambda p, x: vae.apply({"params": p}, x[..., None], method="encode"))
+
+
 def _encode_all(config, vae_params, xs, batch: int = 64):
     """(mu, logvar), each (N, L), of the cut-outs xs (N, P, P, P) under ``vae_params``."""
-    vae = vae_model(config)
-    enc = jax.jit(lambda p, x: vae.apply({"params": p}, x[..., None], method="encode"))
+    enc = _encoder(vae_model(config))
     out = [enc(vae_params, jnp.asarray(xs[i:i + batch], jnp.float32))
            for i in range(0, len(xs), batch)]
     return (np.concatenate([np.asarray(m) for m, _ in out]),
@@ -200,21 +206,6 @@ def fit_latent(config, vae_params, xs):
     ``xs`` (N, P, P, P) (``models.vae.aggregate_gaussian``): the codes the encoder gives the
     training nodules, as one distribution to sample new ones from."""
     return aggregate_gaussian(*_encode_all(config, vae_params, np.asarray(xs, np.float32)))
-
-
-def random_codes(config, key, n: int, fit=None) -> jax.Array:
-    """(n, L) codes of the random sampling of Section 3.2 in the space the decoder reads:
-    ``z ~ N(0, I)`` (``synth.sampling="prior"``, the paper) or ``m + A u`` with ``u ~ N(0, I)``
-    and ``fit = (m, A A^T)`` (:func:`fit_latent`) for ``"aggregate"``; ``u`` is drawn from
-    ``key`` either way."""
-    u = jax.random.normal(key, (int(n), int(config.synth.latent_dim)), jnp.float32)
-    if sampling_of(config) == "prior":
-        return u
-    if fit is None:
-        raise ConfigError("random_codes: config.synth.sampling='aggregate' needs the latent fit")
-    mean, cov = fit
-    return (jnp.asarray(mean, jnp.float32)
-            + u @ jnp.asarray(np.linalg.cholesky(np.asarray(cov, np.float64)), jnp.float32).T)
 
 
 def compact_flags(masks, share: float = 0.9) -> np.ndarray:
@@ -241,10 +232,11 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
     * ``recon_l1``: mean |G(mu(x)) - x| over the training cut-outs ``cutouts["x"]`` (N, P, P, P)
       (the first term of Eq. 6, decoded from the posterior mean, intensities in [0, 1]);
     * ``prior_pass_rate``: the fraction of ``num_samples`` random codes from ``key`` (the
-      random sampling of Section 3.2, ``c.synth.sampling``: :func:`random_codes`; recorded as
-      ``sampling``) whose nodule reaches ``c.synth.min_diameter_mm``
-      (equivalent-sphere diameter of the fusion mask ``> c.synth.mask_threshold``, Section
-      5.3.1's filter), per single draw (the pool and Table 4 retry up to ``c.pool.max_tries``);
+      random sampling of Section 3.2, through the generator of ``c.synth.sampling``
+      (``models.classifier.generator_handle``), recorded as ``sampling``) whose nodule
+      reaches ``c.synth.min_diameter_mm`` (equivalent-sphere diameter of the fusion mask
+      ``> c.synth.mask_threshold``, Section 5.3.1's filter), per single draw (the pool and
+      Table 4 retry up to ``c.pool.max_tries``);
     * ``prior_diameter_mm`` / ``real_diameter_mm``: 10th, 50th and 90th percentiles of that
       diameter for the prior samples and for the cut-outs (same mask rule, so the blurred rim
       of the cut-outs counts in both), ``prior_peak`` / ``real_peak`` of the maximum intensity;
@@ -262,9 +254,12 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
     mu, logvar = _encode_all(config, vae_params, xs)
     l1 = [np.abs(np.asarray(decode(vae_params, mu[i:i + 64])) - xs[i:i + 64])
           .mean(axis=(1, 2, 3)) for i in range(0, len(xs), 64)]
-    z = random_codes(config, key, int(num_samples), aggregate_gaussian(mu, logvar))
-    prior = np.concatenate([np.asarray(decode(vae_params, z[i:i + 64]))
-                            for i in range(0, len(z), 64)])
+    gen = generator_handle(config, vae_params, latent_variables(*aggregate_gaussian(mu, logvar))
+                           if sampling_of(config) == "aggregate" else None)
+    sample = jax.jit(lambda v, u: gen.model.apply(v, u, method="decode")[..., 0])
+    u = jax.random.normal(key, (int(num_samples), int(s.latent_dim)), jnp.float32)
+    prior = np.concatenate([np.asarray(sample(gen.variables, u[i:i + 64]))
+                            for i in range(0, len(u), 64)])
     d_prior = diameter_of_voxels((prior > thr).sum(axis=(1, 2, 3)), sp)
     d_real = diameter_of_voxels((xs > thr).sum(axis=(1, 2, 3)), sp)
     pct = lambda v: [round(float(np.percentile(v, q)), 3) for q in (10, 50, 90)]
@@ -288,5 +283,4 @@ def synth_quality(config, vae_params, cutouts: dict, key, num_samples: int = 500
 
 
 __all__ = ["train_synth", "make_synth_step", "init_synth_state", "synth_quality", "fit_latent",
-           "random_codes",
            "compact_fraction", "compact_flags"]
