@@ -29,6 +29,12 @@ allocator's peak (JAX ``memory_stats()['peak_bytes_in_use']``,
 ``torch.cuda.max_memory_allocated()``; ``peak_device_mb``). ``rss_after_import_mb`` is the
 worker's RSS once its framework and the model are loaded, before any step runs.
 
+Compilation caches: by default (``--compilation-cache off``) every worker compiles cold, JAX
+without its persistent cache and torch.compile without Inductor's on-disk caches (which
+PyTorch enables by default under /tmp). ``--compilation-cache DIR`` keeps both frameworks'
+compiled programs under DIR; run the same command twice and the second run's warm-ups and
+peaks are the warm-cache ones (the timed calls do not depend on it).
+
 Usage::
 
     python benchmarks/pgd_throughput.py --config demo --batch 16 --steps 20 --json out.json
@@ -175,12 +181,23 @@ def _config(name: str):
     return default.get_config()
 
 
+def _cache_dir(a, framework: str) -> str | None:
+    """``--compilation-cache DIR``'s folder for ``framework``, or None when "off"."""
+    if a.compilation_cache.strip().lower() in ("", "off", "none"):
+        return None
+    return os.path.join(os.path.abspath(a.compilation_cache), framework)
+
+
 # --- JAX worker ------------------------------------------------------------------------------
 def _jax_worker(a, spec) -> dict:
     sys.path.insert(0, ROOT)
     from nodulejax.runtime import devices
 
     devices.configure_cpu_devices(a.cpu_devices)  # before JAX starts its backends
+    from nodulejax.runtime import compilation
+
+    cache = _cache_dir(a, "jax")
+    compilation.configure_compilation_cache(cache or "off")  # before the first compilation
     import jax
     import jax.numpy as jnp
     import optax
@@ -252,6 +269,11 @@ def _jax_worker(a, spec) -> dict:
 # --- PyTorch worker --------------------------------------------------------------------------
 def _torch_worker(a, spec, compiled: bool) -> dict:
     sys.path.insert(0, HERE)
+    cache = _cache_dir(a, "torchinductor")  # read by Inductor at import
+    for var in ("TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE"):
+        os.environ[var] = "1" if cache else "0"
+    if cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
     import torch
     import torch_denseunet as td
 
@@ -468,6 +490,12 @@ def main(argv=None):
                     help="JAX host CPU devices ('auto' = one per core; nodulejax.runtime.devices)")
     ap.add_argument("--shard", choices=("auto", "none"), default="auto",
                     help="JAX: split the batch over the devices (pgd shard=, data-parallel train)")
+    ap.add_argument("--compilation-cache", default="off",
+                    help="'off' (default): every worker compiles cold, JAX without its "
+                    "persistent cache and torch.compile without Inductor's FX-graph / "
+                    "autograd caches; DIR: both frameworks keep their compiled programs under "
+                    "DIR (jax/, torchinductor/), so a second run with the same DIR measures "
+                    "warm-cache warm-ups and peaks")
     ap.add_argument("--worker-timeout", type=int, default=1800)
     ap.add_argument("--json", default="")
     ap.add_argument("--_worker", default="", help=argparse.SUPPRESS)
@@ -509,6 +537,8 @@ def main(argv=None):
         str(a.cpu_devices),
         "--shard",
         a.shard,
+        "--compilation-cache",
+        a.compilation_cache,
     ] + ([] if a.donate else ["--no-donate"])
     frameworks = [f.strip() for f in a.frameworks.split(",") if f.strip()]
     rounds = []
@@ -541,6 +571,7 @@ def main(argv=None):
         "jax_conv_impl": runs.get("jax", {}).get("impl"),
         "jax_devices": runs.get("jax", {}).get("devices"),
         "jax_batch_sharded_over": runs.get("jax", {}).get("batch_sharded_over"),
+        "compilation_cache": a.compilation_cache,
         "runs": runs,
         "round_runs": rounds,
     }

@@ -238,4 +238,7 @@ def get_config() -> ml_collections.ConfigDict:
     # XLA host CPU devices: "auto" = one per core (nodulejax/devices.py);
     c.runtime.cpu_devices = "auto"
     #   batches (PGD, training) are split over them; 1 = JAX's single CPU device
+    # JAX's persistent compilation cache (nodulejax/runtime/compilation.py): "auto" =
+    # $NODULEJAX_COMPILATION_CACHE or ~/.cache/nodulejax/xla; "off"; or a folder
+    c.runtime.compilation_cache = "auto"
     return c

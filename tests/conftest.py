@@ -2,9 +2,14 @@
 on the 2-core CI machine, so the batch-sharded paths (PGD's ``shard="auto"``, the training
 loop's data parallelism) run in the tests as they do in the study."""
 
-from nodulejax.runtime import devices
+import os
+
+from nodulejax.runtime import compilation, devices
 
 devices.configure_cpu_devices(2)
+# the entry points' "auto" compilation cache is ~/.cache/nodulejax/xla: tests (and the train.py
+# / attack.py they start) write nothing outside their temporary folders
+os.environ[compilation.ENV] = "off"
 
 # Whole-study modules first: each builds a tiny study in a module fixture (minutes). Under
 # ``--dist loadfile`` (pyproject addopts) a module runs on one xdist worker, so its fixture is

@@ -7,9 +7,9 @@ each other::
     errors, experiments -> runtime -> data -> models -> losses -> adversarial -> train
         -> detection | evaluation -> study -> train.py, attack.py
 
-Project imports stand at the top of each file (only heavy optional libraries - matplotlib,
-tqdm, torch - may load inside a function), there is no import cycle between modules, and the
-library never imports the top-level ``configs`` folder (configs load by path). Each rule's
+Project imports stand at the top of each file (only heavy libraries - matplotlib, tqdm,
+torch, SimpleITK - may load inside a function), there is no import cycle between modules, and
+the library never imports the top-level ``configs`` folder (configs load by path). Each rule's
 failure names the file and line. The checker reads the source with ``ast`` (nothing is
 imported), so it runs in milliseconds; ``test_checker_finds_*`` show that it fails on a
 deliberately broken tree.

@@ -7,7 +7,9 @@ and ImagePositionPatient (IPP) projected on the slice normal ``n = row x col`` g
 evenly spaced positions (a gap about twice the median step is reported as a missing slice,
 other variation above 1 % as uneven spacing). Slice offsets perpendicular to ``n`` mean the
 stack is sheared (gantry tilt) and are refused. Rescale slope/intercept are applied by
-SimpleITK, so the array is HU.
+SimpleITK, so the array is HU. SimpleITK loads on the first read, not at import: its ~90 MB
+would otherwise sit in every process that imports ``nodulejax.data`` (the PGD engine and the
+training loop do, through their packages; benchmarks/RESULTS.md, "What a JAX process imports").
 
 Geometry: origin = IPP of the first slice along ``n``; direction columns (row, col, n);
 in-plane spacing from PixelSpacing; slice spacing = (last - first position) / (N - 1).
@@ -16,7 +18,6 @@ in-plane spacing from PixelSpacing; slice spacing = (last - first position) / (N
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 
 from nodulejax.data.volume import (
     CTReadError,
@@ -41,6 +42,8 @@ def _floats(path, fname, reader, tag, n) -> np.ndarray:
 
 
 def _slice_info(path: str, files):
+    import SimpleITK as sitk
+
     sizes, ipps, iops = [], [], []
     for f in files:
         r = sitk.ImageFileReader()
@@ -57,6 +60,8 @@ def _slice_info(path: str, files):
 
 def read_dicom_series(path: str, *, max_voxels: int = 1_000_000_000) -> CTVolume:
     """Read the single DICOM series in folder `path` into a `CTVolume` (float32 HU, LPS)."""
+    import SimpleITK as sitk
+
     try:
         ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(path)
     except RuntimeError as e:

@@ -8,6 +8,7 @@ from nodulejax.runtime import (
            batching,
            checkpoint,
            cli,
+           compilation,
            config_tools,
            devices,
            files,
@@ -37,6 +38,7 @@ from nodulejax.runtime.cli import (
            quiet_library_logs,
            run_main,
 )
+from nodulejax.runtime.compilation import cache_dir, configure_compilation_cache
 from nodulejax.runtime.config_tools import (
            MISSING,
            config_diff,
@@ -76,6 +78,7 @@ __all__ = ["batching", "map_batches", "pad_rows", "config_tools", "config_to_dic
            "check_config", "encode_key", "decode_key", "Restored", "ModelCheckpoints",
            "restore_latest", "load_params", "trained_models", "require_model", "cli", "run_main",
            "nearest", "check_overrides", "config_spec", "quiet_library_logs", "help_text",
-           "USER_ERRORS", "files", "atomic_write", "atomic_write_text", "atomic_write_json",
+           "USER_ERRORS", "compilation", "cache_dir", "configure_compilation_cache", "files",
+           "atomic_write", "atomic_write_text", "atomic_write_json",
            "atomic_savez", "keys", "STREAMS", "item_keys", "stream_key", "processes", "spawn_map",
            "sharding", "initialize_distributed", "process_share", "shard_batch"]

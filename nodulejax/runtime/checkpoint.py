@@ -70,6 +70,7 @@ RESUMABLE_FIELDS: tuple[str, ...] = (
     "data.root",  # the same data may move on disk
     "runtime.conv_impl",  # same maths, different lowering
     "runtime.cpu_devices",  # same maths, the batch split over more host devices
+    "runtime.compilation_cache",  # where compiled executables are kept: the same programs
     "eval.*",  # evaluation-only
     "stress.*",
     # stage lengths and evaluation cadence: extending a run is legitimate (if a learning-rate

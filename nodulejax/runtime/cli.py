@@ -10,7 +10,8 @@ flags), defines ``--config`` (``ml_collections.config_flags.DEFINE_config_file``
 ``lock_config=True``) and ``-v/--verbosity``, checks the config file and every
 ``--config.a.b=`` override against the loaded config before absl parses them (an unknown
 field names the nearest valid ones, :func:`nearest`), configures the host devices from the
-config (``devices.configure_from``), quiets library warnings that say nothing to a user
+config (``devices.configure_from``) and JAX's persistent compilation cache
+(``compilation.configure_from``), quiets library warnings that say nothing to a user
 (:func:`quiet_library_logs`) and turns every error a user can cause (a
 :class:`~nodulejax.errors.NoduleJaxError`, a flag error, an ``OSError`` on a path) into one
 line on stderr and exit code 2. ``-v 1`` (or more) shows the traceback instead.
@@ -30,7 +31,7 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from nodulejax.errors import ConfigError, NoduleJaxError
-from nodulejax.runtime import devices
+from nodulejax.runtime import compilation, devices
 from nodulejax.runtime.config_tools import config_to_dict, load_config
 from nodulejax.runtime.files import atomic_write_text
 
@@ -209,6 +210,7 @@ def run_main(prog: str, define: Callable[[flags.FlagValues], Iterable[str] | Non
         quiet_library_logs(fv["verbosity"].value)
         if config and fv["config"].value is not None:
             devices.configure_from(fv["config"].value)  # before the first JAX computation
+            compilation.configure_from(fv["config"].value)  # before the first compilation
         rc = main(fv, rest[1:]) if positional else main(fv)
     except USER_ERRORS as e:
         if verbose >= 1:
