@@ -1,0 +1,33 @@
+"""The noise probe's arithmetic (benchmarks/noise_generalisation.py): how often a fine-tune
+draws each pool noise patch, and the bootstrap mean."""
+
+import os
+import sys
+
+import numpy as np
+
+from configs import demo
+from nodulejax.experiments import EXPERIMENTS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import noise_generalisation as probe  # noqa: E402
+
+
+def test_draws_per_pool_patch_is_steps_times_the_noise_share_of_a_batch():
+    c = demo.get_config()
+    c.fpr.finetune_steps, c.fpr.batch_size = 60, 16
+    # perturb rows: negatives 50% real / 50% adversarial, half of each batch negative
+    row = EXPERIMENTS["beta+perturb"]
+    assert probe.draws_per_pool_patch(c, row, 96) == 60 * 16 * 0.25 / 96
+    c.train.neg_ratios = (0.75, 0.25)
+    assert probe.draws_per_pool_patch(c, row, 96) == 60 * 16 * 0.125 / 96
+    assert probe.draws_per_pool_patch(c, EXPERIMENTS["beta+syn"], 96) == 0.0
+
+
+def test_mean_ci_brackets_the_mean_and_collapses_on_constant_scores():
+    p = np.linspace(0.0, 1.0, 101)
+    r = probe.mean_ci(p, 500)
+    assert r["n"] == 101 and r["mean"] == 0.5
+    assert r["ci"][0] < 0.5 < r["ci"][1] and r["ci"][1] - r["ci"][0] < 0.15
+    assert probe.mean_ci(np.full(7, 0.25), 100) == {"mean": 0.25, "ci": [0.25, 0.25], "n": 7}
