@@ -8,17 +8,26 @@ stream; Section 4) labelled negative. This probe scores each model on
 
 * ``pool_noise``: those training patches themselves (``WORKDIR/pool``, kind ``noise``),
 * ``fresh_noise``: as many fresh ones made the way Table 6 makes them (its column, re-made),
-* ``uniform_start``: the uniform-noise starts of the fresh ones (Table 6 "Uniform noise"),
+* ``uniform_noise``: Table 6's "Uniform noise" patches (same keys, no attack),
 
 and gives how often the fine-tune drew each pool noise patch (steps x batch x the noise
 group's share / pool size). A model that scores its own pool noise low and fresh noise high
-has learnt the patches, not the attack. Mean scores with a 95% bootstrap CI (patches
-resampled), n per cell.
+has learnt the patches, not the attack; one that scores both high did not learn to reject
+either. Mean scores with a 95% bootstrap CI (patches resampled), n per cell.
+
+``--train_steps N`` also re-runs, from the attack target's weights, ``N`` steps of the
+``beta+perturb`` fine-tune (its own batches: real and perturbed positives, real negatives,
+the pool noise; ``c.fpr.lr``, Adam, the Beta loss) and ``N`` steps on batches of pool noise
+alone (label 0), and reports after every quarter the mean score of the pool noise, of the
+real training negatives and of the real training positives (up to 512 of each, evenly
+spaced). If noise-only training lowers noise and real patches alike, it moves a bias, not a
+boundary between them.
 
     python benchmarks/noise_generalisation.py --config configs/demo.py --workdir runs/demo \\
-        [--models baseline-beta-finetune,beta+perturb,beta+perturb+syn] [--json out.json]
+        [--models baseline-beta-finetune,beta+perturb,beta+perturb+syn] [--train_steps 240] \\
+        [--json out.json]
 
-Needs a finished study's ``fpr``, ``pool`` and ``fpr_augmented`` stages. Prints one JSON line.
+Needs a finished study's ``fpr``, ``pool`` and ``augmented`` stages. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -38,11 +47,13 @@ DEFAULT_MODELS = ("baseline-beta-finetune,beta+perturb,beta+perturb+syn,beta+poi
 
 
 def _define(fv):
-    flags.DEFINE_string("workdir", None, "finished study run folder (pool and fpr_augmented "
+    flags.DEFINE_string("workdir", None, "finished study run folder (pool and augmented "
                         "stages done)", flag_values=fv)
     flags.DEFINE_string("models", DEFAULT_MODELS, "comma-separated Table 3 rows",
                         flag_values=fv)
     flags.DEFINE_integer("resamples", 1000, "bootstrap resamples per cell", flag_values=fv)
+    flags.DEFINE_integer("train_steps", 0, "also trace this many fine-tune steps (0: none)",
+                         flag_values=fv)
     flags.DEFINE_string("json", None, "also write the result here", flag_values=fv)
     return ["workdir"]
 
@@ -68,6 +79,70 @@ def draws_per_pool_patch(config, row: dict, pool_size: int) -> float:
     return steps * int(config.fpr.batch_size) * share / max(pool_size, 1)
 
 
+PROBE_PATCHES = 512  # real training patches per label scored along the trace
+
+
+def fine_tune_trace(c, workdir: str, train_scans, target, pool_x, steps: int) -> dict:
+    """From ``target``'s weights: ``steps`` steps of the beta+perturb fine-tune's own batches
+    ("row") and of pool-noise-only batches ("noise_only"); mean scores of the pool noise, the
+    real training negatives and positives at step 0 and after every quarter."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from nodulejax.data.patchsets import fpr_patches
+    from nodulejax.evaluation.probes import score_patches
+    from nodulejax.experiments import EXPERIMENTS, row_config
+    from nodulejax.models.classifier import FPRHandle
+    from nodulejax.train import augment as aug
+    from nodulejax.train.fpr import _tx, make_fpr_step
+    from nodulejax.train.sampler import BalancedSampler
+
+    cfg = row_config(c, "beta+perturb")
+    f, p, seed = cfg.fpr, int(cfg.fpr.patch_size), int(cfg.seed)
+    jit = int(f.get("jitter_vox", 0)) if bool(f.augment) else 0
+    real = fpr_patches(list(train_scans), p + 2 * jit, seed=seed)
+    sources = aug.build_sources(cfg, EXPERIMENTS["beta+perturb"], real, scans=train_scans,
+                                pool_dir=os.path.join(workdir, "pool"), seed=seed)
+    sampler = BalancedSampler([s.size for s in sources],
+                              aug.group_ratios(cfg, EXPERIMENTS["beta+perturb"]),
+                              int(f.batch_size), seed)
+    centre = (slice(None),) + (slice(jit, jit + p),) * 3
+
+    def spread(x, n=PROBE_PATCHES):  # at most n patches, evenly spaced over the set
+        return x[np.linspace(0, len(x) - 1, min(n, len(x))).astype(int)][centre]
+
+    probes = {"pool_noise": pool_x, "real_negatives": spread(real["x"][real["y"] == 0]),
+              "real_positives": spread(real["x"][real["y"] == 1])}
+    tx = _tx(float(f.lr))
+    step = jax.jit(make_fpr_step(target.model, tx, head="beta", kl_anneal_steps=0))
+    rng = np.random.default_rng(seed)
+    bs, out = int(f.batch_size), {}
+    for mode in ("row", "noise_only"):
+        params = target.variables["params"]
+        state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+        trace = []
+        for t in range(steps + 1):
+            if t % max(steps // 4, 1) == 0 or t == steps:
+                h = FPRHandle(target.model, {"params": state["params"]}, "beta")
+                trace.append({"step": t, **{k: round(float(np.mean(score_patches(h, x, bs))), 4)
+                                            for k, x in probes.items()}})
+            if t == steps:
+                break
+            if mode == "row":
+                batch = aug.gather_batch(sources, sampler.batch(t), augment=bool(f.augment),
+                                         patch_size=p)
+            else:
+                i = rng.integers(0, len(pool_x), bs)
+                batch = {"x": np.asarray(pool_x[i], np.float32), "y": np.zeros(bs, np.int32),
+                         "kind": np.zeros(bs, np.int32)}
+            state, _ = step(state, batch, jax.random.key(t))
+        out[mode] = trace
+    out["lr"] = float(f.lr)
+    out["batch_size"] = bs
+    return out
+
+
 def _main(fv) -> int:
     import jax.numpy as jnp
     import numpy as np
@@ -89,7 +164,7 @@ def _main(fv) -> int:
     n_fresh = int(s.get("num_noise", 0)) or len(pool_x)
     keys = item_keys(int(s.seed), STREAMS["stress/noise"], np.arange(n_fresh))
     fresh = image_attack(target, None, keys, 0.0, c, noise=True)
-    starts = np.asarray(uniform_noise_patches(jnp.asarray(keys), n_fresh,
+    uniform = np.asarray(uniform_noise_patches(jnp.asarray(keys), n_fresh,
                                               int(c.fpr.patch_size)))[..., 0]
     out = {"workdir": study.workdir, "attack_target": target.name,
            "noise_eps": float(c.pgd.noise_eps), "noise_step": float(c.pgd.noise_step),
@@ -104,12 +179,15 @@ def _main(fv) -> int:
         row = EXPERIMENTS.get(row_of_model(name) or "")
         cell = {k: mean_ci(score_patches(m, x, bs), r)
                 for k, x in (("pool_noise", pool_x), ("fresh_noise", fresh),
-                             ("uniform_start", starts))}
+                             ("uniform_noise", uniform))}
         trained = bool(row and row.get("perturb") and not row.get("poisson"))
         cell["trained_on_pool_noise"] = trained
         if trained:
             cell["draws_per_pool_patch"] = round(draws_per_pool_patch(c, row, len(pool_x)), 2)
         out["models"][name] = cell
+    if int(fv["train_steps"].value) > 0:
+        out["fine_tune_trace"] = fine_tune_trace(c, study.workdir, study.scans("train"), target,
+                                                 pool_x, int(fv["train_steps"].value))
     print_json_line(out, fv["json"].value)
     return 0
 

@@ -1,4 +1,5 @@
-"""Host CPU devices and batch sharding: run independent examples on every core.
+"""Host CPU devices and batch sharding: run independent examples on every core; what the
+host CPU is (:func:`host_cpu`, recorded with every report).
 
 Why (benchmarks/RESULTS.md, "CPU, session 3"): XLA:CPU runs one executable's small 3D-CNN ops
 (demo FPR, 16^3 patches, 4-56 channels) with little intra-op parallelism, so on a 2-core machine
@@ -29,11 +30,46 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nodulejax.errors import ConfigError
 
-__all__ = ["DATA_AXIS", "configure_cpu_devices", "configure_from", "make_mesh", "replicated",
-           "batch_sharding", "devices_for_batch", "batch_mesh", "mesh_for", "put_batch",
-           "replicate", "gather"]
+__all__ = ["DATA_AXIS", "ISA_FLAGS", "host_cpu", "configure_cpu_devices", "configure_from",
+           "make_mesh", "replicated", "batch_sharding", "devices_for_batch", "batch_mesh",
+           "mesh_for", "put_batch", "replicate", "gather"]
 
 DATA_AXIS = "data"
+
+
+ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "sve",
+             "asimd")  # the vector extensions XLA:CPU's code generator may target
+
+
+def host_cpu(cpuinfo: str | None = None) -> str:
+    """The host CPU as the study's results depend on it, e.g. ``"AMD EPYC (family 25, model
+    1; avx avx2 fma), 2 cores"``.
+
+    XLA:CPU compiles for the host's vector extensions, so the same seed and code give the same
+    bits on one CPU type (tests/study) and may differ in the last bits, and from there in a
+    whole training run, on another (measured: benchmarks/RESULTS.md, "Same seed, another
+    CPU"). ``cpuinfo``: the text of ``/proc/cpuinfo`` (read when None; elsewhere
+    ``platform.processor()``).
+    """
+    import platform
+
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    first = {}
+    for line in cpuinfo.splitlines():
+        k, sep, v = line.partition(":")
+        if sep and k.strip() not in first:
+            first[k.strip()] = v.strip()
+    name = first.get("model name") or platform.processor() or "unknown CPU"
+    ident = [f"{k} {first[k]}" for k in ("cpu family", "model") if k in first]
+    flags = set((first.get("flags") or first.get("Features") or "").split())
+    isa = [f for f in ISA_FLAGS if f in flags]
+    detail = "; ".join(x for x in (", ".join(ident), " ".join(isa)) if x)
+    return f"{name}{f' ({detail})' if detail else ''}, {os.cpu_count()} cores"
 
 
 def _backends_started() -> bool:

@@ -21,6 +21,7 @@ import numpy as np
 from nodulejax.experiments import file_name
 from nodulejax.models import summary
 from nodulejax.runtime.config_tools import load_config
+from nodulejax.runtime.devices import host_cpu
 from nodulejax.study.claims import to_markdown as claims_markdown
 from nodulejax.study.deviations import deviations_markdown
 
@@ -223,8 +224,8 @@ def write_report(study) -> str:
     total = sum(v.get("seconds", 0.0) for v in stages.values() if v)
     md += [f"| **total** | {total:.1f} |", "", "## Environment", "",
            f"Python {platform.python_version()} on {platform.platform()}; "
-           f"devices: {_devices()}.", "", _versions(), "", "## Config", "", "```",
-           str(study.config), "```"]
+           f"CPU: {host_cpu()}; devices: {_devices()}.", "", _versions(), "", "## Config", "",
+           "```", str(study.config), "```"]
     path = os.path.join(rep, "report.md")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(md) + "\n")

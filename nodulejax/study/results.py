@@ -20,6 +20,7 @@ from absl import flags
 
 from nodulejax.errors import ConfigError, WorkdirError
 from nodulejax.runtime.cli import run_main
+from nodulejax.runtime.devices import host_cpu
 from nodulejax.runtime.files import atomic_write_text
 from nodulejax.study.claims import VERDICTS, table_label
 
@@ -116,7 +117,7 @@ def _main(fv, args) -> int:
                           commit=fv["commit"].value or _git_commit(wd),
                           date=fv["date"].value or datetime.date.today().isoformat(),
                           wall_seconds=fv["wall_seconds"].value,
-                          machine=f"{platform.platform()}, {os.cpu_count()} CPU cores")
+                          machine=f"{platform.platform()}, {host_cpu()}")
     atomic_write_text(fv["out"].value, md)
     print(f"wrote {fv['out'].value}")
     return 0

@@ -15,6 +15,8 @@ import time
 
 import pytest
 
+from nodulejax.runtime import devices
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = ("data", "prepare", "cg", "fpr_seg", "fpr", "synth", "pool", "augmented", "detect",
           "evaluate", "stress", "figures", "toy", "claims", "report")
@@ -50,6 +52,7 @@ def test_every_stage_finishes_and_the_report_has_every_section(study_run):
                     "Fig. 6", "Fig. 9", "claims hold", "Environment", "Config",
                     "Deviations from the paper", "white-box", "robustness_curves.png"):
         assert section in report, section
+    assert f"CPU: {devices.host_cpu()}" in report  # what decides whether two runs agree to the bit
     for png in ("scan_summary.png", "toy.png", "fig8_real_vs_synthetic.png",
                 "fig6_perturbations.png", "fig9_noise_levels.png"):
         assert os.path.getsize(os.path.join(wd, "report", png)) > 1000, png
