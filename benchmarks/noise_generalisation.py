@@ -70,6 +70,26 @@ def mean_ci(p, resamples: int, seed: int = 0) -> dict:
             "n": int(len(p))}
 
 
+def radial_profile(x, width: float = 2.0) -> list[dict]:
+    """Mean intensity of patches ``x`` (N, P, P, P) in shells of ``width`` voxels around the
+    patch centre: ``[{"r": [lo, hi], "mean"}, ...]``. Uniform noise is 0.5 in every shell; a
+    nodule hidden in the noise shows as a brighter centre."""
+    import numpy as np
+
+    x = np.asarray(x, np.float32)
+    c = (x.shape[1] - 1) / 2.0
+    g = np.meshgrid(*(np.arange(n) for n in x.shape[1:4]), indexing="ij")
+    r = np.sqrt(sum((a - c) ** 2 for a in g))
+    m = x.mean(axis=0)
+    out = []
+    for lo in np.arange(0.0, float(r.max()) + width, width):
+        sel = (r >= lo) & (r < lo + width)
+        if sel.any():
+            out.append({"r": [float(lo), float(lo + width)],
+                        "mean": round(float(m[sel].mean()), 4)})
+    return out
+
+
 def draws_per_pool_patch(config, row: dict, pool_size: int) -> float:
     """Expected number of times the fine-tune of ``row`` drew each pool noise patch."""
     from nodulejax.train.augment import group_ratios
@@ -171,6 +191,7 @@ def _main(fv) -> int:
            "noise_steps": int(c.pgd.noise_steps), "pool_noise": int(len(pool_x)),
            "pool_prob_after_mean": round(float(np.mean(pool_meta["prob_after"])), 4)
            if "prob_after" in pool_meta else None,
+           "pool_noise_radial_mean": radial_profile(pool_x),
            "fresh_noise": int(n_fresh), "models": {}}
     r = int(fv["resamples"].value)
     for name in [m for m in fv["models"].value.split(",") if m]:

@@ -31,3 +31,12 @@ def test_mean_ci_brackets_the_mean_and_collapses_on_constant_scores():
     assert r["n"] == 101 and r["mean"] == 0.5
     assert r["ci"][0] < 0.5 < r["ci"][1] and r["ci"][1] - r["ci"][0] < 0.15
     assert probe.mean_ci(np.full(7, 0.25), 100) == {"mean": 0.25, "ci": [0.25, 0.25], "n": 7}
+
+
+def test_radial_profile_finds_a_bright_centre_and_is_flat_on_a_flat_patch():
+    x = np.full((2, 9, 9, 9), 0.5, np.float32)
+    assert {d["mean"] for d in probe.radial_profile(x)} == {0.5}
+    x[:, 3:6, 3:6, 3:6] = 1.0  # a 3^3 cube at the centre (radius <= sqrt(3) < 2)
+    prof = probe.radial_profile(x)
+    assert prof[0]["r"] == [0.0, 2.0] and prof[0]["mean"] == 1.0
+    assert all(d["mean"] == 0.5 for d in prof[1:])
