@@ -42,6 +42,7 @@ from absl import flags  # noqa: E402
 
 from nodulejax.runtime.cli import print_json_line, run_main  # noqa: E402
 
+NEEDED_STAGES = ("fpr", "pool", "augmented")
 DEFAULT_MODELS = ("baseline-beta-finetune,beta+perturb,beta+perturb+syn,beta+poisson,"
                   "beta+syn")
 
@@ -59,14 +60,15 @@ def _define(fv):
 
 
 def mean_ci(p, resamples: int, seed: int = 0) -> dict:
-    """Mean of scores ``p`` (N,) with its 95% percentile-bootstrap CI over the patches."""
+    """Mean of scores ``p`` (N,) with its 95% patch-bootstrap interval, the claims' own
+    resampling (``evaluation.bootstrap.paired_means`` and ``interval``)."""
     import numpy as np
 
+    from nodulejax.evaluation.bootstrap import interval, paired_means
+
     p = np.asarray(p, np.float64)
-    rng = np.random.default_rng(seed)
-    means = p[rng.integers(0, len(p), (int(resamples), len(p)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return {"mean": round(float(p.mean()), 4), "ci": [round(float(lo), 4), round(float(hi), 4)],
+    lo, hi = interval(paired_means({"p": p}, int(resamples), seed)["p"])
+    return {"mean": round(float(p.mean()), 4), "ci": [round(lo, 4), round(hi, 4)],
             "n": int(len(p))}
 
 
@@ -115,7 +117,7 @@ def fine_tune_trace(c, workdir: str, train_scans, target, pool_x, steps: int) ->
     from nodulejax.experiments import EXPERIMENTS, row_config
     from nodulejax.models.classifier import FPRHandle
     from nodulejax.train import augment as aug
-    from nodulejax.train.fpr import _tx, make_fpr_step
+    from nodulejax.train.fpr import _tx, kl_anneal_steps_for, make_fpr_step
     from nodulejax.train.sampler import BalancedSampler
 
     cfg = row_config(c, "beta+perturb")
@@ -135,7 +137,8 @@ def fine_tune_trace(c, workdir: str, train_scans, target, pool_x, steps: int) ->
     probes = {"pool_noise": pool_x, "real_negatives": spread(real["x"][real["y"] == 0]),
               "real_positives": spread(real["x"][real["y"] == 1])}
     tx = _tx(float(f.lr))
-    step = jax.jit(make_fpr_step(target.model, tx, head="beta", kl_anneal_steps=0))
+    kl_steps = kl_anneal_steps_for(cfg, EXPERIMENTS["beta+perturb"], "fpr_augmented")
+    step = jax.jit(make_fpr_step(target.model, tx, head="beta", kl_anneal_steps=kl_steps))
     rng = np.random.default_rng(seed)
     bs, out = int(f.batch_size), {}
     for mode in ("row", "noise_only"):
@@ -169,6 +172,7 @@ def _main(fv) -> int:
 
     from nodulejax.adversarial import uniform_noise_patches
     from nodulejax.adversarial.pool import PoolReader
+    from nodulejax.errors import WorkdirError
     from nodulejax.evaluation.probes import image_attack, score_patches
     from nodulejax.experiments import EXPERIMENTS, canonical_model_name, row_of_model
     from nodulejax.models.classifier import load_fpr
@@ -177,6 +181,11 @@ def _main(fv) -> int:
 
     c = fv["config"].value
     study = Study(c, fv["workdir"].value)
+    for stage in NEEDED_STAGES:
+        if not study.done(stage):
+            raise WorkdirError(f"{os.path.join(study.workdir, 'stages', stage + '.json')}: the "
+                               f"{stage!r} stage has not finished; the noise probe needs "
+                               f"{', '.join(NEEDED_STAGES)} (run train.py on this workdir)")
     pool_dir = os.path.join(study.workdir, study.record("pool")["pool_dir"])
     pool_x, pool_meta = PoolReader(pool_dir).arrays("noise")
     target = load_fpr(c, study.workdir, str(c.stress.attack_target))

@@ -84,17 +84,6 @@ def _unflatten(flat):
     return tree
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _status_mb(field: str) -> float | None:
     """``VmHWM`` (RSS high-water mark) or ``VmRSS`` of this process, MB (Linux)."""
     try:
@@ -548,9 +537,11 @@ def main(argv=None):
             rounds.append({fw: _run_worker(a, spec, fw, tmp) for fw in frameworks})
     runs = rounds[0]
     b = a.batch
+    sys.path.insert(0, ROOT)
+    from nodulejax.runtime.devices import host_cpu  # the parent only: workers import on their own
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "device": _cpu_model() + f" ({os.cpu_count()} cores)",
+        "device": host_cpu(),
         "accelerator": next(
             (r.get("device_kind") for r in runs.values() if r.get("device_kind")), None
         ),

@@ -42,8 +42,8 @@ ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx
 
 
 def host_cpu(cpuinfo: str | None = None) -> str:
-    """The host CPU as the study's results depend on it, e.g. ``"AMD EPYC (family 25, model
-    1; avx avx2 fma), 2 cores"``.
+    """The host CPU as the study's results depend on it, e.g. ``"AMD EPYC (cpu family 25,
+    model 1; avx avx2 fma), 2 cores"``.
 
     XLA:CPU compiles for the host's vector extensions, so the same seed and code give the same
     bits on one CPU type (tests/study) and may differ in the last bits, and from there in a

@@ -40,3 +40,11 @@ def test_radial_profile_finds_a_bright_centre_and_is_flat_on_a_flat_patch():
     prof = probe.radial_profile(x)
     assert prof[0]["r"] == [0.0, 2.0] and prof[0]["mean"] == 1.0
     assert all(d["mean"] == 0.5 for d in prof[1:])
+
+
+def test_an_unfinished_workdir_is_refused_naming_the_missing_stage_marker(tmp_path, capsys):
+    cfg = os.path.join(ROOT, "configs", "tiny.py")
+    rc = probe.main(["--config", cfg, "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "WorkdirError" in err
+    assert os.path.join(str(tmp_path), "stages", "fpr.json") in err and "'fpr' stage" in err
