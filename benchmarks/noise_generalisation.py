@@ -13,15 +13,22 @@ stream; Section 4) labelled negative. This probe scores each model on
 and gives how often the fine-tune drew each pool noise patch (steps x batch x the noise
 group's share / pool size). A model that scores its own pool noise low and fresh noise high
 has learnt the patches, not the attack; one that scores both high did not learn to reject
-either. Mean scores with a 95% bootstrap CI (patches resampled), n per cell.
+either. Mean scores with a 95% bootstrap CI (patches resampled), n per cell. Every noise
+patch gets nearly the same score (the classifier pools its features over the whole patch),
+so these patch intervals are narrow and say nothing about other training runs: the
+between-seed spread of ``claims.json`` does (``config.train.finetune_seeds``).
+
+``orientation``: the attack target's mean score of up to 32 patches of each pool kind as
+stored and under each of the 47 other cube symmetries (flips and 90-degree rotations). A PGD
+perturbation is tuned to the kernels in one orientation, so a symmetry undoes it: this is
+why pool patches reach the loss untransformed (``train.augment``).
 
 ``--train_steps N`` also re-runs, from the attack target's weights, ``N`` steps of the
-``beta+perturb`` fine-tune (its own batches: real and perturbed positives, real negatives,
-the pool noise; ``c.fpr.lr``, Adam, the Beta loss) and ``N`` steps on batches of pool noise
-alone (label 0), and reports after every quarter the mean score of the pool noise, of the
-real training negatives and of the real training positives (up to 512 of each, evenly
-spaced). If noise-only training lowers noise and real patches alike, it moves a bias, not a
-boundary between them.
+``beta+perturb`` fine-tune on the batches its stage really trains on
+(``train.fpr.fine_tune_data``: real and perturbed positives, real negatives, the pool noise
+as stored; ``c.fpr.lr``, Adam, the Beta loss) and ``N`` steps on batches of pool noise alone
+(label 0), and reports after every quarter the mean score of the pool noise, of the real
+training negatives and of the real training positives (up to 512 of each, evenly spaced).
 
     python benchmarks/noise_generalisation.py --config configs/demo.py --workdir runs/demo \\
         [--models baseline-beta-finetune,beta+perturb,beta+perturb+syn] [--train_steps 240] \\
@@ -112,23 +119,23 @@ def fine_tune_trace(c, workdir: str, train_scans, target, pool_x, steps: int) ->
     import jax.numpy as jnp
     import numpy as np
 
-    from nodulejax.data.patchsets import fpr_patches
     from nodulejax.evaluation.probes import score_patches
     from nodulejax.experiments import EXPERIMENTS, row_config
     from nodulejax.models.classifier import FPRHandle
-    from nodulejax.train import augment as aug
-    from nodulejax.train.fpr import _tx, kl_anneal_steps_for, make_fpr_step
-    from nodulejax.train.sampler import BalancedSampler
+    from nodulejax.train.fpr import (
+        _tx,
+        fine_tune_data,
+        kl_anneal_steps_for,
+        make_fpr_step,
+        train_patch_set,
+    )
 
     cfg = row_config(c, "beta+perturb")
     f, p, seed = cfg.fpr, int(cfg.fpr.patch_size), int(cfg.seed)
     jit = int(f.get("jitter_vox", 0)) if bool(f.augment) else 0
-    real = fpr_patches(list(train_scans), p + 2 * jit, seed=seed)
-    sources = aug.build_sources(cfg, EXPERIMENTS["beta+perturb"], real, scans=train_scans,
-                                pool_dir=os.path.join(workdir, "pool"), seed=seed)
-    sampler = BalancedSampler([s.size for s in sources],
-                              aug.group_ratios(cfg, EXPERIMENTS["beta+perturb"]),
-                              int(f.batch_size), seed)
+    real = train_patch_set(cfg, train_scans)
+    data = fine_tune_data(cfg, "beta+perturb", real, train_scans=train_scans,
+                          pool_dir=os.path.join(workdir, "pool"))
     centre = (slice(None),) + (slice(jit, jit + p),) * 3
 
     def spread(x, n=PROBE_PATCHES):  # at most n patches, evenly spaced over the set
@@ -153,8 +160,7 @@ def fine_tune_trace(c, workdir: str, train_scans, target, pool_x, steps: int) ->
             if t == steps:
                 break
             if mode == "row":
-                batch = aug.gather_batch(sources, sampler.batch(t), augment=bool(f.augment),
-                                         patch_size=p)
+                batch = data.batch(t)
             else:
                 i = rng.integers(0, len(pool_x), bs)
                 batch = {"x": np.asarray(pool_x[i], np.float32), "y": np.zeros(bs, np.int32),
@@ -163,6 +169,28 @@ def fine_tune_trace(c, workdir: str, train_scans, target, pool_x, steps: int) ->
         out[mode] = trace
     out["lr"] = float(f.lr)
     out["batch_size"] = bs
+    return out
+
+
+def orientation_scores(target, pool_dir: str, bs: int, n: int = 32) -> dict:
+    """The attack target's mean score of the first ``n`` patches of each pool kind as stored
+    and under each of the 47 other cube symmetries: ``{kind: {"as_stored", "other_mean",
+    "other_min", "other_max", "n"}}``."""
+    import numpy as np
+
+    from nodulejax.adversarial.pool import PoolReader
+    from nodulejax.data.patches import NUM_SYMMETRIES, symmetry
+    from nodulejax.evaluation.probes import score_patches
+
+    reader, out = PoolReader(pool_dir), {}
+    for kind in reader.kinds():
+        x = np.asarray(reader.arrays(kind)[0][:n], np.float32)
+        means = [float(np.mean(score_patches(target, np.stack([symmetry(p, k) for p in x]), bs)))
+                 for k in range(NUM_SYMMETRIES)]
+        out[kind] = {"as_stored": round(means[0], 4),
+                     "other_mean": round(float(np.mean(means[1:])), 4),
+                     "other_min": round(min(means[1:]), 4),
+                     "other_max": round(max(means[1:]), 4), "n": int(len(x))}
     return out
 
 
@@ -202,6 +230,7 @@ def _main(fv) -> int:
            if "prob_after" in pool_meta else None,
            "pool_noise_radial_mean": radial_profile(pool_x),
            "fresh_noise": int(n_fresh), "models": {}}
+    out["orientation"] = orientation_scores(target, pool_dir, bs)
     r = int(fv["resamples"].value)
     for name in [m for m in fv["models"].value.split(",") if m]:
         name = canonical_model_name(name)

@@ -184,6 +184,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.log_every = 50
     c.train.multi_host = False  # call jax.distributed.initialize()
     c.train.rows = ()  # Table 3 rows the study trains/evaluates (empty: all; baselines always)
+    # seed replicas of every augmented fine-tune (pool, initialisation and stress inputs shared):
+    # the between-run spread of the Tables 4-6 claims; replica 0 is the row itself
+    c.train.finetune_seeds = 1
     c.train.progress = True  # tqdm progress bar (throughput, ETA); logs are written either way
 
     # --- checkpoints ----------------------------------------------------------------------------

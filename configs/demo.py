@@ -135,6 +135,9 @@ def get_config():
     # demo's CG grid resolves; 6 mm would drop about half of the ~13 test nodules
     c.eval.min_diameter_mm = 4.0
     c.eval.bootstrap = 200
+    # two seeds of every augmented fine-tune (the evidence config has three; a third would
+    # add ~1 min 45 s to the demo): the Tables 4-6 claims' between-run spread
+    c.train.finetune_seeds = 2
     c.ckpt.every = 100
     c.train.log_every = 10  # the shortest run (30 GGO fine-tune steps) logs 3 points
     c.toy.mlp_steps = 800

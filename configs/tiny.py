@@ -62,4 +62,5 @@ def get_config():
     c.toy.mlp_steps = 50
     c.toy.vae_steps = 50
     c.train.rows = ("beta+syn", "beta+perturb")
+    c.train.finetune_seeds = 2  # the seed-replica path of the claims (one more fine-tune each)
     return c

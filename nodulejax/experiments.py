@@ -37,7 +37,8 @@ from nodulejax.errors import ConfigError
 __all__ = ["EXPERIMENTS", "ALIASES", "ALL_ROWS", "BASELINES", "AUGMENTED", "ATTACK_TARGET",
            "ATTACK_MODEL", "SEG_MODEL", "SYNTH_MODEL", "CG_MODELS", "canonical_name",
            "apply_experiment", "row", "row_config", "model_name", "file_name", "canonical_model_name",
-           "row_of_model", "fpr_head"]
+           "row_of_model", "fpr_head", "REPLICA_SEP", "split_replica", "replica_name",
+           "replica_seed"]
 
 EXPERIMENTS = {
     "baseline-ce": dict(stage="fpr", head="ce", init_from="fpr_seg", syn="none",
@@ -116,11 +117,45 @@ def row_config(config, name: str):
     return apply_experiment(config.copy_and_resolve_references(), name)
 
 
+REPLICA_SEP = ".s"  # "beta+perturb.s1": the row's fine-tune trained with seed replica 1
+
+
+def split_replica(name: str) -> tuple[str, int]:
+    """``"beta+perturb.s2"`` -> ``("beta+perturb", 2)``; a name without the suffix -> (name, 0).
+
+    A seed replica k >= 1 of an augmented row is the same fine-tune (same pool, same
+    initialisation from baseline-beta-finetune) trained with the seed :func:`replica_seed`
+    (other batches, flips and in-step keys): ``config.train.finetune_seeds`` replicas give the
+    between-run spread of the Tables 4-6 claims (``study.claims``)."""
+    base, sep, k = name.rpartition(REPLICA_SEP)
+    if not sep or not k.isdigit():
+        return name, 0
+    if int(k) < 1:
+        raise ConfigError(f"model name {name!r}: a seed replica is '<row>{REPLICA_SEP}<k>' "
+                          f"with k >= 1")
+    return base, int(k)
+
+
+def replica_name(row_name: str, k: int) -> str:
+    """Row ``row_name``'s seed replica ``k`` (0: the row itself): ``"beta+perturb.s1"``."""
+    name = canonical_name(row_name)
+    if k and EXPERIMENTS[name]["stage"] != "fpr_augmented":
+        raise ConfigError(f"{name!r} has no seed replicas: only the augmented fine-tunes do")
+    return name if k == 0 else f"{name}{REPLICA_SEP}{int(k)}"
+
+
+def replica_seed(seed: int, k: int) -> int:
+    """The training seed of replica ``k``: ``seed`` for k = 0, ``seed + 1000 k`` otherwise."""
+    return int(seed) + 1000 * int(k)
+
+
 def model_name(row_name: str) -> str:
     """Checkpoint name of a Table 3 row: ``fpr_<row>`` with spaces/parentheses -> ``-``
-    (``"beta+syn (random)"`` -> ``"fpr_beta+syn-random"``)."""
-    name = canonical_name(row_name).replace(" (", "-").replace("(", "-").replace(")", "")
-    return "fpr_" + name.replace(" ", "-")
+    (``"beta+syn (random)"`` -> ``"fpr_beta+syn-random"``); a seed replica keeps its suffix
+    (``"beta+perturb.s1"`` -> ``"fpr_beta+perturb.s1"``)."""
+    base, k = split_replica(row_name.strip())
+    name = canonical_name(base).replace(" (", "-").replace("(", "-").replace(")", "")
+    return "fpr_" + name.replace(" ", "-") + (f"{REPLICA_SEP}{k}" if k else "")
 
 
 def file_name(row_name: str) -> str:
@@ -146,7 +181,7 @@ def canonical_model_name(name: str) -> str:
 def row_of_model(name: str) -> str | None:
     """The Table 3 row of checkpoint ``name`` (either spelling), or None."""
     try:
-        return _MODEL_ROWS.get(canonical_model_name(name))
+        return _MODEL_ROWS.get(split_replica(canonical_model_name(name))[0])
     except ConfigError:
         return None
 

@@ -259,10 +259,14 @@ def _load_models(c, workdir, model_names, models):
 
 
 def run_stress(config, workdir: str, test_scans, model_names, out_dir: str | None = None, *,
-               models: dict | None = None, generator: GenHandle | None = None,
+               replicas=(), models: dict | None = None, generator: GenHandle | None = None,
                progress: bool = False) -> dict:
     """Tables 4-6 (transfer and white-box) and the robustness curves for the FPR checkpoints
     ``model_names`` (``fpr_<row>`` or row names).
+
+    ``replicas``: seed replicas of augmented rows (``fpr_beta+perturb.s1``), scored on the same
+    transfer inputs only (rows ``beta+perturb.s1`` of Tables 4-6, no white-box attacks and no
+    curves): the between-run spread of the claims (``study.claims``).
 
     ``models``: already loaded ``{name: FPRHandle}`` (others are loaded from ``workdir``);
     ``generator``: the synthesizer (default: the ``synth`` checkpoint; if it is missing
@@ -272,6 +276,8 @@ def run_stress(config, workdir: str, test_scans, model_names, out_dir: str | Non
     c, s = config, config.stress
     out_dir = out_dir or os.path.join(workdir, "report", "stress")
     names, models, target_name = _load_models(c, workdir, model_names, models)
+    replicas = [canonical_model_name(n) for n in replicas]
+    models.update({n: load_fpr(c, workdir, n) for n in replicas if n not in models})
     notes = []
     if generator is None and int(s.num_synthetic) > 0:
         try:
@@ -287,7 +293,8 @@ def run_stress(config, workdir: str, test_scans, model_names, out_dir: str | Non
     inp_wb = _first(inp, n_wb)
     from tqdm.auto import tqdm
 
-    bar = tqdm(names, desc="stress", unit="model", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(names + replicas, desc="stress", unit="model", disable=not progress,
+               dynamic_ncols=True)
     for n in bar:
         label = n[4:] if n.startswith("fpr_") else n
         bar.set_postfix(model=label, part="transfer")
@@ -295,7 +302,7 @@ def run_stress(config, workdir: str, test_scans, model_names, out_dir: str | Non
             models[n], inp, target_name, bs, scores, label)
         if t4 is not None:
             res["table4"][label] = t4
-        if whitebox:
+        if whitebox and n not in replicas:
             # the target attacking itself is the transfer attack (same keys, same model)
             bar.set_postfix(model=label, part="white-box")
             adv = inp_wb if n == target_name else adversarial_inputs(c, models[n], inp_wb)
@@ -306,6 +313,7 @@ def run_stress(config, workdir: str, test_scans, model_names, out_dir: str | Non
                                target_name, inp, scores)
     result = dict(res, curves=curves, table5_columns=table5_columns(c), settings={
         "attack_target": target_name, "whitebox": whitebox, "whitebox_patches": n_wb or 0,
+        "replicas": [n[4:] if n.startswith("fpr_") else n for n in replicas],
         "num_scans": len(scans), "num_positives": len(inp["positives"]),
         "num_negatives": len(inp["negatives"]), "num_noise": len(inp["uniform_patches"]),
         "num_synthetic_requested": int(s.num_synthetic),

@@ -27,10 +27,22 @@ Stress entries carry ``protocol``: "white-box" when the scored model attacked it
 cell's ``"attacked": "self"``, a ``*_whitebox`` table, or, for stress.json files without
 ``attacked``, ``settings.noise_target == "self"`` on "Adv." / "PGD noise"), else "transfer"
 (the same patches for every model). White-box tables' claims are listed apart.
+
+**Between-run spread.** A patch interval says how the mean would vary over other patches,
+not over other training runs; on noise patches, which the classifier scores almost alike,
+it is nearly zero. With ``finetune_seeds`` = k > 1 every augmented fine-tune was trained k
+times (seed replicas ``beta+perturb.s1`` ..., same pool and transfer inputs,
+``experiments.split_replica``), and each transfer claim that names an augmented row is
+evaluated on every replica: the entry keeps seed 0's estimate, patch CI and n, and adds
+``seeds`` (each replica's estimate, CI and verdict) and ``between_seeds`` (k, min, max and
+standard deviation of the estimates). A verdict that differs between seeds makes the entry
+"inconclusive", with that reason. White-box claims are on seed 0 only (replicas are not
+attacked); Table 3 claims are on seed 0's detections.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -46,7 +58,7 @@ from nodulejax.evaluation.bootstrap import (
     paired_means,
     read_scores,
 )
-from nodulejax.experiments import ATTACK_TARGET, file_name
+from nodulejax.experiments import ATTACK_TARGET, AUGMENTED, file_name, replica_name, row_of_model
 from nodulejax.runtime.files import atomic_write_json
 from nodulejax.runtime.keys import STREAMS
 
@@ -265,7 +277,47 @@ def _stress_one(c: Claim, scores, n_samples, seed) -> dict:
     return _entry(c, est, interval(_combine(c, sa, sb)), n)
 
 
-def _stress(claims, stress, scores, n_samples, seed) -> list[dict]:
+def seed_replicas(c: Claim, k: int) -> list[Claim] | None:
+    """Claim ``c`` on seed replica 0 .. k-1 of each augmented row it names (the replicas'
+    score labels ``beta+perturb.s1``; the baseline is one model), or None when ``k`` < 2, the
+    claim names no augmented row or is a white-box claim."""
+    srcs = [c.a] + ([c.b] if c.b else [])
+    if k < 2 or c.table == "Table 3" or any(s[0].endswith("_whitebox") for s in srcs):
+        return None
+    if not any(row_of_model(s[1]) in AUGMENTED for s in srcs):
+        return None
+
+    def on(src, s):
+        t, model, col = src
+        return (t, file_name(replica_name(model, s)), col) \
+            if row_of_model(model) in AUGMENTED else src
+
+    return [dataclasses.replace(c, a=on(c.a, s), b=on(c.b, s) if c.b else None)
+            for s in range(k)]
+
+
+def _with_seeds(entry: dict, per_seed: list[dict]) -> dict:
+    """Seed 0's ``entry`` with the replicas' estimates, CIs and verdicts beside it."""
+    entry["seeds"] = [{"seed": s, "estimate": e["estimate"], "ci": e["ci"],
+                       "verdict": e["verdict"], **({"reason": e["reason"]} if "reason" in e
+                                                   else {})}
+                      for s, e in enumerate(per_seed)]
+    est = [e["estimate"] for e in per_seed if e["estimate"] is not None]
+    entry["between_seeds"] = {"k": len(per_seed), "n_run": len(est),
+                              "min": min(est) if est else None, "max": max(est) if est else None,
+                              "sd": float(np.std(est, ddof=1)) if len(est) > 1 else None}
+    verdicts = [e["verdict"] for e in per_seed]
+    if "not run" in verdicts[1:] and entry["verdict"] != "not run":
+        missing = [str(s) for s, v in enumerate(verdicts) if v == "not run"]
+        entry["reason"] = f"seed replica(s) {', '.join(missing)} not scored"
+    elif len(set(verdicts)) > 1:
+        entry["reason"] = ("the verdict differs between the fine-tune seeds: "
+                           + ", ".join(f"seed {s} {v}" for s, v in enumerate(verdicts)))
+        entry["verdict"] = "inconclusive"
+    return entry
+
+
+def _stress(claims, stress, scores, n_samples, seed, k=1) -> list[dict]:
     out = []
     for c in claims:
         proto = {"protocol": _protocol(c, stress or {})}
@@ -278,22 +330,29 @@ def _stress(claims, stress, scores, n_samples, seed) -> list[dict]:
             out.append(_entry(c, reason="no bootstrap resamples (config.eval.bootstrap = 0)",
                               **proto))
         else:
-            out.append({**_stress_one(c, scores, n_samples, seed), **proto})
+            reps = seed_replicas(c, k)
+            e = _stress_one(c, scores, n_samples, seed)
+            if reps is not None and e["verdict"] != "not run":
+                e = _with_seeds(e, [e] + [_stress_one(r, scores, n_samples, seed)
+                                          for r in reps[1:]])
+            out.append({**e, **proto})
     return out
 
 
 def evaluate_claims(entries: dict, stress: dict | None, scores: dict | None, *,
-                    n_samples: int, seed: int) -> list[dict]:
+                    n_samples: int, seed: int, finetune_seeds: int = 1) -> list[dict]:
     """Every claim of :data:`CLAIMS` (plus white-box tables' claims) -> claims.json entries.
 
     ``entries``: ``{Table 3 row: froc.FrocEntries}`` of the rows evaluated (same test scans);
     ``stress``: the stress.json dict (None if not run); ``scores``: ``{(table, model,
     column): (n,)}`` from :func:`nodulejax.evaluation.bootstrap.read_scores` (None if
-    absent). Bootstrap draws: ``n_samples`` per claim from numpy streams of ``seed``."""
+    absent). Bootstrap draws: ``n_samples`` per claim from numpy streams of ``seed``.
+    ``finetune_seeds``: seed replicas per augmented fine-tune (module docstring)."""
     s3 = (int(seed), STREAMS["claims/table3"])
     s4 = (int(seed), STREAMS["claims/stress"])
     out = _table3([c for c in CLAIMS if c.table == "Table 3"], entries, n_samples, s3)
-    out += _stress([c for c in CLAIMS if c.table != "Table 3"], stress, scores, n_samples, s4)
+    out += _stress([c for c in CLAIMS if c.table != "Table 3"], stress, scores, n_samples, s4,
+                   int(finetune_seeds))
     wb = whitebox_claims(set(stress or {}))
     out += _stress(wb, stress, scores, n_samples, s4)
     return out
@@ -315,18 +374,22 @@ def table_label(c: dict) -> str:
 
 
 def to_markdown(claims: list[dict]) -> str:
-    """claims.json as a table: claim, statistic, test, estimate, 95% CI, n, verdict."""
-    lines = ["| table | claim | statistic | test | estimate | 95% CI | n | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+    """claims.json as a table: claim, statistic, test, estimate, 95% CI, n, the estimates'
+    range over the fine-tune seeds, verdict."""
+    lines = ["| table | claim | statistic | test | estimate | 95% CI | n | seeds: range (k) | "
+             "verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for c in claims:
         ci = c.get("ci")
         test = f"{'>' if c['side'] == 'greater' else '<'} {c['threshold']:g}"
         v = c["verdict"] + (f": {c['reason']}" if c.get("reason") else "")
         stat = c["statistic"].replace("|", "\\|")  # a pipe would split the table cell
+        bs = c.get("between_seeds")
+        spread = "-" if not bs or bs["min"] is None else \
+            f"[{_num(bs['min'])}, {_num(bs['max'])}] ({bs['n_run']})"
         lines.append(f"| {table_label(c)} | {c['claim']} | {stat} | {test} | "
                      f"{_num(c.get('estimate'))} | "
                      f"{'-' if ci is None else f'[{_num(ci[0])}, {_num(ci[1])}]'} | "
-                     f"{c['n']} | **{v}** |")
+                     f"{c['n']} | {spread} | **{v}** |")
     counts = {v: sum(c["verdict"] == v for c in claims) for v in VERDICTS}
     lines += ["", "Verdicts: " + ", ".join(f"{k} {n}" for k, n in counts.items()) + "."]
     return "\n".join(lines) + "\n"
@@ -340,7 +403,7 @@ def _load(path):
 
 
 def run_claims(workdir: str, data_root: str, rows, *, n_samples: int, seed: int,
-               min_diameter_mm: float = 0.0) -> str:
+               min_diameter_mm: float = 0.0, finetune_seeds: int = 1) -> str:
     """Read the run's predictions (Table 3 ``rows``), stress.json and scores.npz, evaluate
     every claim and write ``WORKDIR/report/claims.json``; returns its path. Included nodules
     below ``min_diameter_mm`` are irrelevant findings, as in the FROC of the evaluate stage
@@ -361,7 +424,8 @@ def run_claims(workdir: str, data_root: str, rows, *, n_samples: int, seed: int,
     stress = _load(os.path.join(sdir, "stress.json"))
     npz = os.path.join(sdir, "scores.npz")
     scores = read_scores(npz) if os.path.exists(npz) else None
-    claims = evaluate_claims(entries, stress, scores, n_samples=n_samples, seed=seed)
+    claims = evaluate_claims(entries, stress, scores, n_samples=n_samples, seed=seed,
+                             finetune_seeds=finetune_seeds)
     path = os.path.join(workdir, "report", "claims.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_claims(path, claims)

@@ -9,6 +9,7 @@ outputs before a redo.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -51,16 +52,17 @@ class Study:
         return {n: self.record(n) for n in names if self.done(n)}
 
     def clear(self, stage, paths=()) -> None:
-        """Remove the marker of ``stage`` and its outputs ``paths`` (relative to WORKDIR;
-        the dataset only where it lives in the run folder), so the stage runs afresh."""
+        """Remove the marker of ``stage`` and its outputs ``paths`` (relative to WORKDIR, glob
+        patterns allowed; the dataset only where it lives in the run folder), so the stage runs
+        afresh."""
         for rel in paths:
             if rel == "data" and self.config.data.root:
                 continue
-            path = os.path.join(self.workdir, rel)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
+            for path in glob.glob(os.path.join(glob.escape(self.workdir), rel)):
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.remove(path)
         if self.done(stage):
             os.remove(self._marker(stage))
 

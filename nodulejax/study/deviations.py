@@ -17,6 +17,19 @@ DEVIATIONS: tuple[tuple[str, str, str, str], ...] = (
      "every adversarial column is computed once against stress.attack_target and fed to every "
      "model (transfer); white-box tables (each model attacked itself) are added, labelled "
      "beyond the paper", "fixed"),
+    ("Geometric augmentation of the pool",
+     "Section 3.1: flips and rotations of the training patches; silent on augmenting the "
+     "precomputed adversarial patches (Section 4)",
+     "pool patches (perturbed positives, adversarial noise, PGD-searched and random synthetic "
+     "nodules) reach the loss exactly as stored; real patches keep their flips, rotations and "
+     "shifts. A flip or rotation undoes a PGD attack (train.augment); random synthetic nodules "
+     "are kept as stored too, so the two synthetic rows differ only by the latent search. "
+     "In-loop attacks run on the already transformed patch", "reading"),
+    ("Between-run spread (Tables 4-6)", "single runs, no intervals",
+     "every augmented fine-tune is trained train.finetune_seeds times on the same pool and "
+     "scored on the same transfer inputs; claims.json gives each seed's estimate beside seed "
+     "0's patch interval, and a verdict that differs between seeds is inconclusive. Table 3 "
+     "and the white-box tables are seed 0's", "stated"),
     ("Image PGD radius (Eq. 11)",
      "eps 0.15 / step 0.05 / 20 iterations stated once (Section 3.2, Eq. 9), symbol reused",
      "configs/paper.py uses 0.15 / 0.05 / 20 for the image and noise attacks; the noise attack "

@@ -82,8 +82,12 @@ def _claims(report_dir: str) -> list[str]:
         return ["_claims stage did not run._"]
     return ["Each claim of the paper's Section 5 as a statistic with a 95% paired bootstrap "
             "interval (`report/claims.json`); \"holds\" / \"contradicted\" when the whole "
-            "interval lies on the claimed / the other side of the threshold.", "",
-            claims_markdown(claims)]
+            "interval lies on the claimed / the other side of the threshold. The interval "
+            "resamples patches (Tables 4-6) or scans (Table 3) of one training run; "
+            "\"seeds\" gives the range of the estimate over the augmented fine-tunes' seed "
+            "replicas (`train.finetune_seeds`, same pool and stress inputs), and a verdict that "
+            "differs between seeds is inconclusive. Table 3 and the white-box tables are seed "
+            "0's.", "", claims_markdown(claims)]
 
 
 def synthesizer_markdown(quality: dict | None, stress: dict | None,

@@ -32,7 +32,9 @@ from nodulejax.experiments import (
     SYNTH_MODEL,
     file_name,
     model_name,
+    replica_name,
     row_config,
+    split_replica,
 )
 from nodulejax.runtime import checkpoint
 from nodulejax.runtime.files import atomic_write_json, atomic_write_text
@@ -48,6 +50,22 @@ from nodulejax.train.synth import synth_quality, train_synth
 def _rows(study):
     only = tuple(getattr(study.config.train, "rows", ()) or ())
     return [r for r in ALL_ROWS if not only or r in only or r in BASELINES]
+
+
+def finetune_seeds(config) -> int:
+    """``config.train.finetune_seeds`` (>= 1): how many seeds each augmented fine-tune gets."""
+    k = config.train.get("finetune_seeds", 1)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ConfigError(f"config.train.finetune_seeds={k!r}: expected an int >= 1 (seed "
+                          "replicas of every augmented fine-tune)")
+    return k
+
+
+def _replicas(study, rows) -> list[str]:
+    """Seed replicas k = 1 .. finetune_seeds - 1 of the augmented ``rows``
+    (``experiments.replica_name``); replica 0 is the row itself."""
+    k = finetune_seeds(study.config)
+    return [replica_name(r, i) for r in rows if r in AUGMENTED for i in range(1, k)]
 
 
 # ---------------------------------------------------------------------------- data
@@ -115,7 +133,7 @@ def _test_auc(study, name, cfg):
 def _train_rows(study, rows, **kw):
     out = {}
     for name in rows:
-        cfg = row_config(study.config, name)
+        cfg = row_config(study.config, split_replica(name)[0])
         train_fpr_experiment(cfg, study.workdir, name, study.scans("train"), study.scans("val"),
                              **kw)
         out[name] = {k: float(v) for k, v in _test_auc(study, name, cfg).items()}
@@ -146,7 +164,7 @@ def stage_pool(study):
 def stage_augmented(study):
     pool_dir = os.path.join(study.workdir, study.record("pool")["pool_dir"])
     rows = [r for r in _rows(study) if r in AUGMENTED]
-    return {"test": _train_rows(study, rows, pool_dir=pool_dir)}
+    return {"test": _train_rows(study, rows + _replicas(study, rows), pool_dir=pool_dir)}
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -210,9 +228,13 @@ def stage_evaluate(study):
 
 
 def stage_stress(study):
-    models = [model_name(n) for n in _rows(study) if n == ATTACK_TARGET or n in AUGMENTED]
+    """Tables 4-6 for the attack target and the augmented rows; their seed replicas are
+    scored on the same transfer inputs (no white-box attacks, no curves)."""
+    rows = [n for n in _rows(study) if n == ATTACK_TARGET or n in AUGMENTED]
     out_dir = _eval_dir(study, "stress")
-    return run_stress(study.config, study.workdir, study.scans("test"), models, out_dir,
+    return run_stress(study.config, study.workdir, study.scans("test"),
+                      [model_name(n) for n in rows], out_dir,
+                      replicas=[model_name(n) for n in _replicas(study, rows)],
                       progress=bool(study.config.train.progress))
 
 
@@ -236,7 +258,8 @@ def stage_claims(study):
     rows = list(study.record("evaluate").get("froc") or {}) if study.done("evaluate") else []
     path = run_claims(study.workdir, study.data_root, rows,
                       n_samples=int(study.config.eval.bootstrap), seed=int(study.config.seed),
-                      min_diameter_mm=float(study.config.eval.get("min_diameter_mm", 0.0)))
+                      min_diameter_mm=float(study.config.eval.get("min_diameter_mm", 0.0)),
+                      finetune_seeds=finetune_seeds(study.config))
     with open(path) as f:
         verdicts = [c["verdict"] for c in json.load(f)]
     return {"claims": os.path.relpath(path, study.workdir),
@@ -299,13 +322,15 @@ STAGE_FIELDS = {
     "pool": ("seed", "pgd.*", "pool.*"),
     "augmented": ("seed", "fpr.*", "!fpr.head", "!fpr.init_from", "!fpr.seg_pretrain_steps",
                   "train.pos_ratios", "train.neg_ratios", "train.poisson_scales",
-                  "train.aug_source", "train.inloop_target", "train.rows"),
+                  "train.aug_source", "train.inloop_target", "train.rows",
+                  "train.finetune_seeds"),
     "detect": _CG_INFER + ("train.rows", "eval.min_diameter_mm"),
     "evaluate": ("seed", "eval.*", "train.rows"),
-    "stress": ("pgd.*", "stress.*", "train.rows", "eval.min_diameter_mm"),  # Table 5 positives
+    "stress": ("pgd.*", "stress.*", "train.rows", "train.finetune_seeds",
+               "eval.min_diameter_mm"),  # Table 5 positives
     "figures": ("seed", "pgd.*", "stress.seed"),
     "toy": ("seed", "toy.*"),
-    "claims": ("seed", "eval.*", "train.rows"),
+    "claims": ("seed", "eval.*", "train.rows", "train.finetune_seeds"),
     "report": ("report.*",),
 }
 # The stages whose outputs each stage reads (a changed input invalidates the stage too).
@@ -325,8 +350,8 @@ STAGE_OUTPUTS = {
     "fpr": tuple(p for r in BASELINES for p in (f"checkpoints/{model_name(r)}",
                                                 f"logs/{model_name(r)}")),
     "synth": (f"checkpoints/{SYNTH_MODEL}", f"logs/{SYNTH_MODEL}"), "pool": ("pool",),
-    "augmented": tuple(p for r in AUGMENTED for p in (f"checkpoints/{model_name(r)}",
-                                                      f"logs/{model_name(r)}")),
+    "augmented": tuple(f"{d}/{model_name(r)}{replicas}" for r in AUGMENTED
+                       for replicas in ("", ".s*") for d in ("checkpoints", "logs")),
     "detect": ("candidates", "eval/predictions"), "evaluate": ("eval/froc",),
     "stress": ("eval/stress",), "figures": ("eval/figures",), "toy": ("eval/toy",),
     "claims": ("report/claims.json",), "report": (),

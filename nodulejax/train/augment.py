@@ -21,12 +21,29 @@ not use gives its share to the real patches (:func:`group_ratios`). What fills e
 Where the adversarial patches come from (``c.train.aug_source``):
 
 * ``"pool"``: precomputed by ``attack.py pool`` against baseline-beta-finetune (Section 4),
-  read with :class:`PoolReader`; the host gathers them like real patches.
+  read with :class:`PoolReader`. A pool patch reaches the loss **exactly as stored**: no cube
+  symmetry, no crop, only the lossless float16 -> float32 cast, so the attacked model's score
+  of the patch in the batch is the pool's recorded ``prob_stored`` (its score of the stored
+  float16 patch; ``prob_after`` is the attack's own float32 score, within float16 rounding).
+  A flip or a 90-degree rotation undoes a PGD attack, whose perturbation is tuned to the
+  network's kernels in one orientation: on the demo, the attacked model scores its PGD noise
+  0.80 as made and 0.16 under the 47 other cube symmetries (plain uniform noise: 0.16).
+  This covers the perturbed positives, the adversarial noise and the PGD-searched synthetic
+  nodules; the random synthetic nodules (``syn_random``) are kept as stored too, although
+  no attack made them, so that the two synthetic rows of Table 3 (random vs PGD search)
+  differ only by the search. The paper is silent on augmenting the pool; this is listed
+  in the report's "Deviations from the paper".
 * ``"inloop"``: the host puts a background patch (synthetic slot), the real positive
   (perturbed slot) or nothing (noise slot) into the batch with a ``kind`` code, and
   :func:`make_inloop_augment` runs the PGD engine inside the jitted train step against a frozen
   copy of the initial model (``c.train.inloop_target = "frozen"``) or the current parameters
-  (``"current"``, gradients stopped). Poisson noise is always drawn inside the step.
+  (``"current"``, gradients stopped). Poisson noise is always drawn inside the step. The
+  order is: transform the input on the host (cube symmetry, crop), then attack it in the step,
+  so the attack sees the patch the loss sees.
+
+Real patches (and, in-loop, the backgrounds and positives before their attack) keep the
+geometric augmentation of Section 3.1: a :class:`GroupSource` says whether its patches may be
+transformed on the host (``geometric``).
 
 Every host batch is a pure function of the step (sampler indices and per-example seeds), and
 in-step randomness comes from the step key, so both modes resume exactly.
@@ -89,10 +106,23 @@ def group_ratios(config, row: dict | None = None) -> list[float]:
 # --------------------------------------------------------------------------- host sources
 
 class GroupSource:
-    """One sampling group: patches (or None for patches made in the step), label, kind."""
+    """One sampling group: patches (or None for patches made in the step), label, kind.
 
-    def __init__(self, name: str, x: np.ndarray | None, label: int, kind: int, size: int):
+    ``geometric``: the host may give the patches a cube symmetry and a crop (False for
+    patches an attack made: pool kinds). ``pool_kind`` / ``meta``: the pool kind and its
+    per-sample metadata (``PoolReader.arrays``), aligned with ``x``, for pool groups."""
+
+    def __init__(self, name: str, x: np.ndarray | None, label: int, kind: int, size: int, *,
+                 geometric: bool = True, pool_kind: str | None = None,
+                 meta: dict | None = None):
         self.name, self.x, self.label, self.kind, self.size = name, x, label, kind, int(size)
+        self.geometric, self.pool_kind, self.meta = bool(geometric), pool_kind, meta
+
+
+def _pool_source(reader, name: str, pool_kind: str, label: int) -> GroupSource:
+    x, meta = reader.arrays(pool_kind)
+    return GroupSource(name, x, label, PLAIN, len(x), geometric=False, pool_kind=pool_kind,
+                       meta=meta)
 
 
 def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | None = None,
@@ -117,8 +147,8 @@ def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | 
     if ratios[1] == 0:
         src.append(GroupSource("pos_syn", None, 1, PLAIN, 0))
     elif mode == "pool":
-        x, _ = reader.arrays("syn_pgd" if syn == "pgd" else "syn_random")
-        src.append(GroupSource("pos_syn", x, 1, PLAIN, len(x)))
+        src.append(_pool_source(reader, "pos_syn", "syn_pgd" if syn == "pgd" else "syn_random",
+                                1))
     else:
         if scans is None:
             raise ConfigError("in-loop synthetic nodules need the training scans for backgrounds")
@@ -136,8 +166,7 @@ def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | 
         elif poisson:
             adv[name] = GroupSource(name, real_x, label, POISSON, len(real_x))
         elif mode == "pool":
-            x, _ = reader.arrays(pool_kind)
-            adv[name] = GroupSource(name, x, label, PLAIN, len(x))
+            adv[name] = _pool_source(reader, name, pool_kind, label)
         elif inloop_kind == PERTURB:
             adv[name] = GroupSource(name, real_x, label, PERTURB, len(real_x))
         else:
@@ -145,7 +174,8 @@ def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | 
     src += [adv["pos_adv"], GroupSource("neg_real", neg, 0, PLAIN, len(neg)), adv["neg_adv"]]
     p, pr = int(config.fpr.patch_size), pos.shape[1]  # pr = p + 2 * jitter margin
     for s in src:
-        if s.x is not None and s.x.shape[1:] not in ((p, p, p), (pr, pr, pr)):
+        allowed = ((p, p, p), (pr, pr, pr)) if s.geometric else ((p, p, p),)
+        if s.x is not None and s.x.shape[1:] not in allowed:
             raise PoolError(f"augmentation group {s.name}: patches {s.x.shape[1:]} differ from "
                             f"the FPR patch size {(p, p, p)} (config.fpr.patch_size)")
     return src
@@ -153,11 +183,12 @@ def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | 
 
 def gather_batch(sources: list[GroupSource], idx, *, augment: bool, patch_size: int) -> dict:
     """Host batch for ``BatchIndices`` ``idx``: ``x (B, P, P, P) float32``, ``y (B,) int32``,
-    ``kind (B,) int32``. Each patch gets the cube symmetry drawn from its own seed (flips and
-    90-degree rotations, Section 3.1) when ``augment``. A stored patch larger than ``P``
-    (real patches cut with a ``c.fpr.jitter_vox`` margin) is cropped to ``P`` at an offset drawn
-    from the same seed (a random translation of up to the margin) or centred without
-    ``augment``."""
+    ``kind (B,) int32``. With ``augment``, each patch of a ``geometric`` source gets the cube
+    symmetry drawn from its own seed (flips and 90-degree rotations, Section 3.1); a stored
+    patch larger than ``P`` (real patches cut with a ``c.fpr.jitter_vox`` margin) is cropped
+    to ``P`` at an offset drawn from the same seed (a random translation of up to the margin)
+    or centred without ``augment``. Pool patches (not ``geometric``) are copied as stored:
+    the attacked model scores them as the pool recorded (module docstring)."""
     b = len(idx.group)
     x = np.zeros((b,) + (patch_size,) * 3, np.float32)
     y = np.zeros(b, np.int32)
@@ -169,10 +200,11 @@ def gather_batch(sources: list[GroupSource], idx, *, augment: bool, patch_size: 
             p = s.x[int(idx.index[i])]
             rng = np.random.default_rng(int(idx.seed[i]))
             extra = p.shape[0] - patch_size
+            geo = augment and s.geometric
             if extra > 0:
-                o = rng.integers(0, extra + 1, 3) if augment else np.full(3, extra // 2)
+                o = rng.integers(0, extra + 1, 3) if geo else np.full(3, extra // 2)
                 p = p[o[0]:o[0] + patch_size, o[1]:o[1] + patch_size, o[2]:o[2] + patch_size]
-            x[i] = random_flip_rot(p, rng) if augment else p
+            x[i] = random_flip_rot(p, rng) if geo else p
     return {"x": x, "y": y, "kind": kind}
 
 
@@ -195,7 +227,8 @@ def max_counts(sampler, sources) -> dict[int, int]:
 
 def make_inloop_augment(config, fpr_model, *, head: str, counts: dict[int, int],
                         generator=None) -> Any:
-    """Build ``augment(x, kind, key, target_vars, gen_vars, kl_weight) -> x`` for the train step.
+    """Build ``augment(x, kind, key, target_vars, gen_vars, kl_weight) -> (x, attacks)`` for
+    the train step.
 
     x: (B, P, P, P, 1) float32; kind: (B,) int32 codes. For each kind with a static maximum
     count ``counts[kind]`` the matching examples are gathered (``jnp.nonzero(..., size=n)``,
@@ -203,6 +236,13 @@ def make_inloop_augment(config, fpr_model, *, head: str, counts: dict[int, int],
     SYN_* -> ``attacks.synthesize_nodules`` on the backgrounds (``search`` for SYN_PGD),
     PERTURB -> ``attacks.perturb_positives``, NOISE -> ``attacks.adversarial_noise``,
     POISSON -> Poisson noise. All PGD settings from ``config.pgd``; gradients are stopped.
+
+    ``attacks``: ``{KIND_NAMES[code]: {"index" (n,), "valid" (n,) bool, "prob_before" (n,),
+    "prob_after" (n,)}}`` for the attacked kinds (SYN_PGD: the random code's score before the
+    latent search; PERTURB: the clean positive; NOISE: the uniform start), scores of
+    ``target_vars`` (the frozen target or the current parameters); ``index`` is the example's
+    row in the batch (B for padding, ``valid`` False). The returned ``x`` holds exactly the
+    scored patches.
     """
     q = config.pgd
     p = int(config.fpr.patch_size)
@@ -214,6 +254,7 @@ def make_inloop_augment(config, fpr_model, *, head: str, counts: dict[int, int],
     def augment(x, kind, key, target_vars, gen_vars, kl_weight):
         b = x.shape[0]
         target_vars = jax.lax.stop_gradient(target_vars)
+        report = {}
         for code, n in sorted(counts.items()):
             if n == 0:
                 continue
@@ -227,22 +268,33 @@ def make_inloop_augment(config, fpr_model, *, head: str, counts: dict[int, int],
                     step_size=q.latent_step, steps=int(q.latent_steps), norm=q.latent_norm,
                     search=code == SYN_PGD)
                 new = r.x_pgd if code == SYN_PGD else r.x_random
+                if code == SYN_PGD:
+                    report[KIND_NAMES[code]] = (r.prob_random, r.prob_pgd)
             elif code == PERTURB:
-                new = attacks.perturb_positives(
+                r = attacks.perturb_positives(
                     k, fpr_model, target_vars, sub, head=head, kl_weight=kl_weight,
                     eps=q.image_eps, step_size=q.image_step, steps=int(q.image_steps),
-                    norm=q.image_norm).x_adv
+                    norm=q.image_norm)
+                new = r.x_adv
+                report[KIND_NAMES[code]] = (r.prob_before, r.prob_after)
             elif code == NOISE:
-                new = attacks.adversarial_noise(
+                r = attacks.adversarial_noise(
                     k, fpr_model, target_vars, n, p, head=head, kl_weight=kl_weight,
                     eps=q.noise_eps, step_size=q.noise_step, steps=int(q.noise_steps),
-                    norm=q.image_norm).x_adv
+                    norm=q.image_norm)
+                new = r.x_adv
+                report[KIND_NAMES[code]] = (r.prob_before, r.prob_after)
             elif code == POISSON:
                 new = poisson_scaled(k, sub, scales)
             else:
                 raise ConfigError(f"unknown augmentation kind {code}")
             x = x.at[idx].set(jax.lax.stop_gradient(new).astype(x.dtype), mode="drop")
-        return x
+            if KIND_NAMES[code] in report:
+                before, after = report[KIND_NAMES[code]]
+                report[KIND_NAMES[code]] = {"index": idx, "valid": idx < b,
+                                            "prob_before": jax.lax.stop_gradient(before),
+                                            "prob_after": jax.lax.stop_gradient(after)}
+        return x, report
 
     return augment
 

@@ -30,6 +30,8 @@ per-example seed of the step (``sampler.aug_seeds``), so runs resume exactly.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +42,15 @@ from flax import traverse_util
 from nodulejax.data.patches import random_flip_rot
 from nodulejax.data.patchsets import fpr_patches, seg_patches
 from nodulejax.errors import CheckpointError, ConfigError
-from nodulejax.experiments import EXPERIMENTS, SEG_MODEL, model_name, row_config
+from nodulejax.experiments import (
+    EXPERIMENTS,
+    SEG_MODEL,
+    model_name,
+    replica_name,
+    replica_seed,
+    row_config,
+    split_replica,
+)
 from nodulejax.experiments import row as experiment_row
 from nodulejax.losses import fpr as losses
 from nodulejax.losses.segmentation import seg_loss
@@ -281,7 +291,7 @@ def make_fpr_step(model, tx, *, head: str, kl_anneal_steps: int, inloop=None):
             tv = {"params": state["target"] if "target" in state else state["params"]}
             gv = state.get("gen")
             k_in = jax.random.fold_in(key, STREAMS["train/inloop"])
-            x = inloop(x, batch["kind"], k_in, tv, gv, kl)
+            x, attacked = inloop(x, batch["kind"], k_in, tv, gv, kl)
 
         def loss_fn(params):
             out = model.apply({"params": params}, x, task="cls")
@@ -293,9 +303,71 @@ def make_fpr_step(model, tx, *, head: str, kl_anneal_steps: int, inloop=None):
         new = dict(state, params=optax.apply_updates(state["params"], upd), opt_state=opt,
                    step=state["step"] + 1)
         acc = jnp.mean((prob > 0.5) == (y > 0.5))
-        return new, {"loss": loss, "acc": acc, "kl_weight": kl}
+        metrics = {"loss": loss, "acc": acc, "kl_weight": kl}
+        if inloop is not None:
+            metrics.update(inloop_metrics(attacked))
+        return new, metrics
 
     return train_step
+
+
+def inloop_metrics(attacked: dict) -> dict:
+    """Mean attacked-model score before / after each in-step attack of a batch
+    (``inloop/<kind>_before``, ``inloop/<kind>_after``; valid examples only), so the training
+    log shows whether the in-loop attacks worked."""
+    out = {}
+    for name, r in attacked.items():
+        w = r["valid"].astype(jnp.float32)
+        n = jnp.maximum(jnp.sum(w), 1.0)
+        out[f"inloop/{name}_before"] = jnp.sum(r["prob_before"] * w) / n
+        out[f"inloop/{name}_after"] = jnp.sum(r["prob_after"] * w) / n
+    return out
+
+
+def train_patch_set(config, train_scans) -> dict:
+    """The real training patches of an FPR classifier stage: ``fpr_patches`` of the training
+    scans at ``c.fpr.patch_size`` plus a ``c.fpr.jitter_vox`` margin per side when
+    ``c.fpr.augment`` (cropped back to the patch size at a random offset in the batch)."""
+    f = config.fpr
+    jitter = int(f.get("jitter_vox", 0)) if bool(f.augment) else 0
+    return fpr_patches(list(train_scans), int(f.patch_size) + 2 * jitter, seed=int(config.seed))
+
+
+class FineTuneData(NamedTuple):
+    """What an FPR classifier stage trains on: the five groups' sources, their sampler, the
+    in-step kinds' static counts and ``batch(step) -> {"x", "y", "kind"}`` (this host's share
+    of the global batch ``step``, :func:`augment.gather_batch`)."""
+
+    sources: list
+    sampler: BalancedSampler
+    counts: dict
+    batch: Callable[[int], dict]
+
+
+def fine_tune_data(config, name: str, real: dict, *, train_scans=None,
+                   pool_dir: str | None = None) -> FineTuneData:
+    """The batches of Table 3 row ``name``'s stage, exactly as :func:`train_fpr_experiment`
+    feeds them to the loss (the one place that builds them; probes and tests use it too).
+
+    ``config``: the run config (the row is applied here); ``real``: the real training patches
+    (:func:`train_patch_set`); ``train_scans``: for in-loop synthesis backgrounds;
+    ``pool_dir``: the augmentation pool (pool mode). Baseline stages get real patches only."""
+    name, row = experiment_row(name)
+    cfg = row_config(config, name)
+    f = cfg.fpr
+    p, bs, seed = int(f.patch_size), int(f.batch_size), int(cfg.seed)
+    aug_row = row if row["stage"] == "fpr_augmented" else dict(row, syn="none", perturb=False,
+                                                               poisson=False)
+    sources = aug.build_sources(cfg, aug_row, real, scans=train_scans, pool_dir=pool_dir,
+                                seed=seed)
+    sampler = BalancedSampler([s.size for s in sources], aug.group_ratios(cfg, aug_row), bs,
+                              seed)
+
+    def batch(step: int) -> dict:
+        idx = sampler.batch(step).take(jax.process_index(), jax.process_count())  # this host's
+        return aug.gather_batch(sources, idx, augment=bool(f.augment), patch_size=p)
+
+    return FineTuneData(sources, sampler, aug.max_counts(sampler, sources), batch)
 
 
 def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans, *,
@@ -303,6 +375,10 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
                          progress: bool | None = None,
                          train_patches: dict | None = None, val_patches: dict | None = None):
     """Train the FPR model of Table 3 row ``name`` (configs/experiments.py) -> best params.
+
+    ``name`` may be an augmented row's seed replica (``"beta+perturb.s1"``,
+    :func:`nodulejax.experiments.split_replica`): the same fine-tune trained with the seed
+    ``replica_seed(c.seed, k)``, saved as ``fpr_beta+perturb.s1``.
 
     stage "fpr": init from ``fpr_seg``, ``c.fpr.steps``; "fpr_finetune": from baseline-ce,
     Beta head fresh, ``c.fpr.finetune_steps``; "fpr_augmented": from baseline-beta-finetune,
@@ -314,26 +390,24 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
     params of the best validation AUC.
     ``train_patches`` / ``val_patches``: precomputed ``fpr_patches`` dicts (skip cutting).
     """
-    name, row = experiment_row(name)
+    base, k = split_replica(name)
+    name, row = experiment_row(base)
     cfg = row_config(config, name)
+    if k:  # a seed replica of an augmented fine-tune (experiments.split_replica)
+        mname = model_name(replica_name(name, k))
+        cfg.seed = replica_seed(cfg.seed, k)
+    else:
+        mname = model_name(name)
     f, head, stage = cfg.fpr, row["head"], row["stage"]
-    p, bs, seed = int(f.patch_size), int(f.batch_size), int(cfg.seed)
-    mname = model_name(name)
-    jitter = int(f.get("jitter_vox", 0)) if bool(f.augment) else 0
-    real = train_patches if train_patches is not None else fpr_patches(
-        list(train_scans), p + 2 * jitter, seed=seed)
-    val = val_patches if val_patches is not None else fpr_patches(list(val_scans), p)
+    seed = int(cfg.seed)
+    real = train_patches if train_patches is not None else train_patch_set(cfg, train_scans)
+    val = val_patches if val_patches is not None else fpr_patches(list(val_scans),
+                                                                  int(f.patch_size))
     key = jax.random.key(seed)
     params, _ = init_params(cfg, workdir, name, seed + 1)
-
-    aug_row = row if stage == "fpr_augmented" else dict(row, syn="none", perturb=False,
-                                                        poisson=False)
-    pool_dir = pool_dir or f"{workdir}/pool"
-    sources = aug.build_sources(cfg, aug_row, real, scans=train_scans, pool_dir=pool_dir,
-                                seed=seed)
-    ratios = aug.group_ratios(cfg, aug_row)
-    sampler = BalancedSampler([s.size for s in sources], ratios, bs, seed)
-    counts = aug.max_counts(sampler, sources)
+    data = fine_tune_data(cfg, name, real, train_scans=train_scans,
+                          pool_dir=pool_dir or f"{workdir}/pool")
+    counts = data.counts
     model = fpr_model(cfg, head)
     kl_steps = kl_anneal_steps_for(cfg, row, stage)
     tx, train_step = _plain_step(model, float(f.lr), head, kl_steps)
@@ -364,14 +438,10 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
         train_step = make_fpr_step(model, tx, head=head,
                                    kl_anneal_steps=kl_steps, inloop=inloop)
 
-    def batch_fn(step):
-        idx = sampler.batch(step).take(jax.process_index(), jax.process_count())  # this host's
-        return aug.gather_batch(sources, idx, augment=bool(f.augment), patch_size=p)
-
     def eval_fn(state, step):
         return evaluate_fpr(state["params"], cfg, val, head=head)
 
-    fit(train_step, state, batch_fn, num_steps=_steps_for(cfg, stage), workdir=workdir,
+    fit(train_step, state, data.batch, num_steps=_steps_for(cfg, stage), workdir=workdir,
         model_name=mname, config=cfg, key=key, eval_fn=eval_fn, eval_every=int(f.eval_every),
         best_metric="auc", best_mode="max", patience=int(f.early_stop_patience),
         progress=_progress(cfg, progress))
@@ -380,5 +450,5 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
 
 __all__ = ["roc_auc", "evaluate_fpr", "fpr_scores",
            "transfer_params", "init_params", "train_fpr_seg", "make_fpr_step",
-           "kl_anneal_steps_for",
-           "train_fpr_experiment"]
+           "kl_anneal_steps_for", "inloop_metrics", "train_patch_set", "FineTuneData",
+           "fine_tune_data", "train_fpr_experiment"]

@@ -120,7 +120,7 @@ def test_claims_json_schema_and_decisions_on_built_results(tmp_path):
     assert "| \\|CPM(baseline-beta) - CPM(baseline-ce)\\| | < 0.02 |" in md
     rows = [line for line in md.splitlines() if line.startswith("| Table")]
     assert len(rows) == len(back)
-    assert all(line.replace("\\|", "").count("|") == 9 for line in rows)  # 8 cells each
+    assert all(line.replace("\\|", "").count("|") == 10 for line in rows)  # 9 cells each
     assert "Verdicts: holds" in md
 
 
@@ -175,3 +175,46 @@ def test_same_seed_same_claims():
     b = cl.evaluate_claims(entries, _stress(), sc, n_samples=30, seed=4)
     c = cl.evaluate_claims(entries, _stress(), sc, n_samples=30, seed=5)
     assert a == b and a != c
+
+
+def test_seed_replicas_give_the_between_run_spread_and_split_verdicts_are_inconclusive():
+    """finetune_seeds = 3: a Table 6 claim on an augmented row is evaluated on each replica
+    (labels beta+perturb.s1, .s2); seeds that agree keep the verdict with the spread beside it,
+    seeds that disagree make it inconclusive naming each seed's verdict; a baseline-only claim
+    and the white-box claims carry no seeds."""
+    rng = np.random.default_rng(5)
+    sc = _scores(rng)
+    for k, lo in ((1, 0.02), (2, 0.04)):  # beta+perturb below 0.1 on every seed
+        sc[("table6", f"beta+perturb.s{k}", "PGD noise")] = rng.uniform(lo, lo + 0.05, 300)
+    sc[("table6", "beta+perturb+syn.s1", "PGD noise")] = rng.uniform(0.0, 0.05, 300)  # holds
+    sc[("table6", "beta+perturb+syn.s2", "PGD noise")] = rng.uniform(0.2, 0.4, 300)
+    for k in list(sc):
+        if k[0] == "table6":
+            sc[("table6_whitebox", *k[1:])] = sc[k]
+    out = cl.evaluate_claims({}, _stress("fpr_baseline-beta-finetune", whitebox=True), sc,
+                             n_samples=50, seed=0, finetune_seeds=3)
+    s = {c["statistic"]: c for c in out if c["table"] == "Table 6"}  # transfer
+    agree = s["mean(beta+perturb | PGD noise)"]
+    assert agree["verdict"] == "holds" and "reason" not in agree
+    assert [e["seed"] for e in agree["seeds"]] == [0, 1, 2]
+    ests = [sc[("table6", m, "PGD noise")].mean()
+            for m in ("beta+perturb", "beta+perturb.s1", "beta+perturb.s2")]
+    assert [e["estimate"] for e in agree["seeds"]] == pytest.approx(ests)
+    assert agree["estimate"] == pytest.approx(ests[0])  # seed 0's estimate and patch CI
+    bs = agree["between_seeds"]
+    assert bs["k"] == bs["n_run"] == 3 and bs["min"] == pytest.approx(min(ests))
+    assert bs["max"] == pytest.approx(max(ests)) and bs["sd"] == pytest.approx(np.std(ests, ddof=1))
+    split = s["mean(beta+perturb+syn | PGD noise)"]
+    assert [e["verdict"] for e in split["seeds"]] == ["contradicted", "holds", "contradicted"]
+    assert split["verdict"] == "inconclusive" and "seed 1 holds" in split["reason"]
+    assert "seeds" not in s["mean(baseline-beta-finetune | PGD noise)"]
+    wb = [c for c in out if c["table"] == "Table 6 (white-box)"]
+    assert wb and all("seeds" not in c for c in wb)
+    # a replica the run did not score is named, the verdict is seed 0's
+    del sc[("table6", "beta+perturb.s2", "PGD noise")]
+    out = _by_stat(cl.evaluate_claims({}, _stress(), sc, n_samples=50, seed=0,
+                                      finetune_seeds=3), "Table 6")
+    miss = out["mean(beta+perturb | PGD noise)"]
+    assert miss["verdict"] == "holds" and "replica(s) 2 not scored" in miss["reason"]
+    md = cl.to_markdown(list(out.values()))
+    assert f"[{min(ests[:2]):.3f}, {max(ests[:2]):.3f}] (2) |" in md

@@ -34,6 +34,7 @@ def test_sampling_ratios_hold_in_every_batch(tmp_path):
     c = _config()
     c.fpr.batch_size = 16
     p = 4
+    c.fpr.patch_size = p  # pool patches must be exactly the FPR patch size (no crop)
     real = {"x": np.concatenate([np.full((5, p, p, p), 0.1), np.full((7, p, p, p), 0.4)]),
             "y": np.array([1] * 5 + [0] * 7)}
     for kind, v in (("syn_pgd", 0.2), ("perturb", 0.3), ("noise", 0.5)):
@@ -58,7 +59,9 @@ def test_poisson_augment_only_touches_poisson_slots():
     f = aug.make_inloop_augment(c, None, head="beta", counts={aug.POISSON: 2})
     x = jnp.full((4, 4, 4, 4, 1), 0.5)
     kind = jnp.array([aug.PLAIN, aug.POISSON, aug.PLAIN, aug.POISSON])
-    out = np.asarray(jax.jit(f)(x, kind, jax.random.key(0), None, None, 1.0))
+    out, attacked = jax.jit(f)(x, kind, jax.random.key(0), None, None, 1.0)
+    out = np.asarray(out)
+    assert attacked == {}  # Poisson noise is no attack: nothing to report
     np.testing.assert_array_equal(out[[0, 2]], 0.5)
     assert not np.allclose(out[[1, 3]], 0.5)
     assert out.min() >= 0 and out.max() <= 1

@@ -33,7 +33,10 @@ from the current run raises :class:`~nodulejax.errors.PoolError`.
 Per-sample metadata (arrays of length n in every shard): ``item`` (index within the kind),
 ``seed`` (c.seed), ``key`` (n, 2) uint32 raw key data, ``attack`` (str), ``eps``, ``steps``,
 ``prob_before`` / ``prob_after`` (FPR probability of "nodule" before / after the attack;
-for ``syn_random`` both are the score of the random nodule), ``uid`` and ``center_zyx``
+for ``syn_random`` both are the score of the random nodule), ``prob_stored`` (the attacked
+FPR's score of the patch as stored, float16: what a fine-tune's loss sees, since pool patches
+reach it untransformed, ``train.augment``; it differs from ``prob_after`` by the float16
+rounding only), ``uid`` and ``center_zyx``
 (source scan and voxel centre, ``""`` / -1 for noise), ``diameter_mm`` (synthetic nodule's
 equivalent-sphere diameter, NaN otherwise) and, for ``syn_pgd``, ``diameter_before_mm`` and
 ``tries`` (which latent draw passed the diameter filter).
@@ -72,7 +75,7 @@ from nodulejax.runtime.files import atomic_write_json
 from nodulejax.runtime.keys import STREAMS, item_keys
 
 KIND_ID = {k: STREAMS[f"pool/{k}"] for k in POOL_KINDS}  # PRNG stream of each kind
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: prob_stored
 
 # config fields that decide the pool's content (fnmatch patterns); pgd.batch_size only changes
 # how items are grouped, so a resumed run may use another one.
@@ -173,6 +176,16 @@ def _compute(kind: str, items: np.ndarray, ctx: _Context) -> dict:
     return {"x": r["x"], "keep": np.ones(n, bool), **meta}
 
 
+def stored_scores(fpr: FPRHandle, x16: np.ndarray, bs: int) -> np.ndarray:
+    """The attacked FPR's probabilities (n,) float32 of stored patches ``x16`` (n, P, P, P)
+    float16, scored as a fine-tune batch carries them (float32)."""
+    if len(x16) == 0:
+        return np.zeros(0, np.float32)
+    return map_batches(lambda xb: {"p": attacks.fpr_probabilities(
+        fpr.model, fpr.variables, jnp.asarray(xb, jnp.float32)[..., None], head=fpr.head)},
+        (x16,), bs)["p"].astype(np.float32)
+
+
 def fingerprint(config, fpr: FPRHandle, gen: GenHandle | None, train_uids) -> dict:
     """What decides the pool's content: relevant config fields, weights, training scans."""
     fields = select(config, RELEVANT_FIELDS, exclude=("pgd.batch_size",))
@@ -260,6 +273,7 @@ def build_pool(config, workdir: str, train_scans, *,
                 keep = r.pop("keep")
                 arrays = {k: v[keep] for k, v in r.items()}
                 arrays["x"] = arrays["x"].astype(np.float16)
+                arrays["prob_stored"] = stored_scores(fpr, arrays["x"], bs)
                 write_shard(shard_path(out_dir, kind, s), arrays)
                 man["done"][kind] = sorted(done | {s})
                 done.add(s)
@@ -282,4 +296,4 @@ def build_pool(config, workdir: str, train_scans, *,
     return out_dir
 
 
-__all__ = ["build_pool", "plan", "fingerprint", "KIND_ID", "RELEVANT_FIELDS"]
+__all__ = ["build_pool", "plan", "fingerprint", "stored_scores", "KIND_ID", "RELEVANT_FIELDS"]
