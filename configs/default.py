@@ -54,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.cg.width = 8  # filters at the first level
     c.cg.depth = 4  # resolution levels
     c.cg.blob_sigma_mm = 2.5  # std of the same-size Gaussian blob at each centre
-    c.cg.loss = "blob_bce"  # heatmap loss: "blob_bce" or "focal" (CenterNet); detection_losses.py
+    c.cg.loss = "blob_bce"  # heatmap loss: "blob_bce" or "focal" (CenterNet); losses/detection.py
     c.cg.head_prior = 0.1  # initial heatmap probability (head bias -log((1 - pi) / pi))
     c.cg.blob_pos_weight = 50.0  # lambda of blob_bce: voxel weight 1 + lambda * target
     c.cg.anchors_mm = (5.0, 10.0, 20.0, 30.0)  # cube anchor sizes for the RPN head

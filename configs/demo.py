@@ -1,7 +1,13 @@
-"""Embedded CPU default: the whole study on a small synthetic phantom in <= 20 min on 2 cores.
+"""Embedded CPU default: the whole study on a small synthetic phantom.
 
-Same code path as the paper config, with a coarser spacing, smaller patches, narrower networks
-and fewer steps. Run: `python train.py --config configs/demo.py --workdir runs/demo`.
+Purpose: the README's main job. The paper's code path with a coarser spacing (1.25 mm),
+smaller patches, narrower networks and fewer steps; every departure from the paper's values
+is listed in the report's "Deviations from the paper".
+Command: `python train.py --config configs/demo.py --workdir runs/demo`.
+Expected runtime: about 20 min on 2 CPU cores (fresh clone, install included; hosts differ
+by up to ~30%).
+Measured results: the README's results table and `runs/demo/report/report.md`; the
+measurements behind the values below are in benchmarks/RESULTS.md.
 """
 
 from configs import default
@@ -22,9 +28,8 @@ def get_config():
     c.data.phantom.nodules_per_scan = 8.0
 
     # CG: 32^3 training crops (40 mm, a 30 mm nodule fits) at batch 4, blob-weighted BCE and
-    # lr 3e-3 (with the focal loss and 48^3 crops 150-400 steps found 0-1 of
-    # 13 test nodules; this finds 11 of 13 in 100 candidates per scan); inference windows of
-    # 48^3 (fully convolutional; fewer, larger windows than the training crop)
+    # lr 3e-3 (the focal loss with 48^3 crops found 0-1 of 13 test nodules in 150-400 steps);
+    # inference windows of 48^3 (fully convolutional; fewer, larger windows than the crop)
     c.cg.input_size = 32
     c.cg.window_size = 48
     c.cg.width = 4
@@ -47,8 +52,7 @@ def get_config():
     c.fpr.steps = 320
     # fine-tunes (60 steps) are shorter than one evaluation period (100), so the last step is
     # the checkpoint; configs/evidence.py gives them three periods, which here would cost
-    # ~4 min of the 20-min budget (7 fine-tunes x 240 steps). Demo CPMs show no collapse
-    # (baseline-beta-finetune 0.313 against baseline-beta 0.308, fresh clone of 23e8eb4)
+    # ~4 min of the time budget
     c.fpr.finetune_steps = 60
     c.fpr.seg_pretrain_steps = 50
     c.fpr.eval_every = 100
@@ -57,46 +61,26 @@ def get_config():
     c.synth.patch_size = 16
     c.synth.latent_dim = 16
     c.synth.width = 8
-    # 400 steps (800 measured too, lambda_1 1e-3: prior peaks overshoot, median 0.96 against
-    # the cut-outs' 0.76, and samples fragment, the largest component holding a median 61% of
-    # the mask against 100% at 400) with a critic as narrow as the VAE (critic_width 8: 0.28 s
-    # per step on 2 cores against 0.94 s at the default 16, both at n_critic 1, where the
-    # critic's gradient penalty dominates)
+    # 400 steps (at 800 random samples overshoot in intensity and fragment) with a critic as
+    # narrow as the VAE (critic_width 8: 0.28 s per step on 2 cores against 0.94 s at 16)
     c.synth.steps = 400
     c.synth.critic_width = 8
-    # n_critic 1 (paper / WGAN-GP: 5); see the sampling comment below for the measurements.
-    # Under z ~ N(0, I) sampling (before 0038df6) more critic updates closed the score gap by
-    # enlarging the samples (session 9, one run's FPR of 81666da, lambda_1 1e-3: n_critic
-    # 1 / 2 / 3 / 5 -> -0.106 / -0.086 / -0.063 / -0.020, 5 collapsing to one blob)
+    # demo deviation: n_critic 1 (paper / WGAN-GP: 5), the cheapest setting that makes
+    # compact nodules under aggregate sampling (benchmarks/RESULTS.md, "Synthesizer")
     c.synth.n_critic = 1
     c.synth.batch_size = 8
     c.synth.lr = 3e-4
-    # random codes from the Gaussian fit of the aggregate posterior (demo deviation; the paper
+    # demo deviation: random codes from the Gaussian fit of the aggregate posterior (the paper
     # draws z ~ N(0, I)): z = m + A u, u ~ N(0, I), (m, A A^T) the mean and covariance of the
-    # encoder's codes of the training cut-outs (models/vae.py). Measured on one demo run's FPR
-    # (fresh clone of 2430f2c; benchmarks/synth_gap.py --train_to, 400 steps, the same 240
-    # cut-outs; n_critic 3 unless stated):
-    #   z ~ N(0, I), lambda_1 1e-3 (the demo until now): gap -0.063 [-0.111, -0.015], 20%
-    #     fragmented, recon L1 0.036, diameter 6.3/11.4/16.3 mm; irregular shapes (Fig. 8)
-    #   z ~ N(0, I), lambda_1 1e-5: every code decodes to one 19-22 mm blob (the posterior sits
-    #     far from N(0, I): |mu| ~ 11, sigma ~ 0.1)
-    #   aggregate, lambda_1 1e-3: gap +0.067 [+0.020, +0.114], 2% fragmented, L1 0.036
-    #   aggregate, lambda_1 1e-3, n_critic 1: gap +0.029 [-0.018, +0.077], 2% fragmented,
-    #     L1 0.031, diameter 5.9/7.6/14.3 mm against the cut-outs' 5.3/7.6/17.2 (taken)
-    #   aggregate, lambda_1 1e-5: gap +0.034 [-0.013, +0.082], 0% fragmented, L1 0.022,
-    #     diameter 4.9/8.2/13.8 mm; the paper's lambda_1, but its n_critic 3 synth stage
-    #     (~4 min) took the whole demo to 20 min 38 s on a fresh clone of 0038df6
-    #   aggregate, lambda_1 1e-5, n_critic 1: peaks saturate at 0.999, gap -0.156
-    # the cheapest setting that makes nodules: n_critic 1 with lambda_1 1e-3 (below);
-    # benchmarks/RESULTS.md "Where random codes come from" has the whole table.
+    # encoder's codes of the training cut-outs (models/vae.py). Under N(0, I) the decoder
+    # gives irregular lumps or one large blob; "Where random codes come from" in
+    # benchmarks/RESULTS.md has the comparison of samplers, lambda_1 and n_critic.
     c.synth.sampling = "aggregate"
-    # demo deviation: lambda_1 of Eq. 6 = 1e-3 (paper 1e-5; at 1e-5 and n_critic 1 the decoder
-    # saturates, peaks 0.999). Under z ~ N(0, I) sampling 1e-5 decoded every code to one
-    # 21 mm blob (posterior |mu| 11.2, sigma 0.07); 1e-3 spread the samples (session 5).
+    # demo deviation: lambda_1 of Eq. 6 = 1e-3 (paper 1e-5; at 1e-5 and n_critic 1 the
+    # decoder saturates, peaks 0.999)
     c.synth.lambda_kl = 1e-3
     # demo deviation: 4 mm (not the paper's 6) for the synthesizer's outputs (pool), Table 4
-    # and its training inputs: a 16-voxel patch at 1.25 mm decodes small nodules, and the
-    # training filter is kept so the demo's synthesizer is the one measured before
+    # and its training inputs: a 16-voxel patch at 1.25 mm decodes small nodules
     c.synth.min_diameter_mm = 4.0
     c.synth.train_min_diameter_mm = 4.0
     c.stress.min_diameter_mm = 4.0
@@ -105,9 +89,8 @@ def get_config():
     # 1.0 mm of it is blurred rim (without it the 4 mm filter admitted ~3 mm nodules)
     c.synth.diameter_rim_mm = 1.0
 
-    # 8 patches per PGD call: 10.6-11.0 patches/s of 20-step image PGD at 16^3 on 2 cores,
-    # against 8.7-9.1 at 32 and 5.6 at 128 (evaluation.probes.image_attack, 128 patches,
-    # the demo's beta+perturb, 2026-12-02)
+    # 8 patches per PGD call: the fastest batch of 20-step image PGD at 16^3 on 2 cores
+    # (10.6-11.0 patches/s against 8.7-9.1 at 32 and 5.6 at 128)
     c.pgd.batch_size = 8
     # demo deviation: image attacks at eps 0.03 / step 0.01 (+-42 HU; configs/paper.py uses the
     # paper's 0.15 / 0.05) and the noise attack at 0.3 / 0.05, 20 steps each

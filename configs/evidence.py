@@ -1,18 +1,16 @@
-"""Evidence run: the whole study on a larger phantom, sized for <= 2 hours on 2 CPU cores.
+"""Evidence run: the whole study on a larger phantom, with the paper's diameters.
 
-The demo (configs/demo.py) with three times its scans, the paper's >= 6 mm benchmark and
-filter diameters, 24^3 FPR patches (30 mm at 1.25 mm, against the demo's 20 mm; the paper's
-64^3 at 0.625 mm is 40 mm) and longer training. Every other value, the synthesizer's
-included, is the demo's: nothing here was chosen by looking at the claims it tests. Two
-values were changed after a run, both training lengths set by a rule on the validation
-curve, not by any claim's outcome: ``fpr.finetune_steps`` (90 -> 360), because 6acf342's
-run showed the fine-tunes shorter than one evaluation period, and ``fpr.steps`` (480 ->
-1200), because a43eb46's run showed the baselines' validation AUC still rising steeply at
-their last evaluation. The synthesizer's settings
-follow the demo's: n_critic 1 -> 3 for a43eb46's run, and since then random codes from the
-aggregate posterior (``synth.sampling``) with n_critic 1 again (configs/demo.py gives both).
-Run: `python train.py --config configs/evidence.py --workdir runs/evidence`; the measured
-results are in EVIDENCE.md (fresh clone of bfc83f5, 1 h 27 min 43 s on 2 cores).
+Purpose: the claims at a power the demo cannot give (~117 included test nodules >= 6 mm on
+24 test scans, three seeds per augmented fine-tune). The demo (configs/demo.py) with three
+times its scans, the paper's >= 6 mm benchmark and filter diameters, 24^3 FPR patches (30 mm
+at 1.25 mm; the paper's 64^3 at 0.625 mm is 40 mm) and longer training. Every other value,
+the synthesizer's included, is the demo's. Training lengths follow one rule, set on the
+validation curve and never on a claim: the baselines run until their validation AUC stops
+rising steeply, and each fine-tune spans three evaluation periods so that the
+validation-selected checkpoint has a choice.
+Command: `python train.py --config configs/evidence.py --workdir runs/evidence`.
+Expected runtime: about 2 h on 2 CPU cores.
+Measured results: EVIDENCE.md.
 
 Sizes (expected, from the demo's per-scan counts): 120 phantom scans at 8 nodules per scan
 (Poisson mean; real LUNA16 has 1.34), folds 8-9 = 24 test scans, ~4.75 nodules >= 6 mm per
@@ -37,19 +35,13 @@ def get_config():
     # --frameworks jax`, idle 2-core CPU, 2026-12-02) and 1.5x its steps
     c.fpr.patch_size = 24
     # the baselines train 1200 steps (10 evaluation periods; early stopping, patience 5, may
-    # end them sooner): in a43eb46's run at 480 steps their validation AUC was still rising
-    # by 0.04-0.10 per period (baseline-beta 0.640 0.682 0.765 0.804, baseline-ce 0.662
-    # 0.688 0.727 0.827 at steps 120..480), so the validation-selected checkpoint was simply
-    # the last one. A training-length rule, like finetune_steps' below. bfc83f5's run: fpr
-    # stage 13:12 -> 20:24, validation AUC still rising at 1200 (baseline-beta 0.926 at 1080,
-    # 0.947 at 1200), held-out candidate AUC 0.74 -> 0.87 (ce) / 0.89 (beta).
+    # end them sooner): at 480 steps their validation AUC was still rising 0.04-0.10 per
+    # period, and at 1200 it still rises slowly (benchmarks/RESULTS.md)
     c.fpr.steps = 1200
     # fine-tunes (baseline-beta-finetune's fresh Beta head, each augmented row) span 3
-    # evaluation periods, so that the validation-selected checkpoint of Section 4's
-    # protocol has a choice: the 90 steps of 6acf342's run were shorter than one period
-    # (eval_every 120) and left the fresh Beta head under-trained (held-out candidate
-    # sensitivity at 1 FP/scan 0.03 after 90 steps, 0.41 after 360; benchmarks/RESULTS.md,
-    # "Where the evidence run's CPM is lost")
+    # evaluation periods, so that the validation-selected checkpoint of Section 4's protocol
+    # has a choice (one period left the fresh Beta head under-trained: held-out sensitivity
+    # at 1 FP/scan 0.03 after 90 steps, 0.41 after 360; benchmarks/RESULTS.md)
     c.fpr.finetune_steps = 360
     c.fpr.seg_pretrain_steps = 80
     c.fpr.eval_every = 120

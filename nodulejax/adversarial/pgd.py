@@ -28,9 +28,9 @@ Semantics (Madry et al. 2018, the "standard PGD" the paper uses):
   ``loss_args``; the result comes back as one uncommitted default-device array. ``"none"``
   keeps the batch on one device. Never under a trace. On the 2-core CPU this runs the two
   half-batches side by side: one demo PGD step at batch 16, 90-100 ms -> 49-60 ms
-  (benchmarks/RESULTS.md, "CPU, session 3"). Per-example losses make the sharded attack the
-  same function; XLA compiles each part of the batch itself, so the last bits may differ
-  from the one-device run.
+  (benchmarks/RESULTS.md, "one XLA device per core, the batch split over them").
+  Per-example losses make the sharded attack the same function; XLA compiles each part of
+  the batch itself, so the last bits may differ from the one-device run.
 
 **Per-example contract.** ``loss_fn(x, *loss_args)`` must return per-example losses ``(B,)``
 where example ``i``'s loss depends on ``x[i]`` only (no BatchNorm in training mode, no

@@ -1,13 +1,14 @@
 """Host CPU devices and batch sharding: run independent examples on every core; what the
 host CPU is (:func:`host_cpu`, recorded with every report).
 
-Why (benchmarks/RESULTS.md, "CPU, session 3"): XLA:CPU runs one executable's small 3D-CNN ops
-(demo FPR, 16^3 patches, 4-56 channels) with little intra-op parallelism, so on a 2-core machine
-one device keeps about one core busy. Splitting the host into one XLA CPU device per core
-(``jax_num_cpu_devices``) and sharding the batch axis over them (GSPMD, ``NamedSharding(mesh,
-P("data"))``) runs the two halves of a batch side by side. PGD is per-example by contract
-(:mod:`nodulejax.adversarial.pgd`), so a sharded batch computes the same function; the floating
-point may differ in the last bits (each device compiles its own half-batch).
+Why (benchmarks/RESULTS.md, "one XLA device per core, the batch split over them"): XLA:CPU runs
+one executable's small 3D-CNN ops (demo FPR, 16^3 patches, 4-56 channels) with little intra-op
+parallelism, so on a 2-core machine one device keeps about one core busy. Splitting the host
+into one XLA CPU device per core (``jax_num_cpu_devices``) and sharding the batch axis over
+them (GSPMD, ``NamedSharding(mesh, P("data"))``) runs the two halves of a batch side by side.
+PGD is per-example by contract (:mod:`nodulejax.adversarial.pgd`), so a sharded batch computes
+the same function; the floating point may differ in the last bits (each device compiles its own
+half-batch).
 
 Call :func:`configure_cpu_devices` before the first JAX computation (the entry points
 ``train.py`` / ``attack.py`` do, from ``config.runtime.cpu_devices``); afterwards

@@ -9,15 +9,18 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
 from nodulejax.errors import ConfigError
 from nodulejax.evaluation import figures, stress
 from nodulejax.models.classifier import load_fpr
+from nodulejax.runtime import checkpoint
 from tests.adversarial.pool.test_build import shared_setup
 
 MODELS = ["baseline-beta-finetune", "fpr_beta+syn"]
+REPLICA = "fpr_beta+syn.s1"
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +34,13 @@ def result(tmp_path_factory):
     c.stress.curve_patches = 4
     c.stress.whitebox_patches = 3  # white-box on the first 3 of each kind
     out = str(tmp_path_factory.mktemp("stress"))
+    # a seed replica of beta+syn (its weights * 0.99): scored on the transfer inputs only
+    params = load_fpr(c, workdir, "fpr_beta+syn").variables["params"]
+    with checkpoint.ModelCheckpoints(checkpoint.model_dir(workdir, REPLICA), config=c,
+                                     async_save=False) as m:
+        m.save(1, {"params": jax.tree.map(lambda a: a * 0.99, params)})
     t0 = time.time()
-    res = stress.run_stress(c, workdir, scans, MODELS, out, generator=gen)
+    res = stress.run_stress(c, workdir, scans, MODELS, out, generator=gen, replicas=[REPLICA])
     print(f"\nrun_stress: {time.time() - t0:.1f} s", flush=True)
     return res, out, c
 
@@ -50,7 +58,8 @@ def test_stress_writes_tables_4_to_6(result):
     cols["table5_whitebox"] = stress.ADVERSARIAL["table5"]
     cols["table6_whitebox"] = stress.ADVERSARIAL["table6"]
     for table, names in cols.items():
-        assert set(on_disk[table]) == {"baseline-beta-finetune", "beta+syn"}
+        replica = set() if table.endswith("_whitebox") else {"beta+syn.s1"}  # transfer only
+        assert set(on_disk[table]) == {"baseline-beta-finetune", "beta+syn"} | replica
         base = table.replace("_whitebox", "")
         for model, row in on_disk[table].items():
             assert f"| {model} |" in md
@@ -147,11 +156,32 @@ def test_table4_pgd_nodules_get_lower_confidence(result):
 
 
 def test_attacks_move_the_attacked_model(result):
-    res, _, _ = result
+    """Attack -> stress scores: the attacked model scores every perturbed positive below its
+    clean patch and every PGD negative patch above its negative (same index, scores.npz)."""
+    res, out, _ = result
     t5, t6 = res["table5"]["baseline-beta-finetune"], res["table6"]["baseline-beta-finetune"]
     assert t5["Adv."]["mean"] < t5["0.0 uniform noise"]["mean"]
     assert t6["PGD negative patches"]["mean"] > t6["Negative patches"]["mean"]
     assert t6["PGD noise"]["mean"] > t6["Uniform noise"]["mean"]
+    with np.load(os.path.join(out, "scores.npz")) as z:
+        b = "baseline-beta-finetune"
+        assert np.all(z[f"table5/{b}/Adv."] < z[f"table5/{b}/0.0 uniform noise"])
+        assert np.all(z[f"table6/{b}/PGD negative patches"] > z[f"table6/{b}/Negative patches"])
+
+
+def test_seed_replicas_are_scored_on_the_same_transfer_inputs(result, tmp_path_factory):
+    res, out, c = result
+    config, workdir, gen, scans = shared_setup(tmp_path_factory)
+    target = load_fpr(c, workdir, "fpr_baseline-beta-finetune")
+    rep = load_fpr(c, workdir, REPLICA)
+    inp = stress.stress_inputs(c, scans, target, None)
+    assert res["settings"]["replicas"] == ["beta+syn.s1"]
+    with np.load(os.path.join(out, "scores.npz")) as z:
+        for key, col in (("pos_adv", "table5/{}/Adv."), ("noise_adv", "table6/{}/PGD noise")):
+            np.testing.assert_allclose(z[col.format("beta+syn.s1")],
+                                       stress.score_patches(rep, inp[key], int(c.pgd.batch_size)),
+                                       atol=1e-6)
+        assert not [k for k in z.files if "whitebox/beta+syn.s1" in k]
 
 
 def test_figures_written(tmp_path_factory, result):

@@ -192,6 +192,10 @@ def test_augmented_inloop(ft_params, scans, patches, workdir):
                              val_patches=patches["val"])
     ls = _losses(wd, "fpr_beta+syn")
     assert len(ls) == 2 and np.all(np.isfinite(ls))
+    # the in-step latent search is logged: the frozen target's mean score before / after it
+    rows = [json.loads(line) for line in open(f"{wd}/logs/fpr_beta+syn/metrics.jsonl")]
+    logged = [r for r in rows if "inloop/syn_pgd_after" in r]
+    assert logged and all(0 <= r["inloop/syn_pgd_after"] <= 1 for r in logged)
 
 
 def test_kl_anneal_only_while_the_beta_head_is_new():

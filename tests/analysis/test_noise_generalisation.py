@@ -1,4 +1,4 @@
-"""The noise probe's arithmetic (benchmarks/noise_generalisation.py): how often a fine-tune
+"""The noise probe's arithmetic (analysis/noise_generalisation.py): how often a fine-tune
 draws each pool noise patch, and the bootstrap mean."""
 
 import os
@@ -10,7 +10,7 @@ from configs import demo
 from nodulejax.experiments import EXPERIMENTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+sys.path.insert(0, os.path.join(ROOT, "analysis"))
 import noise_generalisation as probe  # noqa: E402
 
 

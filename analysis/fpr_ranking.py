@@ -3,7 +3,7 @@ candidates (what the FROC of Table 3 scores) against how it ranks the test folds
 ``candidates_V2`` patches (what training and the report's held-out AUC use), with the CG's
 own score as a reference and the candidates' distance to the nodules they hit.
 
-    python benchmarks/fpr_ranking.py --config configs/demo.py --workdir runs/demo \\
+    python analysis/fpr_ranking.py --config configs/demo.py --workdir runs/demo \\
         [--models baseline-ce,baseline-beta-finetune] [--json out.json]
 
 A cached candidate (``WORKDIR/candidates``, written by the detect stage) is a true positive
@@ -155,7 +155,7 @@ def _main(fv) -> int:
 
 
 def main(argv=None) -> int:
-    return run_main("benchmarks/fpr_ranking.py", _define, _main, argv, doc=__doc__)
+    return run_main("analysis/fpr_ranking.py", _define, _main, argv, doc=__doc__)
 
 
 if __name__ == "__main__":

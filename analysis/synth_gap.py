@@ -5,8 +5,8 @@ backgrounds, the diameter filter, ``stress.seed``) minus its mean on the clean r
 positives (Table 5 "0.0 uniform noise"), with a normal-approximation 95% interval, and what
 the low scores are (compact vs fragmented samples, correlation with peak intensity).
 
-    python benchmarks/synth_gap.py --config configs/demo.py --workdir runs/demo
-    python benchmarks/synth_gap.py --config configs/demo.py --workdir runs/demo \\
+    python analysis/synth_gap.py --config configs/demo.py --workdir runs/demo
+    python analysis/synth_gap.py --config configs/demo.py --workdir runs/demo \\
         --train_to /tmp/synth_kl --config.synth.lambda_kl=3e-3
 
 Without ``--train_to`` the run's ``synth`` checkpoint is scored; with it, a synthesizer is
@@ -91,7 +91,7 @@ def _main(fv) -> int:
 
 
 def main(argv=None) -> int:
-    return run_main("benchmarks/synth_gap.py", _define, _main, argv, doc=__doc__)
+    return run_main("analysis/synth_gap.py", _define, _main, argv, doc=__doc__)
 
 
 if __name__ == "__main__":

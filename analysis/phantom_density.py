@@ -1,6 +1,6 @@
 """Phantom nodule density: included test nodules of a config and the per-scan cost.
 
-    python benchmarks/phantom_density.py [--config configs/demo.py] [--densities 0,8,12]
+    python analysis/phantom_density.py [--config configs/demo.py] [--densities 0,8,12]
         [--cost-scans 4]
 
 For each ``data.phantom.nodules_per_scan`` value: the included (consensus) nodules of the

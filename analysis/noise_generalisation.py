@@ -30,7 +30,7 @@ as stored; ``c.fpr.lr``, Adam, the Beta loss) and ``N`` steps on batches of pool
 (label 0), and reports after every quarter the mean score of the pool noise, of the real
 training negatives and of the real training positives (up to 512 of each, evenly spaced).
 
-    python benchmarks/noise_generalisation.py --config configs/demo.py --workdir runs/demo \\
+    python analysis/noise_generalisation.py --config configs/demo.py --workdir runs/demo \\
         [--models baseline-beta-finetune,beta+perturb,beta+perturb+syn] [--train_steps 240] \\
         [--json out.json]
 
@@ -252,7 +252,7 @@ def _main(fv) -> int:
 
 
 def main(argv=None) -> int:
-    return run_main("benchmarks/noise_generalisation.py", _define, _main, argv, doc=__doc__)
+    return run_main("analysis/noise_generalisation.py", _define, _main, argv, doc=__doc__)
 
 
 if __name__ == "__main__":

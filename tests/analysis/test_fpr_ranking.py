@@ -1,4 +1,4 @@
-"""The ranking probe's candidate labels (benchmarks/fpr_ranking.py): the LUNA16 hit rule,
+"""The ranking probe's candidate labels (analysis/fpr_ranking.py): the LUNA16 hit rule,
 small and excluded findings ignored, and the distance to the nearest candidate."""
 
 import os
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+sys.path.insert(0, os.path.join(ROOT, "analysis"))
 import fpr_ranking as probe  # noqa: E402
 
 
