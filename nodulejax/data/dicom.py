@@ -1,7 +1,10 @@
 """DICOM series folder reader (SimpleITK / GDCM), with the geometry checks GDCM does not make.
 
-A folder must hold exactly one series (``GetGDCMSeriesIDs``); several are refused, naming
-their SeriesInstanceUIDs. Before any voxel is read, each slice's header is checked:
+A folder must hold exactly one series (``GetGDCMSeriesIDs``), or the caller names one
+(``series=UID``); several without a choice are refused (:class:`SeveralSeriesError`, naming
+their SeriesInstanceUIDs). Only CT is read: a series whose Modality (0008,0060) is anything
+but ``CT`` (an MR, PET or secondary capture series holds no Hounsfield units) is refused; a
+slice without the tag is accepted. Before any voxel is read, each slice's header is checked:
 same size and ImageOrientationPatient (IOP) on every slice, orthonormal row/column cosines,
 and ImagePositionPatient (IPP) projected on the slice normal ``n = row x col`` giving distinct,
 evenly spaced positions (a gap about twice the median step is reported as a missing slice,
@@ -41,6 +44,23 @@ def _floats(path, fname, reader, tag, n) -> np.ndarray:
     return out
 
 
+class SeveralSeriesError(CTReadError):
+    """A DICOM folder holds several series and none was chosen; ``uids`` lists them."""
+
+    def __init__(self, message: str, uids):
+        super().__init__(message)
+        self.uids = tuple(uids)
+
+
+def _check_modality(path, fname, reader) -> None:
+    if not reader.HasMetaDataKey("0008|0060"):
+        return
+    modality = reader.GetMetaData("0008|0060").strip()
+    if modality.upper() != "CT":
+        raise CTReadError(f"{path}: slice {fname} has Modality {modality!r}, not CT: its values "
+                          "are not Hounsfield units; only CT series are read")
+
+
 def _slice_info(path: str, files):
     import SimpleITK as sitk
 
@@ -52,14 +72,17 @@ def _slice_info(path: str, files):
             r.ReadImageInformation()
         except RuntimeError as e:
             raise CTReadError(f"{path}: cannot read DICOM slice {f}: {e}") from e
+        _check_modality(path, f, r)
         sizes.append(tuple(r.GetSize()[:2]))
         ipps.append(_floats(path, f, r, "0020|0032", 3))  # ImagePositionPatient
         iops.append(_floats(path, f, r, "0020|0037", 6))  # ImageOrientationPatient
     return sizes, np.array(ipps), np.array(iops)
 
 
-def read_dicom_series(path: str, *, max_voxels: int = 1_000_000_000) -> CTVolume:
-    """Read the single DICOM series in folder `path` into a `CTVolume` (float32 HU, LPS)."""
+def read_dicom_series(path: str, *, max_voxels: int = 1_000_000_000,
+                      series: str | None = None) -> CTVolume:
+    """Read the single DICOM series in folder `path` (or the one whose SeriesInstanceUID is
+    `series`) into a `CTVolume` (float32 HU, LPS; ``files``: the slices in ``z`` order)."""
     import SimpleITK as sitk
 
     try:
@@ -68,11 +91,16 @@ def read_dicom_series(path: str, *, max_voxels: int = 1_000_000_000) -> CTVolume
         raise CTReadError(f"{path}: cannot scan DICOM folder: {e}") from e
     if not ids:
         raise CTReadError(f"{path}: no DICOM series found in folder")
+    ids = list(ids)
+    if series is not None:
+        if series not in ids:
+            raise CTReadError(f"{path}: no DICOM series {series} in the folder; it holds "
+                              f"{', '.join(ids)}")
+        ids = [series]
     if len(ids) > 1:
-        raise CTReadError(
+        raise SeveralSeriesError(
             f"{path}: folder holds {len(ids)} DICOM series ({', '.join(ids)}); put each series "
-            "in its own folder"
-        )
+            "in its own folder", ids)
     files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(path, ids[0]))
     if len(files) < 2:
         raise CTReadError(f"{path}: DICOM series {ids[0]} has {len(files)} slice(s); need >= 2")
@@ -144,4 +172,4 @@ def read_dicom_series(path: str, *, max_voxels: int = 1_000_000_000) -> CTVolume
     spacing = np.array([sz, sy, sx])
     direction = np.column_stack([row, col, normal])
     check_geometry(path, spacing, ipp[0], direction)
-    return CTVolume(arr, spacing, ipp[0].copy(), direction, path=path)
+    return CTVolume(arr, spacing, ipp[0].copy(), direction, path=path, files=tuple(files))

@@ -28,9 +28,10 @@ def _kind(path: str) -> str:
     return ""
 
 
-def load_ct(path, *, max_voxels: int = 1_000_000_000) -> CTVolume:
+def load_ct(path, *, max_voxels: int = 1_000_000_000, series: str | None = None) -> CTVolume:
     """Read a CT volume: MetaImage (.mhd + .raw/.zraw, .mha), NIfTI (.nii, .nii.gz) or a DICOM
-    series folder. Returns float32 HU (z, y, x) with LPS geometry; see the module docstring.
+    series folder (``series``: the SeriesInstanceUID to read when the folder holds several).
+    Returns float32 HU (z, y, x) with LPS geometry; see the module docstring.
 
     Raises `CTReadError` (naming the file) for anything that cannot be read faithfully, including
     volumes over `max_voxels` (checked from the header, before any allocation).
@@ -46,7 +47,7 @@ def load_ct(path, *, max_voxels: int = 1_000_000_000) -> CTVolume:
     if kind == "nifti":
         return nifti.read_nifti(path, max_voxels=max_voxels)
     if kind == "dicom":
-        return dicom.read_dicom_series(path, max_voxels=max_voxels)
+        return dicom.read_dicom_series(path, max_voxels=max_voxels, series=series)
     raise CTReadError(
         f"{path}: unknown CT format (expected .mhd, .mha, .nii, .nii.gz or a DICOM folder)"
     )

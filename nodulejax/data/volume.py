@@ -42,6 +42,8 @@ class CTVolume:
       direction: (3, 3) float64 ITK direction (column j = world direction of ITK axis j,
         ITK axes (x, y, z) = our array axes (2, 1, 0)).
       path: the file or folder the volume was read from, if any.
+      files: a DICOM series' slice files in array ``z`` order (empty for other formats), so
+        a voxel index maps back to the file that holds it.
     """
 
     array: np.ndarray
@@ -49,6 +51,7 @@ class CTVolume:
     origin: np.ndarray
     direction: np.ndarray
     path: str | None = None
+    files: tuple = ()
 
     def __post_init__(self):
         self.array = np.asarray(self.array, dtype=np.float32)

@@ -20,6 +20,7 @@ def write_dicom_series(
     spacing_xy=(0.7, 0.8),
     prefix="s",
     intercept=None,
+    modality="CT",
 ):
     """One DICOM file per slice with SimpleITK's GDCM writer (tags set per slice)."""
     folder.mkdir(exist_ok=True)
@@ -33,7 +34,7 @@ def write_dicom_series(
         s = sitk.GetImageFromArray(arr[k])
         s.SetSpacing(spacing_xy)
         tags = {
-            "0008|0060": "CT",
+            "0008|0060": modality,
             "0020|000d": "1.2.826.0.1.3680043.2.1125.9",
             "0020|000e": series,
             "0020|0037": "\\".join(str(float(v)) for v in iop),
@@ -128,3 +129,31 @@ def test_bad_dicom_refused(tmp_path, case):
         assert "uneven" in msg
     if case == "gantry_tilt":
         assert "tilt" in msg
+
+
+def test_series_is_chosen_by_uid_and_the_slices_kept_in_z_order(tmp_path):
+    folder = _bad_dicom(tmp_path, "several_series")
+    v = load_ct(folder, series="1.2.3.200")
+    np.testing.assert_array_equal(v.array, DCM_ARR.astype(np.float32))
+    assert [os.path.basename(f) for f in v.files] == [f"t{k:03d}.dcm" for k in range(6)]
+    with pytest.raises(CTReadError) as ei:
+        load_ct(folder, series="1.2.3.999")
+    assert "1.2.3.999" in str(ei.value) and "1.2.3.100" in str(ei.value)
+
+
+def test_several_series_error_lists_the_uids(tmp_path):
+    from nodulejax.data.dicom import SeveralSeriesError
+
+    with pytest.raises(SeveralSeriesError) as ei:
+        load_ct(_bad_dicom(tmp_path, "several_series"))
+    assert set(ei.value.uids) == {"1.2.3.100", "1.2.3.200"}
+
+
+@pytest.mark.parametrize("modality", ["MR", "PT"])
+def test_a_series_that_is_not_ct_is_refused(tmp_path, modality):
+    """An MR series' values are not HU: before this check it was read as if they were."""
+    folder = write_dicom_series(tmp_path / "mr", modality=modality)
+    with pytest.raises(CTReadError) as ei:
+        load_ct(folder)
+    assert_names_file(ei, folder)
+    assert f"Modality '{modality}'" in str(ei.value) and "not CT" in str(ei.value)
