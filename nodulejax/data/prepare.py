@@ -166,11 +166,7 @@ def prepare_scan(dataset: luna16.Luna16Dataset, uid: str, *, spacing: float,
     if path and os.path.exists(path):
         return _load_cached(path, dataset, uid, types)
     vol = dataset.load(uid)
-    res = preprocess.resample(vol, spacing)
-    lung = preprocess.lung_mask(res.array, res.spacing)
-    # float16 precision (~0.7 HU) whether or not the scan is cached, so a cache hit returns
-    # exactly the arrays of the first call
-    image = preprocess.window(res.array, *window).astype(np.float16).astype(np.float32)
+    image, lung, geometry = prepare_arrays(vol, spacing=spacing, window=window)
     seg = None
     mask_path = os.path.join(dataset.root, "masks", f"{uid}.mhd")
     if os.path.exists(mask_path):
@@ -179,14 +175,45 @@ def prepare_scan(dataset: luna16.Luna16Dataset, uid: str, *, spacing: float,
         if seg.shape != image.shape:
             raise LUNA16FormatError(f"{mask_path}: mask grid {seg.shape} differs from the scan's "
                                     f"{image.shape} after resampling")
-    geometry = io.CTVolume(np.zeros((0, 0, 0), np.float32), res.spacing, res.origin,
-                           res.direction, vol.path)
     scan = _assemble(dataset, uid, image, lung, geometry, seg, types)
     if path:
         atomic_savez(path, compressed=True, image=image.astype(np.float16), lung=lung,
                      seg=seg if seg is not None else np.zeros((0,), np.uint8),
-                     spacing=res.spacing, origin=res.origin, direction=res.direction)
+                     spacing=geometry.spacing, origin=geometry.origin,
+                     direction=geometry.direction)
     return scan
+
+
+def prepare_arrays(volume: io.CTVolume, *, spacing: float, window=(-1000.0, 400.0)):
+    """The study's preparation of one CT volume (HU): resampled to ``spacing`` mm, the lung
+    mask, the HU window to [0, 1] at float16 precision. Returns ``(image, lung, geometry)``,
+    geometry the resampled grid (same origin and direction, empty array)."""
+    res = preprocess.resample(volume, spacing)
+    lung = preprocess.lung_mask(res.array, res.spacing)
+    # float16 precision (~0.7 HU) whether or not the scan is cached, so a cache hit returns
+    # exactly the arrays of the first call
+    image = preprocess.window(res.array, *window).astype(np.float16).astype(np.float32)
+    geometry = io.CTVolume(np.zeros((0, 0, 0), np.float32), res.spacing, res.origin,
+                           res.direction, volume.path)
+    return image, lung, geometry
+
+
+def prepare_volume(volume: io.CTVolume, *, spacing: float, window=(-1000.0, 400.0),
+                   uid: str = "scan") -> PreparedScan:
+    """A scan from outside the dataset (a user's file or DICOM folder) prepared exactly as
+    :func:`prepare_scan` prepares a dataset's scan (:func:`prepare_arrays`), with no findings
+    and fold -1. ``extra["source"]`` is the original grid (``volume`` with an empty array, its
+    path and DICOM slice files), so a voxel of the prepared grid maps back to the original
+    file's voxel indices through world LPS mm."""
+    image, lung, geometry = prepare_arrays(volume, spacing=spacing, window=window)
+    source = io.CTVolume(np.zeros((0, 0, 0), np.float32), volume.spacing, volume.origin,
+                         volume.direction, volume.path, volume.files)
+    empty3, empty = np.zeros((0, 3)), np.zeros(0)
+    return PreparedScan(uid=uid, fold=-1, image=image, lung=lung, geometry=geometry,
+                        nodules_zyx=empty3, nodules_diam_mm=empty,
+                        nodule_types=np.zeros(0, object), excluded_zyx=empty3,
+                        excluded_diam_mm=empty, cand_zyx=empty3, cand_label=np.zeros(0, int),
+                        extra={"source": source, "source_shape": volume.shape})
 
 
 def _load_cached(path, dataset, uid, types):

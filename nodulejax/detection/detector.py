@@ -306,19 +306,25 @@ def lung_roi(scan, margin_mm: float):
     return ndimage.binary_dilation(scan.lung, ball, iterations=r)
 
 
-def generate_candidates(cg_params, config, scan, progress: bool = False):
+def generate_candidates(cg_params, config, scan, progress: bool = False,
+                        maps: dict | None = None):
     """Candidates of one scan (Section 3.1): blob peaks of the fused heatmap (<= K) united
     with the RPN boxes.
 
     Args:
       cg_params: {"cg": params, "cg_ggo": params, "rpn": params or None}.
       scan: PreparedScan (image (Z, Y, X) in [0, 1]).
+      maps: a dict to receive the heatmaps ("all", "ggo": (Z, Y, X), "roi": mask or None)
+        and the RPN boxes ("rpn_boxes" (n, 4) z, y, x, d voxels; "rpn_scores"), e.g. to tell
+        which network found a candidate; the candidates are the same with or without it.
     Returns:
       zyx (N, 3) float64 voxel indices of ``scan.image``, scores (N,) in [0, 1],
       source (N,) int8 flags (1 blob, 2 RPN, 3 both).
     """
     roi = lung_roi(scan, float(config.cg.roi_margin_mm))
     h_all, h_ggo, rb, rs = cg_maps(cg_params, config, scan.image, roi, progress)
+    if maps is not None:
+        maps.update(all=h_all, ggo=h_ggo, roi=roi, rpn_boxes=rb, rpn_scores=rs)
     fused = np.where(roi, np.maximum(h_all, h_ggo), 0.0) if roi is not None else \
         np.maximum(h_all, h_ggo)
     sp = float(scan.spacing)

@@ -449,7 +449,8 @@ def evaluate(
     Keys: ``cpm``, ``sensitivity_at`` {"0.125": .., .., "8": ..}, ``cpm_ci`` [lo, hi] and
     ``sensitivity_ci`` {key: [lo, hi]} (None when ``bootstrap == 0``), ``n_nodules``,
     ``n_detected``, ``n_fp_marks``, ``n_scans``, ``n_marks`` (kept after the 100 cap),
-    ``curve`` {fps, sensitivity} (the full FROC curve), ``band`` {fps, lo, hi} (bootstrap
+    ``curve`` {fps, sensitivity, thresholds} (the full FROC curve; threshold i is the lowest
+    probability counted at point i, None for the origin), ``band`` {fps, lo, hi} (bootstrap
     interval on a log grid 1/8..8, for the plot), ``bootstrap``, ``seed``,
     ``min_diameter_mm``. ``min_diameter_mm``: included nodules below it are irrelevant
     findings (:func:`irrelevant_below`)."""
@@ -458,7 +459,7 @@ def evaluate(
     entries = match_marks(
         annotations, excluded, seriesuids, predictions, max_marks=max_marks, names=names
     )
-    curve_fps, curve_sens, _ = froc_curve(entries)
+    curve_fps, curve_sens, curve_thr = froc_curve(entries)
     sens = sensitivity_at(curve_fps, curve_sens, fps)
     res: dict = {
         "cpm": float(np.mean(sens)),
@@ -472,7 +473,8 @@ def evaluate(
         "n_marks": int(entries.n_marks_kept),
         "n_marks_capped": int(entries.n_marks_capped),
         "n_marks_on_excluded": int(entries.n_irrelevant),
-        "curve": {"fps": curve_fps.tolist(), "sensitivity": curve_sens.tolist()},
+        "curve": {"fps": curve_fps.tolist(), "sensitivity": curve_sens.tolist(),
+                  "thresholds": [None if not np.isfinite(t) else float(t) for t in curve_thr]},
         "band": None,
         "bootstrap": int(bootstrap),
         "seed": int(seed),

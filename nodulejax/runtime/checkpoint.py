@@ -452,3 +452,57 @@ def require_model(workdir: str, name: str) -> str:
         raise CheckpointError(f"model {name!r}: no checkpoint {model_dir(workdir, ckpt)}"
                               f"{_found(workdir, ckpt)}")
     return ckpt
+
+
+def saved_config(workdir: str, model_name: str, which: str = "best") -> dict:
+    """The run config stored with a model's checkpoint (the ``config`` item), as a dict:
+    ``best/`` (falling back to ``latest/``) or ``latest/``, as :func:`load_params`."""
+    d = model_dir(workdir, model_name)
+    for sub in (("best", "latest") if which == "best" else ("latest",)):
+        path = os.path.join(d, sub)
+        if not os.path.isdir(path):
+            continue
+        mngr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True),
+                                     item_names=_ITEMS)
+        try:
+            step = mngr.latest_step()
+            if step is None:
+                continue
+            try:
+                head = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+            except Exception as e:  # noqa: BLE001
+                raise CheckpointError(f"checkpoint {os.path.join(path, str(step))} has no "
+                                      f"readable config: {type(e).__name__}: {e}") from e
+        finally:
+            mngr.close()
+        return dict(head["config"] or {})
+    raise CheckpointError(f"no {which} checkpoint for model {model_name!r} under {d}"
+                          f"{_found(workdir, model_name)}")
+
+
+def save_tree(path: str, tree) -> None:
+    """A pytree of arrays (a model's params) as one Orbax checkpoint folder ``path`` (which
+    must not exist): :func:`load_tree` reads it back, on any device mesh."""
+    with ocp.StandardCheckpointer() as c:
+        c.save(os.path.abspath(path), jax.tree.map(np.asarray, tree))
+        c.wait_until_finished()
+
+
+def load_tree(path: str):
+    """The pytree :func:`save_tree` wrote to ``path``, on the default device (the saved
+    shapes and dtypes). CheckpointError when it is missing or unreadable."""
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path}: no such checkpoint folder")
+    try:
+        with ocp.StandardCheckpointer() as c:
+            meta = c.metadata(path)
+            tree = getattr(meta, "item_metadata", meta)
+            tree = getattr(tree, "tree", tree)
+            one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one)
+                                  if hasattr(m, "shape") and hasattr(m, "dtype") else m, tree)
+            out = c.restore(path, target)
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types
+        raise CheckpointError(f"{path}: unreadable checkpoint: {type(e).__name__}: {e}") from e
+    return devices.gather(out)
