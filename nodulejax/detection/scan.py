@@ -27,6 +27,7 @@ by descending probability), ``candidates.csv`` (every scored candidate),
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import os
@@ -78,11 +79,21 @@ class Findings:
         return np.flatnonzero(self.probability >= threshold)
 
 
+@contextlib.contextmanager
 def _bar(desc: str, total: int, progress: bool):
+    """A tqdm bar on stderr for one stage; erased when the stage fails, so a refused input
+    leaves its one-line error alone on the terminal."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="step", disable=not progress, dynamic_ncols=True,
-                file=sys.stderr)
+    bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, dynamic_ncols=True,
+               file=sys.stderr)
+    try:
+        yield bar
+    except BaseException:
+        bar.leave = False
+        bar.close()
+        raise
+    bar.close()
 
 
 # ----------------------------------------------------------------------------- input
