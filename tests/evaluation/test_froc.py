@@ -62,6 +62,18 @@ def test_interpolation_and_ties_by_hand():
     assert r["cpm_ci"] is None
 
 
+def test_curve_records_the_threshold_of_each_point():
+    """froc.json's curve.thresholds: point i counts the marks with probability >= it (the
+    origin: None), so a detector's operating point at 1 FP/scan can be read back."""
+    uids = ["a", "b", "c", "d"]
+    a = ann(*[(u, 0, 0, 0, 6) for u in uids])
+    p = pred(("a", 0, 0, 0, 0.9), ("b", 1, 0, 0, 0.6), ("c", 50, 0, 0, 0.8), ("d", 50, 0, 0, 0.7))
+    r = ev(a, p, uids)
+    assert r["curve"]["thresholds"] == [None, 0.9, 0.8, 0.7, 0.6]
+    assert r["curve"]["fps"] == pytest.approx([0, 0, 0.25, 0.5, 0.5])
+    json.dumps(r, allow_nan=False)  # plain JSON
+
+
 def test_curve_starts_at_origin_and_interpolates_linearly():
     # one TP and one FP tied at 0.5 over 4 scans: curve (0,0) -> (1/4, 1); at 1/8 -> 1/2.
     uids = ["a", "b", "c", "d"]
