@@ -20,7 +20,7 @@ import numpy as np
 from nodulejax.runtime.files import atomic_write_text
 
 MIN_BOX_MM = 10.0
-LUNG_MIP_MAX = 0.6  # the MIP of the lungs shows [-1000, -160] HU of the default window
+LUNG_MIP_MAX = 0.8  # the MIP of the lungs shows [-1000, 120] HU of the default window
 
 
 def _flips(direction) -> tuple[bool, bool, bool]:
