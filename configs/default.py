@@ -51,6 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
     # nodule density: expected consensus nodules per scan (Poisson); 0 = the built-in 0-5
     # distribution (mean 1.83; real LUNA16: 1186 nodules / 888 scans = 1.34)
     c.data.phantom.nodules_per_scan = 0.0
+    # nodule shapes: "primitives" (geometric) or "lidc" (the LIDC-IDRI readers' consensus
+    # outlines of real nodules, scaled to the drawn diameter; their ratings decide the type)
+    c.data.phantom.shapes = "primitives"
 
     # --- candidate generation (Section 3.1): ResUNet blob heatmaps + RPN head --------------
     c.cg = ml_collections.ConfigDict()

@@ -85,6 +85,7 @@ def stage_data(study):
                                        max_voxels=int(p.max_voxels),
                                        workers=int(d.num_workers),
                                        nodules_per_scan=float(p.get("nodules_per_scan", 0.0)),
+                                       shapes=str(p.get("shapes", "primitives")),
                                        overwrite=True)  # a killed earlier attempt
     summary.pop("uids", None)
     return summary
