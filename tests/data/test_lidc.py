@@ -11,6 +11,7 @@ import pytest
 
 from nodulejax.data import lidc
 from nodulejax.data.luna16 import UnknownScanError, read_annotations
+from nodulejax.data.volume import CTVolume
 from nodulejax.errors import AnnotationDBError
 
 REAL = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "luna16")
@@ -232,6 +233,60 @@ def test_missing_and_malformed_databases_are_refused(tmp_path):
     with lidc.open_database(bad) as db, pytest.raises(
             AnnotationDBError, match=r"bad\.sqlite: scan '1\.2\.3': annotation 7: coords"):
         db.scan("1.2.3")
+
+
+# --------------------------------------------------------------------------- other grids
+
+
+def _grid(spacing, shape, centre_xyz, direction=None):
+    """A target grid (CTVolume) of ``shape`` whose middle voxel is at ``centre_xyz``."""
+    direction = np.eye(3) if direction is None else direction
+    sp = np.broadcast_to(np.asarray(spacing, float), (3,)).copy()
+    mid = (np.asarray(shape) - 1) / 2  # zyx
+    origin = np.asarray(centre_xyz, float) - direction @ (mid[::-1] * sp[::-1])
+    return CTVolume(np.zeros((0, 0, 0), np.float32), sp, origin, direction)
+
+
+def test_resample_mask_keeps_size_and_lands_on_the_centre():
+    # a 3-slice x 4-row x 6-col block on uneven slices (steps 2 and 2.5 mm), 0.8 mm pixels
+    z = np.array([-20.0, -18.0, -16.0, -13.5, -11.0, -9.0])
+    cm = lidc.CroppedMask(np.ones((3, 4, 6), bool), np.array([2, 30, 40]))
+    centre = np.array([10.0, -20.0, 35.0])
+    geo = _grid(0.5, (41, 41, 41), centre)
+    out = lidc.resample_mask(cm, z, 0.8, (1, 1), centre, geo, (41, 41, 41))
+    full = np.zeros((41, 41, 41), bool)
+    k, r, c = out.offset
+    full[k:k + out.mask.shape[0], r:r + out.mask.shape[1], c:c + out.mask.shape[2]] = out.mask
+    # the centroid lands on the centre (the source's z centroid is between uneven slices)
+    np.testing.assert_allclose(np.argwhere(full).mean(0), [20, 20, 20], atol=0.35)
+    # extents: x 6 x 0.8 = 4.8 mm, y 3.2 mm; z (slices 2-4) from half-way below the first
+    # slice (-17 mm) to half-way above the last (-10 mm): 7 mm; in 0.5 mm voxels, +-1
+    ext = np.array(out.mask.shape) * 0.5
+    assert np.all(np.abs(ext - [7.0, 3.2, 4.8]) <= 0.5), ext
+    assert out.mask.sum() * 0.125 == pytest.approx(7.0 * 3.2 * 4.8, rel=0.15)
+    # the flipped in-plane orientation mirrors x and y about the centre (an L-shaped mask)
+    ell = np.zeros((3, 5, 7), bool)
+    ell[:, :, :2] = True
+    ell[:, 3:, :] = True
+    cm = lidc.CroppedMask(ell, np.array([1, 10, 10]))
+    a, b = (lidc.resample_mask(cm, z, 0.8, d, centre, geo, (41, 41, 41))
+            for d in ((1, 1), (-1, -1)))
+    fa, fb = np.zeros((41, 41, 41), bool), np.zeros((41, 41, 41), bool)
+    for f, m in ((fa, a), (fb, b)):
+        k, r, c = m.offset
+        f[k:k + m.mask.shape[0], r:r + m.mask.shape[1], c:c + m.mask.shape[2]] = m.mask
+    np.testing.assert_array_equal(fb, fa[:, ::-1, ::-1])
+    assert not np.array_equal(fa, fa[:, ::-1, ::-1])
+    # a target grid's own direction is followed through world coordinates
+    flip = np.diag([-1.0, -1.0, 1.0])
+    geo_f = _grid(0.5, (41, 41, 41), centre, flip)
+    m = lidc.resample_mask(cm, z, 0.8, (1, 1), centre, geo_f, (41, 41, 41))
+    ff = np.zeros((41, 41, 41), bool)
+    k, r, c = m.offset
+    ff[k:k + m.mask.shape[0], r:r + m.mask.shape[1], c:c + m.mask.shape[2]] = m.mask
+    np.testing.assert_array_equal(ff, fa[:, ::-1, ::-1])
+    # outside the grid: None
+    assert lidc.resample_mask(cm, z, 0.8, (1, 1), centre + 100, geo, (41, 41, 41)) is None
 
 
 # --------------------------------------------------------------------------- real nodules

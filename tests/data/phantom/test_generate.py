@@ -184,3 +184,68 @@ def test_plot_scan_summary_writes_png(tmp_path):
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(path) > 5000
+
+
+def _own_hu(root, rows):
+    """Median HU over each row's own voxels (its label in masks/), None if it has none."""
+    luna16 = pytest.importorskip("nodulejax.data.luna16")
+    io = pytest.importorskip("nodulejax.data.io")
+    ds, vols, out = luna16.Luna16Dataset(root), {}, []
+    for r in rows:
+        uid = r["seriesuid"]
+        if uid not in vols:
+            vols[uid] = (ds.load(uid), io.load_ct(os.path.join(root, "masks", uid + ".mhd")))
+        vol, mask = vols[uid]
+        own = vol.array[mask.array == int(r["label"])]
+        out.append(float(np.median(own)) if own.size else None)
+    return out
+
+
+def test_lidc_shapes_keep_the_findings_and_take_the_real_types(tmp_path):
+    """shapes="lidc": the same findings (positions, diameters, locations) as the primitives of
+    the same seed; every finding >= 3 mm is a library nodule whose ratings give its type;
+    the planted voxels carry that type's HU."""
+    from nodulejax.data.phantom import shapes
+
+    kw = dict(num_subsets=2, size_scale=0.35, max_voxels=300_000, nodules_per_scan=6.0)
+    prim = phantom.generate_dataset(str(tmp_path / "p"), 3, seed=11, **kw)
+    real = phantom.generate_dataset(str(tmp_path / "r"), 3, seed=11, shapes="lidc", **kw)
+    assert (prim["shapes"], real["shapes"]) == ("primitives", "lidc")
+    rp = _rows(os.path.join(tmp_path, "p", "nodules.csv"))
+    rr = _rows(os.path.join(tmp_path, "r", "nodules.csv"))
+    assert len(rr) == len(rp) >= 12
+    same = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm", "location", "excluded",
+            "label")
+    assert [[r[k] for k in same] for r in rr] == [[r[k] for k in same] for r in rp]
+    assert {r["shape"] for r in rp} == {"primitive"}
+    by_key = {row.key: row for row in shapes.library().rows}
+    n_real = 0
+    for r in rr:
+        if float(r["diameter_mm"]) < 3.0:
+            assert r["shape"] == "primitive"
+            continue
+        assert by_key[r["shape"]].type == r["type"]
+        n_real += 1
+    assert n_real >= 10
+    hu = _own_hu(os.path.join(tmp_path, "r"), rr)
+    n_hu = 0
+    for r, h in zip(rr, hu, strict=True):
+        if h is None or r["shape"] == "primitive" or float(r["diameter_mm"]) < 5:
+            continue  # small nodules at thick slices: partial volume
+        lo, hi = {"solid": (-450, 200), "part-solid": (-750, 100), "ground-glass": (-800, -250),
+                  "calcified": (100, 1500)}[r["type"]]
+        assert lo <= h <= hi, (r, h)
+        n_hu += 1
+    assert n_hu >= 5
+
+
+def test_lidc_shapes_are_the_same_bytes_whatever_the_workers(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    for d, w in ((a, 1), (b, 2)):
+        phantom.generate_dataset(d, 2, seed=7, num_subsets=2, size_scale=0.3,
+                                 max_voxels=150_000, workers=w, shapes="lidc",
+                                 nodules_per_scan=4.0)
+    files = sorted(os.path.relpath(os.path.join(dp, f), a) for dp, _, fs in os.walk(a) for f in fs)
+    match, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)
+    assert not mismatch and not errors and len(match) == 2 * 2 * 2 + 5
+    assert any(r["shape"].startswith("lidc:") for r in _rows(os.path.join(a, "nodules.csv")))

@@ -46,3 +46,24 @@ def test_a_value_out_of_range_is_one_line_and_writes_nothing(tmp_path, capsys, f
     field = "config.data.phantom." + flag[2:].replace("-", "_")
     assert "ConfigError" in err and flag in err and field in err
     assert not out.exists()
+
+
+def test_shapes_flag_and_config_field(tmp_path, capsys):
+    out = tmp_path / "ph"
+    argv = ["--out", str(out), "--num-scans", "1", "--size-scale", "0.3", "--max-voxels",
+            "100000", "--nodules-per-scan", "4"]
+    assert phantom_cli.main([*argv, "--shapes", "lidc"]) == 0
+    assert "(lidc shapes)" in capsys.readouterr().out
+    with open(out / "nodules.csv") as f:
+        header = f.readline().strip().split(",")
+        shapes = [line.strip().split(",")[header.index("shape")] for line in f]
+    assert any(s.startswith("lidc:") for s in shapes)
+    # an unknown value: one line naming the flag, nothing written
+    assert phantom_cli.main(["--out", str(tmp_path / "x"), "--shapes", "cubes"]) == 2
+    err = _one_line(capsys)
+    assert "--shapes" in err and "cubes" in err
+    assert not (tmp_path / "x").exists()
+    # with --config the field is read (tiny: primitives)
+    assert phantom_cli.main(["--out", str(tmp_path / "c"), "--config", TINY_CONFIG,
+                             *argv[2:]]) == 0
+    assert "(primitives shapes)" in capsys.readouterr().out
