@@ -62,6 +62,9 @@ def _define(fv):
     flags.DEFINE_integer("resamples", 1000, "bootstrap resamples per cell", flag_values=fv)
     flags.DEFINE_integer("train_steps", 0, "also trace this many fine-tune steps (0: none)",
                          flag_values=fv)
+    flags.DEFINE_integer("trace_kl_steps", -1, "KL ramp of the trace's Beta loss: -1 the row's "
+                         "own (weight 1 from the first step), T > 0 weight min(1, step / T) "
+                         "(a control: a large T keeps the KL term near 0)", flag_values=fv)
     flags.DEFINE_string("json", None, "also write the result here", flag_values=fv)
     return ["workdir"]
 
@@ -111,7 +114,8 @@ def draws_per_pool_patch(config, row: dict, pool_size: int) -> float:
 PROBE_PATCHES = 512  # real training patches per label scored along the trace
 
 
-def fine_tune_trace(c, workdir: str, train_scans, target, pool_x, steps: int) -> dict:
+def fine_tune_trace(c, workdir: str, train_scans, target, pool_x, steps: int,
+                    kl_steps: int = -1) -> dict:
     """From ``target``'s weights: ``steps`` steps of the beta+perturb fine-tune's own batches
     ("row") and of pool-noise-only batches ("noise_only"); mean scores of the pool noise, the
     real training negatives and positives at step 0 and after every quarter."""
@@ -144,7 +148,8 @@ def fine_tune_trace(c, workdir: str, train_scans, target, pool_x, steps: int) ->
     probes = {"pool_noise": pool_x, "real_negatives": spread(real["x"][real["y"] == 0]),
               "real_positives": spread(real["x"][real["y"] == 1])}
     tx = _tx(float(f.lr))
-    kl_steps = kl_anneal_steps_for(cfg, EXPERIMENTS["beta+perturb"], "fpr_augmented")
+    if kl_steps < 0:
+        kl_steps = kl_anneal_steps_for(cfg, EXPERIMENTS["beta+perturb"], "fpr_augmented")
     step = jax.jit(make_fpr_step(target.model, tx, head="beta", kl_anneal_steps=kl_steps))
     rng = np.random.default_rng(seed)
     bs, out = int(f.batch_size), {}
@@ -168,6 +173,7 @@ def fine_tune_trace(c, workdir: str, train_scans, target, pool_x, steps: int) ->
             state, _ = step(state, batch, jax.random.key(t))
         out[mode] = trace
     out["lr"] = float(f.lr)
+    out["kl_anneal_steps"] = int(kl_steps)
     out["batch_size"] = bs
     return out
 
@@ -246,7 +252,8 @@ def _main(fv) -> int:
         out["models"][name] = cell
     if int(fv["train_steps"].value) > 0:
         out["fine_tune_trace"] = fine_tune_trace(c, study.workdir, study.scans("train"), target,
-                                                 pool_x, int(fv["train_steps"].value))
+                                                 pool_x, int(fv["train_steps"].value),
+                                                 int(fv["trace_kl_steps"].value))
     print_json_line(out, fv["json"].value)
     return 0
 
