@@ -34,7 +34,7 @@ from nodulejax.runtime.cli import (
            check_overrides,
            config_spec,
            help_text,
-           nearest,
+           nearest_field,
            quiet_library_logs,
            run_main,
 )
@@ -77,7 +77,7 @@ __all__ = ["batching", "map_batches", "pad_rows", "config_tools", "config_to_dic
            "batch_mesh", "mesh_for", "put_batch", "replicate", "gather", "checkpoint", "model_dir",
            "check_config", "encode_key", "decode_key", "Restored", "ModelCheckpoints",
            "restore_latest", "load_params", "trained_models", "require_model", "cli", "run_main",
-           "nearest", "check_overrides", "config_spec", "quiet_library_logs", "help_text",
+           "nearest_field", "check_overrides", "config_spec", "quiet_library_logs", "help_text",
            "USER_ERRORS", "compilation", "cache_dir", "configure_compilation_cache", "files",
            "atomic_write", "atomic_write_text", "atomic_write_json",
            "atomic_savez", "keys", "STREAMS", "item_keys", "stream_key", "processes", "spawn_map",

@@ -38,7 +38,6 @@ and current value.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -49,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from nodulejax.errors import CheckpointError, ConfigError
+from nodulejax.errors import CheckpointError, ConfigError, nearest
 from nodulejax.experiments import canonical_model_name
 from nodulejax.runtime import devices
 from nodulejax.runtime.config_tools import config_diff as _config_diff
@@ -435,8 +434,7 @@ def _found(workdir: str, name: str) -> str:
     found = trained_models(workdir)
     if not found:
         return f"; {os.path.join(workdir, 'checkpoints')} holds no models"
-    close = difflib.get_close_matches(name, found, n=3, cutoff=0.5)
-    near = f"nearest: {', '.join(close)}; " if close else ""
+    near = nearest(name, found, "nearest: {}; ")
     return f"; {near}models in {os.path.join(workdir, 'checkpoints')}: {', '.join(found)}"
 
 

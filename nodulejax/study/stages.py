@@ -6,7 +6,6 @@ summary that the study stores in ``WORKDIR/stages/<stage>.json`` and the report 
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 
@@ -17,7 +16,7 @@ from nodulejax.data import phantom
 from nodulejax.data.patchsets import nodule_cutouts
 from nodulejax.data.phantom import plot_scan_summary
 from nodulejax.detection.run import detect_scans, load_cg_params, write_rows
-from nodulejax.errors import ConfigError
+from nodulejax.errors import ConfigError, nearest
 from nodulejax.evaluation import froc, table3
 from nodulejax.evaluation.figures import make_figures
 from nodulejax.evaluation.stress import run_stress
@@ -286,12 +285,7 @@ def run_single(study, stage: str):
         return study.run_stage("fpr_seg", lambda: stage_fpr_seg(study))
     names = STUDY_STAGES + SINGLE_STAGES
     raise ConfigError(f"config.stage: unknown stage {stage!r}; expected 'study' or one of "
-                      f"{', '.join(names)}{_nearest(stage, names)}")
-
-
-def _nearest(name, names) -> str:
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    return f"; nearest: {', '.join(close)}" if close else ""
+                      f"{', '.join(names)}{nearest(stage, names)}")
 
 
 STAGES = {
