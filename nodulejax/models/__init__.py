@@ -75,7 +75,6 @@ from nodulejax.models.summary import (
            build_fpr,
            count_params,
            format_table,
-           load_config,
            summarize,
            xla_macs,
 )
@@ -102,4 +101,4 @@ __all__ = ["boxes", "anchor_sizes_vox", "make_anchors", "box_iou", "encode_boxes
            "rpn_model", "fpr_model", "vae_model",
            "critic_model", "fpr_prob_fn", "classifier", "FPRHandle", "GenHandle", "load_fpr",
            "load_generator", "summary", "count_params", "xla_macs", "summarize", "build_fpr",
-           "load_config", "format_table"]
+           "format_table"]

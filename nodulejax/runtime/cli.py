@@ -24,14 +24,14 @@ import logging as pylogging
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from absl import flags, logging
 from ml_collections import config_flags
 
 from nodulejax.errors import ConfigError, NoduleJaxError, close_names
 from nodulejax.runtime import compilation, devices
-from nodulejax.runtime.config_tools import config_to_dict, load_config
+from nodulejax.runtime.config_tools import config_to_dict, flatten, load_config
 from nodulejax.runtime.files import atomic_write_text
 
 __all__ = ["run_main", "nearest_field", "check_overrides", "config_spec", "quiet_library_logs",
@@ -62,15 +62,6 @@ def nearest_field(name: str, names: Iterable[str], n: int = 3) -> str:
     return f"; nearest: {', '.join(close)}" if close else ""
 
 
-def _paths(d: Mapping, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in d.items():
-        out.append(f"{prefix}{k}")
-        if isinstance(v, Mapping):
-            out += _paths(v, f"{prefix}{k}.")
-    return out
-
-
 def config_spec(argv: Sequence[str], name: str = "config") -> str | None:
     """The value of ``--config`` in ``argv`` (``--config X`` or ``--config=X``), or None."""
     for i, a in enumerate(argv):
@@ -84,7 +75,7 @@ def config_spec(argv: Sequence[str], name: str = "config") -> str | None:
 def check_overrides(config, argv: Sequence[str], name: str = "config") -> None:
     """ConfigError naming the first ``--config.a.b=`` override of ``argv`` whose field
     ``config`` lacks, with the nearest valid field names."""
-    valid = set(_paths(config_to_dict(config)))
+    valid = set(flatten(config_to_dict(config), inner=True))
     for a in argv:
         m = re.match(rf"^--?(?:no)?{name}\.([^=\s]+)", a)
         if not m:
