@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from nodulejax.evaluation import bootstrap, curves, figures, froc, plots, probes, stress, table3
 from nodulejax.evaluation.bootstrap import (
+           bootstrap_sensitivity,
            independent_means,
            interval,
+           multiplicities,
+           order_stat_ci,
            paired_froc,
            paired_means,
            patch_draws,
            read_scores,
+           scan_draws,
+           weighted_sensitivity,
            write_scores,
 )
 from nodulejax.evaluation.curves import plot_curves, robustness_curves
@@ -26,20 +31,15 @@ from nodulejax.evaluation.froc import (
            FPS,
            MAX_MARKS,
            FrocEntries,
-           bootstrap_sensitivity,
            evaluate,
            evaluate_files,
            froc_curve,
            irrelevant_below,
            main,
            match_marks,
-           multiplicities,
-           order_stat_ci,
            read_files,
-           scan_draws,
            sensitivity_at,
            table3_row,
-           weighted_sensitivity,
            write_outputs,
 )
 from nodulejax.evaluation.plots import plot_froc
