@@ -21,8 +21,6 @@ from nodulejax.runtime.checkpoint import (
            ModelCheckpoints,
            Restored,
            check_config,
-           decode_key,
-           encode_key,
            load_params,
            model_dir,
            require_model,
@@ -66,7 +64,7 @@ from nodulejax.runtime.devices import (
            replicated,
 )
 from nodulejax.runtime.files import atomic_savez, atomic_write, atomic_write_json, atomic_write_text
-from nodulejax.runtime.keys import STREAMS, item_keys, stream_key
+from nodulejax.runtime.keys import STREAMS, decode_key, encode_key, item_keys, stream_key
 from nodulejax.runtime.processes import spawn_map
 from nodulejax.runtime.sharding import initialize_distributed, process_share, shard_batch
 
