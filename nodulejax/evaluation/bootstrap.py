@@ -50,8 +50,8 @@ from nodulejax.runtime.files import atomic_savez
 
 __all__ = ["CONFIDENCE", "curve_from_counts", "sorted_entries", "scan_draws", "multiplicities",
            "bootstrap_sensitivity", "weighted_sensitivity", "order_stat_ci", "paired_froc",
-           "paired_means", "independent_means", "patch_draws", "read_scores", "write_scores",
-           "interval"]
+           "paired_means", "independent_means", "difference_interval", "patch_draws",
+           "read_scores", "write_scores", "interval"]
 
 CONFIDENCE = 0.95
 
@@ -244,6 +244,13 @@ def independent_means(a, b, n_samples: int, seed) -> tuple[np.ndarray, np.ndarra
     ia = rng.integers(0, len(a), size=(n_samples, len(a)))
     ib = rng.integers(0, len(b), size=(n_samples, len(b)))
     return a[ia].mean(1), b[ib].mean(1)
+
+
+def difference_interval(a, b, n_samples: int, seed) -> list[float]:
+    """95% bootstrap interval ``[lo, hi]`` of ``mean(a) - mean(b)`` for two unaligned score
+    arrays (:func:`independent_means`, then :func:`interval`)."""
+    sa, sb = independent_means(a, b, n_samples, seed)
+    return interval(sa - sb)
 
 
 def interval(samples) -> list[float]:

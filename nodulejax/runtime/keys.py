@@ -34,6 +34,9 @@ STREAMS = {
     "figures/synthetic": 201, "figures/perturbations": 202, "figures/noise_levels": 203,
     # numpy seeds (seed, id) of the claims' bootstrap resamples (study.claims)
     "claims/table3": 301, "claims/stress": 302,
+    # numpy seed (seed, id) of the synthesizer's score-gap interval (study.report,
+    # analysis/synth_gap.py)
+    "report/synth_gap": 303,
     # numpy salts of the lung background samplers (data.backgrounds.background_patches)
     "backgrounds/pool": 0xB6, "backgrounds/stress": 0x5E,
     # training: per-example augmentation seeds (train.sampler) and the in-step attacks
