@@ -7,10 +7,9 @@ Measured, each in its own subprocess (clean peak memory, a torch.compile failure
 the run down), one after the other in one command:
 
 * ``pgd``:   ``nodulejax.adversarial.pgd.pgd`` (loop="auto": a host loop over one jitted step
-  on CPU,
-  ``fori_loop`` on GPU) with the FPR's own loss
-  (``losses.fpr_loss``, label 1), eps 0.03, step 0.01, random start, bounds [0, 1]; PyTorch
-  eager and ``torch.compile`` run the same algorithm (``torch_denseunet.torch_pgd_linf``).
+  on CPU, ``fori_loop`` on GPU) with the FPR's own loss (``nodulejax.losses.fpr.fpr_loss``,
+  label 1), eps 0.03, step 0.01, random start, bounds [0, 1]; PyTorch eager and
+  ``torch.compile`` run the same algorithm (``torch_denseunet.torch_pgd_linf``).
   Reported as patches/s = batch / seconds per ``--steps``-step attack.
 * ``train``: one FPR training step (forward, backward over parameters, Adam lr 1e-3 update)
   on the mean FPR loss; steps/s and patches/s.
@@ -191,8 +190,8 @@ def _jax_worker(a, spec) -> dict:
     import jax.numpy as jnp
     import optax
 
-    from nodulejax import losses
     from nodulejax.adversarial.pgd import pgd
+    from nodulejax.losses.fpr import fpr_loss
     from nodulejax.models import denseunet
     from nodulejax.models.layers import resolve_conv_impl
 
@@ -207,7 +206,7 @@ def _jax_worker(a, spec) -> dict:
 
     def loss_fn(xb, v, y):  # one object for the whole run: pgd's jit cache keys on it
         out = model.apply(v, xb.astype(dt))
-        return losses.fpr_loss(out.astype(jnp.float32), y, head=head)
+        return fpr_loss(out.astype(jnp.float32), y, head=head)
 
     mesh = devices.mesh_for(x.shape[0]) if a.shard == "auto" else None
     size = x.shape[1:4]  # "auto" on CPU picks per layer: record the choice at full size

@@ -50,7 +50,7 @@ def main(argv=None):
     import optax
     from jax.profiler import ProfileData
 
-    from nodulejax import losses
+    from nodulejax.losses.fpr import fpr_loss
     from nodulejax.models import denseunet
 
     if a.config == "demo":
@@ -66,7 +66,7 @@ def main(argv=None):
     opt = optax.adam(1e-3)
 
     def loss(x, v, y):
-        return jnp.sum(losses.fpr_loss(model.apply(v, x), y, head=model.head))
+        return jnp.sum(fpr_loss(model.apply(v, x), y, head=model.head))
 
     def train(v, s, x, y):
         val, g = jax.value_and_grad(lambda v: loss(x, v, y) / a.batch)(v)

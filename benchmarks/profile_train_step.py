@@ -123,7 +123,7 @@ def _fpr_step(cfg, a):
     import jax.numpy as jnp
     import optax
 
-    from nodulejax import losses
+    from nodulejax.losses.fpr import fpr_loss
     from nodulejax.models import denseunet
 
     size = a.size or int(cfg.fpr.patch_size)
@@ -139,7 +139,7 @@ def _fpr_step(cfg, a):
 
         def f(v):
             out = model.apply(v, batch["x"])
-            return jnp.mean(losses.fpr_loss(out, batch["y"], head=model.head))
+            return jnp.mean(fpr_loss(out, batch["y"], head=model.head))
 
         loss, g = jax.value_and_grad(f)(v)
         u, s = opt.update(g, s, v)

@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
     import numpy as np
     import optax
 
-    from nodulejax import losses
+    from nodulejax.losses.fpr import fpr_loss
     from nodulejax.models import denseunet, layers
     from nodulejax.runtime.config_tools import load_config
 
@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
 
     def step_fn(v, s, xb, y):
         def f(v):
-            return jnp.mean(losses.fpr_loss(model.apply(v, xb), y, head=model.head))
+            return jnp.mean(fpr_loss(model.apply(v, xb), y, head=model.head))
 
         loss, g = jax.value_and_grad(f)(v)
         upd, s = opt.update(g, s, v)

@@ -11,10 +11,9 @@ import os
 
 import numpy as np
 
-from nodulejax.adversarial.pool import build_pool
-from nodulejax.data import phantom
+from nodulejax.adversarial.pool.build import build_pool
 from nodulejax.data.patchsets import nodule_cutouts
-from nodulejax.data.phantom import plot_scan_summary
+from nodulejax.data.phantom.generate import generate_dataset, plot_scan_summary
 from nodulejax.detection.run import detect_scans, load_cg_params, write_rows
 from nodulejax.errors import ConfigError, nearest
 from nodulejax.evaluation import froc, table3
@@ -78,13 +77,13 @@ def stage_data(study):
     if d.kind != "phantom":
         raise ConfigError(f"config.data.kind: expected 'phantom' or 'luna16', got {d.kind!r}")
     p = d.phantom
-    summary = phantom.generate_dataset(study.data_root, int(p.num_scans), int(p.seed),
-                                       size_scale=float(p.size_scale),
-                                       num_subsets=int(p.num_subsets),
-                                       max_voxels=int(p.max_voxels),
-                                       workers=int(d.num_workers),
-                                       nodules_per_scan=float(p.get("nodules_per_scan", 0.0)),
-                                       overwrite=True)  # a killed earlier attempt
+    summary = generate_dataset(study.data_root, int(p.num_scans), int(p.seed),
+                               size_scale=float(p.size_scale),
+                               num_subsets=int(p.num_subsets),
+                               max_voxels=int(p.max_voxels),
+                               workers=int(d.num_workers),
+                               nodules_per_scan=float(p.get("nodules_per_scan", 0.0)),
+                               overwrite=True)  # a killed earlier attempt
     summary.pop("uids", None)
     return summary
 

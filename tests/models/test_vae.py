@@ -8,8 +8,8 @@ import optax
 import pytest
 
 from configs import default
-from nodulejax import losses
 from nodulejax.errors import ConfigError
+from nodulejax.losses.synth import l1_recon, vae_kl
 from nodulejax.models import critic as critic_mod
 from nodulejax.models import vae as vae_mod
 from nodulejax.models.critic import Critic
@@ -86,7 +86,7 @@ def test_vae_adam_step_lowers_eq6_loss(vae, x):
 
     def loss_fn(params):
         recon, mu, logvar = m.apply({"params": params}, x, key)
-        return jnp.mean(losses.l1_recon(recon, x)) + 1e-5 * jnp.mean(losses.vae_kl(mu, logvar))
+        return jnp.mean(l1_recon(recon, x)) + 1e-5 * jnp.mean(vae_kl(mu, logvar))
 
     _adam_lowers(loss_fn, v["params"])
 

@@ -15,8 +15,9 @@ import pytest
 
 from configs import tiny
 from nodulejax.adversarial.pool.store import shard_path, write_shard
-from nodulejax.data import luna16, phantom, prepare
+from nodulejax.data import luna16, prepare
 from nodulejax.data.patchsets import fpr_patches, seg_patches
+from nodulejax.data.phantom.generate import generate_dataset
 from nodulejax.errors import CheckpointError
 from nodulejax.runtime import checkpoint
 from nodulejax.train import fpr
@@ -39,8 +40,8 @@ def _config():
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("phantom"))
-    phantom.generate_dataset(root, num_scans=4, seed=1, size_scale=0.3, num_subsets=4,
-                             max_voxels=300_000)
+    generate_dataset(root, num_scans=4, seed=1, size_scale=0.3, num_subsets=4,
+                     max_voxels=300_000)
     c = tiny.get_config()
     return prepare.prepare_folds(luna16.Luna16Dataset(root), [0, 1, 2, 3],
                                  spacing=c.data.spacing, window=c.data.hu_window)

@@ -20,13 +20,14 @@ import optax
 import pytest
 
 from configs import tiny
-from nodulejax import losses
 from nodulejax.adversarial.pool import build as pool
 from nodulejax.adversarial.pool import store
-from nodulejax.data import luna16, phantom, prepare
+from nodulejax.data import luna16, prepare
 from nodulejax.data.patchsets import fpr_patches
+from nodulejax.data.phantom.generate import generate_dataset
 from nodulejax.errors import PoolError
 from nodulejax.evaluation.stress import score_patches
+from nodulejax.losses.fpr import fpr_loss
 from nodulejax.models.build import fpr_model
 from nodulejax.runtime import checkpoint
 from nodulejax.train import augment as aug
@@ -94,7 +95,7 @@ def _train_fpr(config, scans, steps=30):
 
     def step(carry, _):
         p, s = carry
-        g = jax.grad(lambda p: jnp.mean(losses.fpr_loss(
+        g = jax.grad(lambda p: jnp.mean(fpr_loss(
             model.apply({"params": p}, x, task="cls"), y, head="beta", kl_weight=0.1)))(p)
         u, s = tx.update(g, s)
         return (optax.apply_updates(p, u), s), None
@@ -113,8 +114,8 @@ def shared_setup(tmp_path_factory):
     and fpr_beta+syn (its weights * 1.01), and the blob generator."""
     if "v" not in _SHARED:
         root = str(tmp_path_factory.mktemp("phantom_pool"))
-        phantom.generate_dataset(root, num_scans=4, seed=3, size_scale=0.3, num_subsets=4,
-                                 max_voxels=300_000)
+        generate_dataset(root, num_scans=4, seed=3, size_scale=0.3, num_subsets=4,
+                         max_voxels=300_000)
         scans = prepare.prepare_folds(luna16.Luna16Dataset(root), [0, 1, 2, 3], spacing=2.0,
                                       window=(-1000.0, 400.0))
         config = tiny_config()
