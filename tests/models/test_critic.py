@@ -7,7 +7,7 @@ import pytest
 
 from nodulejax.losses.synth import wgan_gp_critic_loss
 from nodulejax.models.critic import spectral_norm_estimate
-from tests.models.test_vae import P, _adam_lowers, critic, vae, x  # noqa: F401, F811 (fixtures)
+from tests.models.helpers import adam_lowers
 
 
 def test_critic_shapes_and_per_example(critic, x):
@@ -46,4 +46,4 @@ def test_critic_adam_step_lowers_wgan_gp_loss(critic, vae, x):
         fn = lambda xx: m.apply({"params": params}, xx)
         return wgan_gp_critic_loss(fn, x, fake, key, gp_weight=10.0)
 
-    _adam_lowers(loss_fn, v["params"])
+    adam_lowers(loss_fn, v["params"])
