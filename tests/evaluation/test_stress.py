@@ -18,6 +18,8 @@ from nodulejax.evaluation import figures, stress
 from nodulejax.models.classifier import load_fpr
 from nodulejax.runtime import checkpoint
 
+pytestmark = pytest.mark.slow  # the pool set-up plus a stress run: ~70 s on 2 cores
+
 MODELS = ["baseline-beta-finetune", "fpr_beta+syn"]
 REPLICA = "fpr_beta+syn.s1"
 

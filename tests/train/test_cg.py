@@ -13,6 +13,8 @@ from nodulejax.data.phantom.generate import generate_dataset
 from nodulejax.train import cg
 from nodulejax.train.loop import _jitted
 
+pytestmark = pytest.mark.slow  # CG and RPN training on a phantom: ~70 s on 2 cores
+
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

@@ -26,6 +26,8 @@ from nodulejax.train import augment as aug
 from nodulejax.train import fpr as fpr_train
 from tests.adversarial.pool.helpers import tiny_config
 
+pytestmark = pytest.mark.slow  # the pool set-up plus several pool builds: ~90 s on 2 cores
+
 F16_SCORE_TOL = 2e-3  # |score(float16 patch) - score(float32 patch)| of the attacked FPR
 
 
