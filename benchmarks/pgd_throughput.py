@@ -66,19 +66,13 @@ EPS, STEP = 0.03, 0.01
 
 
 # --- shared helpers --------------------------------------------------------------------------
-def _flatten(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}/{k}" if prefix else k
-        out.update(_flatten(v, key) if isinstance(v, dict) else {key: np.asarray(v)})
-    return out
-
-
 def _unflatten(flat):
+    """The params tree from its dotted paths (``runtime.config_tools.flatten``, as ``_setup``
+    saves them); here, not in the library, so the PyTorch workers do not import JAX."""
     tree = {}
     for key, v in flat.items():
         node = tree
-        *parents, leaf = key.split("/")
+        *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = v
@@ -329,6 +323,7 @@ def _setup(a, tmp: str) -> dict:
 
     from nodulejax.models import denseunet
     from nodulejax.models.layers import count_macs
+    from nodulejax.runtime.config_tools import flatten
 
     cfg = common.load_config(a.config)
     size = a.size or int(cfg.fpr.patch_size)
@@ -338,7 +333,7 @@ def _setup(a, tmp: str) -> dict:
     # compiles for minutes on CPU)
     small = 2 ** (len(model.block_layers) - 1)
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((1, small, small, small, 1)))
-    np.savez(os.path.join(tmp, "params.npz"), **_flatten(dict(variables["params"])))
+    np.savez(os.path.join(tmp, "params.npz"), **flatten(dict(variables["params"])))
     np.save(os.path.join(tmp, "x.npy"), x)
     mac = count_macs(model, x[:1])
     sys.path.insert(0, HERE)
