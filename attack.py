@@ -17,7 +17,7 @@ import sys
 
 from absl import flags
 
-from nodulejax.adversarial.pool import build_pool
+from nodulejax.adversarial.pool.build import build_pool
 from nodulejax.data.prepare import prepare_split
 from nodulejax.evaluation import figures, stress
 from nodulejax.runtime.checkpoint import require_model

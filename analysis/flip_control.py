@@ -47,7 +47,7 @@ def _main(fv) -> int:
 
     import numpy as np
 
-    from nodulejax.adversarial.pool import PoolReader
+    from nodulejax.adversarial.pool.store import PoolReader
     from nodulejax.errors import WorkdirError
     from nodulejax.evaluation.probes import image_attack, score_patches
     from nodulejax.experiments import ATTACK_MODEL, replica_name, row_config

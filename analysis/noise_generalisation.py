@@ -184,7 +184,7 @@ def orientation_scores(target, pool_dir: str, bs: int, n: int = 32) -> dict:
     "other_min", "other_max", "n"}}``."""
     import numpy as np
 
-    from nodulejax.adversarial.pool import PoolReader
+    from nodulejax.adversarial.pool.store import PoolReader
     from nodulejax.data.patches import NUM_SYMMETRIES, symmetry
     from nodulejax.evaluation.probes import score_patches
 
@@ -204,8 +204,8 @@ def _main(fv) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from nodulejax.adversarial import uniform_noise_patches
-    from nodulejax.adversarial.pool import PoolReader
+    from nodulejax.adversarial.noise import uniform_noise_patches
+    from nodulejax.adversarial.pool.store import PoolReader
     from nodulejax.errors import WorkdirError
     from nodulejax.evaluation.probes import image_attack, score_patches
     from nodulejax.experiments import EXPERIMENTS, canonical_model_name, row_of_model

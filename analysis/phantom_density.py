@@ -24,9 +24,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nodulejax.data import phantom  # noqa: E402
 from nodulejax.data.luna16 import Luna16Dataset  # noqa: E402
 from nodulejax.data.phantom import generate  # noqa: E402
+from nodulejax.data.phantom.generate import generate_dataset  # noqa: E402
 from nodulejax.data.prepare import prepare_scan  # noqa: E402
 from nodulejax.runtime.config_tools import load_config  # noqa: E402
 
@@ -49,9 +49,9 @@ def cost(c, density: float, n: int) -> dict:
     p = c.data.phantom
     with tempfile.TemporaryDirectory() as out:
         t = time.process_time()
-        phantom.generate_dataset(out, n, int(p.seed) + 1, size_scale=float(p.size_scale),
-                                 num_subsets=1, max_voxels=int(p.max_voxels),
-                                 nodules_per_scan=density)  # workers=1: in this process
+        generate_dataset(out, n, int(p.seed) + 1, size_scale=float(p.size_scale),
+                         num_subsets=1, max_voxels=int(p.max_voxels),
+                         nodules_per_scan=density)  # workers=1: in this process
         gen = (time.process_time() - t) / n
         ds = Luna16Dataset(out)
         t = time.process_time()

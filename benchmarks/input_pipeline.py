@@ -23,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nodulejax.data import luna16, phantom, prepare
+from nodulejax.data import luna16, prepare
 from nodulejax.data.patches import random_flip_rot
 from nodulejax.data.patchsets import fpr_patches
+from nodulejax.data.phantom.generate import generate_dataset
 from nodulejax.train.sampler import BalancedSampler, Prefetcher
 
 
@@ -79,8 +80,8 @@ def main(argv=None) -> dict:
     if not root:
         tmp = tempfile.TemporaryDirectory()
         root = tmp.name
-        phantom.generate_dataset(root, args.num_scans, seed=0, size_scale=0.4,
-                                 num_subsets=args.num_scans, max_voxels=1_000_000)
+        generate_dataset(root, args.num_scans, seed=0, size_scale=0.4,
+                         num_subsets=args.num_scans, max_voxels=1_000_000)
     t = time.perf_counter()
     ds = luna16.Luna16Dataset(root)
     scans = prepare.prepare_folds(ds, sorted({ds.fold_of(u) for u in ds.uids()}),

@@ -7,13 +7,13 @@ Measured, each in its own subprocess (clean peak memory, a torch.compile failure
 the run down), one after the other in one command:
 
 * ``pgd``:   ``nodulejax.adversarial.pgd.pgd`` (loop="auto": a host loop over one jitted step
-  on CPU,
-  ``fori_loop`` on GPU) with the FPR's own loss
-  (``losses.fpr_loss``, label 1), eps 0.03, step 0.01, random start, bounds [0, 1]; PyTorch
-  eager and ``torch.compile`` run the same algorithm (``torch_denseunet.torch_pgd_linf``).
+  on CPU, ``fori_loop`` on GPU) with the FPR's own loss (``nodulejax.losses.fpr.fpr_loss``,
+  label 1), eps 0.03, step 0.01, random start, bounds [0, 1]; PyTorch eager and
+  ``torch.compile`` run the same algorithm (``torch_denseunet.torch_pgd_linf``).
   Reported as patches/s = batch / seconds per ``--steps``-step attack.
 * ``train``: one FPR training step (forward, backward over parameters, Adam lr 1e-3 update)
-  on the mean FPR loss; steps/s and patches/s.
+  on the mean FPR loss (``common.loss_train_step``: the algorithm of the PyTorch twin, in
+  ``--dtype``); steps/s and patches/s.
 
 JAX runs with one XLA CPU device per core (``--cpu-devices auto``, :mod:`nodulejax.runtime.devices`)
 and splits the batch over them (``--shard auto``: PGD's ``shard="auto"``, the train step data
@@ -57,6 +57,7 @@ import sys
 import tempfile
 import time
 
+import common
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,19 +66,13 @@ EPS, STEP = 0.03, 0.01
 
 
 # --- shared helpers --------------------------------------------------------------------------
-def _flatten(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        key = f"{prefix}/{k}" if prefix else k
-        out.update(_flatten(v, key) if isinstance(v, dict) else {key: np.asarray(v)})
-    return out
-
-
 def _unflatten(flat):
+    """The params tree from its dotted paths (``runtime.config_tools.flatten``, as ``_setup``
+    saves them); here, not in the library, so the PyTorch workers do not import JAX."""
     tree = {}
     for key, v in flat.items():
         node = tree
-        *parents, leaf = key.split("/")
+        *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = v
@@ -159,17 +154,6 @@ def _timeit(fn, repeats: int) -> dict:
             "steady_peak_rss_mb": _status_mb("VmHWM") if reset else None}
 
 
-def _config(name: str):
-    sys.path.insert(0, ROOT)
-    if name == "demo":
-        from configs import demo
-
-        return demo.get_config()
-    from configs import default
-
-    return default.get_config()
-
-
 def _cache_dir(a, framework: str) -> str | None:
     """``--compilation-cache DIR``'s folder for ``framework``, or None when "off"."""
     if a.compilation_cache.strip().lower() in ("", "off", "none"):
@@ -191,23 +175,18 @@ def _jax_worker(a, spec) -> dict:
     import jax.numpy as jnp
     import optax
 
-    from nodulejax import losses
     from nodulejax.adversarial.pgd import pgd
     from nodulejax.models import denseunet
     from nodulejax.models.layers import resolve_conv_impl
 
-    cfg = _config(a.config)
+    cfg = common.load_config(a.config)
     model = denseunet.from_config(cfg.fpr, conv_impl=a.impl)
     dt = jnp.bfloat16 if a.dtype == "bfloat16" else jnp.float32
     params = _unflatten(dict(np.load(spec["params"])))
     variables = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dt), {"params": params})
     x = jnp.asarray(np.load(spec["x"]))
     labels = jnp.ones((x.shape[0],), jnp.float32)
-    head = model.head
-
-    def loss_fn(xb, v, y):  # one object for the whole run: pgd's jit cache keys on it
-        out = model.apply(v, xb.astype(dt))
-        return losses.fpr_loss(out.astype(jnp.float32), y, head=head)
+    loss_fn = common.fpr_attack_loss(model, dt)  # one object for the run: pgd's jit cache key
 
     mesh = devices.mesh_for(x.shape[0]) if a.shard == "auto" else None
     size = x.shape[1:4]  # "auto" on CPU picks per layer: record the choice at full size
@@ -224,16 +203,8 @@ def _jax_worker(a, spec) -> dict:
         res["pgd"] = _timeit(fn, a.repeats)
     if "train" in a.what:
         opt = optax.adam(1e-3)
-
-        def step_fn(v, s, xb, y):
-            def f(v):
-                return jnp.mean(loss_fn(xb, v, y))
-
-            loss, g = jax.value_and_grad(f)(v)
-            upd, s = opt.update(g, s, v)
-            return optax.apply_updates(v, upd), s, loss
-
-        step = jax.jit(step_fn, donate_argnums=(0, 1) if a.donate else ())
+        step = jax.jit(common.loss_train_step(loss_fn, opt),
+                       donate_argnums=(0, 1) if a.donate else ())
         state = {"v": variables, "s": opt.init(variables)}
         ytrain = (jnp.arange(x.shape[0]) % 2).astype(jnp.float32)
         xtrain = x
@@ -352,8 +323,9 @@ def _setup(a, tmp: str) -> dict:
 
     from nodulejax.models import denseunet
     from nodulejax.models.layers import count_macs
+    from nodulejax.runtime.config_tools import flatten
 
-    cfg = _config(a.config)
+    cfg = common.load_config(a.config)
     size = a.size or int(cfg.fpr.patch_size)
     model = denseunet.from_config(cfg.fpr, conv_impl="xla3d")
     x = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (a.batch, size, size, size, 1)))
@@ -361,7 +333,7 @@ def _setup(a, tmp: str) -> dict:
     # compiles for minutes on CPU)
     small = 2 ** (len(model.block_layers) - 1)
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), np.zeros((1, small, small, small, 1)))
-    np.savez(os.path.join(tmp, "params.npz"), **_flatten(dict(variables["params"])))
+    np.savez(os.path.join(tmp, "params.npz"), **flatten(dict(variables["params"])))
     np.save(os.path.join(tmp, "x.npy"), x)
     mac = count_macs(model, x[:1])
     sys.path.insert(0, HERE)

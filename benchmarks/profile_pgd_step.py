@@ -1,7 +1,8 @@
 """Where one JAX PGD step spends its time on the CPU (benchmarks/RESULTS.md sec. 6).
 
-Times ``grad_x`` (one PGD step: forward + input gradient of the summed FPR loss) and one
-train step of the config's FPR network, on one device and with the batch split over the
+Times ``grad_x`` (one PGD step: forward + input gradient of the summed FPR loss,
+``common.fpr_attack_loss``) and one train step of the config's FPR network (the project's,
+``common.fpr_train_step``), on one device and with the batch split over the
 host's CPU devices, then takes a ``jax.profiler`` trace of the one-device step and prints
 the busy time of each XLA thread and the ops by kind.
 
@@ -13,12 +14,13 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
-import os
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common
+
+ROOT = common.ROOT
 
 
 def _ms(fn, *args, n=10):
@@ -50,40 +52,32 @@ def main(argv=None):
     import optax
     from jax.profiler import ProfileData
 
-    from nodulejax import losses
     from nodulejax.models import denseunet
 
-    if a.config == "demo":
-        from configs import demo as cfg_mod
-    else:
-        from configs import default as cfg_mod
-    cfg = cfg_mod.get_config()
+    cfg = common.load_config(a.config)
     size = a.size or int(cfg.fpr.patch_size)
     model = denseunet.from_config(cfg.fpr)
     x = jax.random.uniform(jax.random.PRNGKey(1), (a.batch, size, size, size, 1))
     v = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1, :8, :8, :8])
     y = jnp.ones((a.batch,))
     opt = optax.adam(1e-3)
+    attack_loss = common.fpr_attack_loss(model)
 
     def loss(x, v, y):
-        return jnp.sum(losses.fpr_loss(model.apply(v, x), y, head=model.head))
+        return jnp.sum(attack_loss(x, v, y))
 
-    def train(v, s, x, y):
-        val, g = jax.value_and_grad(lambda v: loss(x, v, y) / a.batch)(v)
-        u, s = opt.update(g, s, v)
-        return optax.apply_updates(v, u), s, val
-
-    grad_x, step = jax.jit(jax.grad(loss)), jax.jit(train)
-    s = opt.init(v)
+    grad_x, step = jax.jit(jax.grad(loss)), jax.jit(common.fpr_train_step(model, opt))
+    state, batch = common.fpr_train_state(v, opt), common.fpr_batch(x, y)
     print(f"{jax.local_device_count()} CPU devices; {a.config} FPR {size}^3, batch {a.batch}")
     print(f"one device:   grad_x {_ms(grad_x, x, v, y):7.1f} ms   "
-          f"train {_ms(step, v, s, x, y):7.1f} ms")
+          f"train {_ms(step, state, batch):7.1f} ms")
     mesh = devices.mesh_for(a.batch)
     if mesh is not None:
         xs, ys = devices.put_batch((x, y), mesh)
-        vr, sr = devices.replicate((v, s), mesh)
+        vr, sr = devices.replicate((v, state), mesh)
+        bs = devices.put_batch(batch, mesh)
         print(f"batch split over {mesh.size}: grad_x {_ms(grad_x, xs, vr, ys):7.1f} ms   "
-              f"train {_ms(step, vr, sr, xs, ys):7.1f} ms")
+              f"train {_ms(step, sr, bs):7.1f} ms")
 
     calls = 5
     with tempfile.TemporaryDirectory() as d:

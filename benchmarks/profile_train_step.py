@@ -1,7 +1,8 @@
 """Where one JAX training step spends its time on the CPU, per op kind (benchmarks/RESULTS.md).
 
-``--model fpr``: one FPR training step of the config's DenseUNet3D (forward, backward over
-the parameters, Adam lr 1e-3), the same step as ``pgd_throughput.py --what train``.
+``--model fpr``: one FPR training step of the config's DenseUNet3D, the project's
+(``nodulejax.train.fpr.make_fpr_step`` through ``common.fpr_train_step``: forward, backward
+over the parameters, Adam lr 1e-3).
 ``--model synth``: one synthesizer step (``nodulejax.train.synth.make_synth_step``: VAE +
 spectrally-normalised critic with gradient penalty, paper Section 3.2, Eqs. 5-6).
 
@@ -23,13 +24,14 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
-import os
 import re
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common
+
+ROOT = common.ROOT
 _INSTR = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) (\w+)\(")
 
 
@@ -123,7 +125,6 @@ def _fpr_step(cfg, a):
     import jax.numpy as jnp
     import optax
 
-    from nodulejax import losses
     from nodulejax.models import denseunet
 
     size = a.size or int(cfg.fpr.patch_size)
@@ -133,19 +134,8 @@ def _fpr_step(cfg, a):
     v = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1, :small, :small, :small])
     y = (jnp.arange(a.batch) % 2).astype(jnp.float32)
     opt = optax.adam(1e-3)
-
-    def step(state, batch):
-        v, s = state
-
-        def f(v):
-            out = model.apply(v, batch["x"])
-            return jnp.mean(losses.fpr_loss(out, batch["y"], head=model.head))
-
-        loss, g = jax.value_and_grad(f)(v)
-        u, s = opt.update(g, s, v)
-        return (optax.apply_updates(v, u), s), loss
-
-    return step, (v, opt.init(v)), {"x": x, "y": y}, f"FPR {size}^3"
+    return (common.fpr_train_step(model, opt), common.fpr_train_state(v, opt),
+            common.fpr_batch(x, y), f"FPR {size}^3")
 
 
 def _synth_step(cfg, a):
@@ -193,10 +183,7 @@ def main(argv=None):
     devices.configure_cpu_devices(a.cpu_devices)
     import jax
 
-    from nodulejax.runtime.config_tools import load_config
-
-    cfg = load_config(os.path.join(ROOT, "configs", "demo.py" if a.config == "demo"
-                                   else "default.py"))
+    cfg = common.load_config(a.config)
     if a.model == "fpr":
         a.batch = a.batch or 8
         step, state, batch, what = _fpr_step(cfg, a)

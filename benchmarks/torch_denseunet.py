@@ -249,7 +249,7 @@ def to_torch_input(x) -> torch.Tensor:
 
 # --- the FPR loss and PGD, as in nodulejax.losses / nodulejax.adversarial.pgd ------------
 def torch_fpr_loss(out, labels, head: str, kl_weight: float = 1.0):
-    """Per-example loss (B,), same formulas as ``nodulejax.losses.fpr_loss``."""
+    """Per-example loss (B,), same formulas as ``nodulejax.losses.fpr.fpr_loss``."""
     y = labels.to(out.dtype)
     if head == "ce":
         return F.softplus(out) - y * out

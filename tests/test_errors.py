@@ -16,3 +16,12 @@ def test_error_types(cls, builtin):
     assert issubclass(cls, errors.NoduleJaxError) and issubclass(cls, builtin)
     with pytest.raises(errors.NoduleJaxError, match="names the file"):
         raise cls("names the file")
+
+
+def test_nearest_names_the_close_names_in_the_callers_wording():
+    names = ["baseline-ce", "baseline-beta", "beta+syn", "beta+poisson"]
+    assert errors.close_names("beta+synn", names) == ["beta+syn", "beta+poisson"]
+    assert errors.nearest("baseline-cee", names).startswith("; nearest: baseline-ce")
+    assert errors.nearest("beta+synn", names, "nearest: {}; ") == \
+        "nearest: beta+syn, beta+poisson; "
+    assert errors.nearest("zzz", names) == ""

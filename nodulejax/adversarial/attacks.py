@@ -1,7 +1,7 @@
 """The paper's adversarial augmentations and stress-test noises (Sections 3.2, 3.3, 5.3).
 
 Every attack maximises the FPR network's *own training loss*
-``nodulejax.losses.fpr_loss(outputs, labels, head=..., kl_weight=...)`` through the PGD engine
+``nodulejax.losses.fpr.fpr_loss(outputs, labels, head=..., kl_weight=...)`` through the PGD engine
 :func:`nodulejax.adversarial.pgd.pgd_with_losses`, and returns the adversarial batch with the FPR
 probabilities ``nodulejax.models.heads.fpr_prob`` before and after:
 

@@ -40,7 +40,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from nodulejax.data import luna16, patchsets, phantom, prepare
+from nodulejax.data import luna16, patchsets, prepare
+from nodulejax.data.phantom.generate import generate_dataset
 from nodulejax.errors import ConfigError, LUNA16FormatError
 
 FEATURE_KEYS = ("patch", "label", "seriesuid", "fold", "center_xyz")
@@ -284,11 +285,11 @@ if tfds is not None:
             root = os.path.join(os.fspath(dl_manager.download_dir), tag)
             done = os.path.join(root, ".complete")
             if not os.path.exists(done):
-                phantom.generate_dataset(root, s.phantom_num_scans, s.phantom_seed,
-                                         size_scale=s.phantom_size_scale,
-                                         num_subsets=s.phantom_num_subsets,
-                                         max_voxels=s.phantom_max_voxels,
-                                         overwrite=True)  # an unfinished earlier attempt
+                generate_dataset(root, s.phantom_num_scans, s.phantom_seed,
+                                 size_scale=s.phantom_size_scale,
+                                 num_subsets=s.phantom_num_subsets,
+                                 max_voxels=s.phantom_max_voxels,
+                                 overwrite=True)  # an unfinished earlier attempt
                 with open(done, "w", encoding="utf-8") as f:
                     f.write("ok\n")
             return root

@@ -29,19 +29,16 @@ Implements the rules of the official LUNA16 script ``noduleCADEvaluationLUNA16.p
   so ``np.interp`` returns the final sensitivity (detected / all nodules) at every FP rate;
 * bootstrap: scans drawn with replacement (same count as the seriesuids file), the whole
   FROC recomputed per sample; the 95% interval is the official order statistic
-  ``sorted[floor(0.025 N)], sorted[floor(0.975 N)]``.
+  ``sorted[floor(0.025 N)], sorted[floor(0.975 N)]`` (the engine:
+  :mod:`nodulejax.evaluation.bootstrap`).
 
 Where the official script gives NaN or crashes we define: no detected nodule (including an
 empty predictions file) -> sensitivity 0 everywhere, CPM 0; no included nodule -> sensitivity 0.
 
-The bootstrap is vectorised: per-scan TP/FP entries are built once, sorted by probability
-once; a sample is a vector of per-scan multiplicities (bincount of the drawn indices), and its
-curve comes from cumulative sums of the multiplicities gathered along the sorted entries.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -53,6 +50,12 @@ from absl import flags
 from nodulejax.data import luna16
 from nodulejax.data.luna16 import hit_matrix, hit_radius_sq
 from nodulejax.errors import LUNA16FormatError
+from nodulejax.evaluation.bootstrap import (
+    bootstrap_sensitivity,
+    curve_from_counts,
+    order_stat_ci,
+    sorted_entries,
+)
 from nodulejax.evaluation.plots import plot_froc
 from nodulejax.runtime.cli import run_main
 from nodulejax.runtime.files import atomic_write_json, atomic_write_text
@@ -65,11 +68,6 @@ __all__ = [
     "irrelevant_below",
     "froc_curve",
     "sensitivity_at",
-    "bootstrap_sensitivity",
-    "scan_draws",
-    "multiplicities",
-    "weighted_sensitivity",
-    "order_stat_ci",
     "evaluate",
     "evaluate_files",
     "read_files",
@@ -80,7 +78,6 @@ __all__ = [
 
 FPS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # FPs/scan of the CPM (paper Table 3)
 MAX_MARKS = 100  # LUNA16: marks kept per scan
-CONFIDENCE = 0.95
 
 
 def fps_key(x: float) -> str:
@@ -275,39 +272,16 @@ def match_marks(
     )
 
 
-def _curve_from_counts(cum_tp, cum_fp, n_nodules, n_scans):
-    """FPs/scan and sensitivity of curve points from cumulative counts (..., P) that include
-    the origin point. fps = cum_fp / n_scans (the official ``fpr * n_fp / n_scans`` without
-    its rounding: exact ratios decide ties at the FP rates), except the official no-FP border
-    case (no FP at all -> every fps is 0); sens = cum_tp / n_nodules (0 if no nodule)."""
-    n_fp = cum_fp[..., -1:]
-    n_nod = np.asarray(n_nodules, np.float64)
-    if n_nod.ndim:
-        n_nod = n_nod[:, None]
-    fps = np.where(n_fp > 0, cum_fp / float(n_scans), 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sens = np.where(n_nod > 0, cum_tp / np.maximum(n_nod, 1.0), 0.0)
-    return fps, sens
-
-
-def _sorted_entries(entries: FrocEntries):
-    order = np.argsort(-entries.score, kind="stable")
-    score = entries.score[order]
-    # last index of each run of equal probabilities (one curve point per distinct threshold)
-    ends = np.r_[np.nonzero(np.diff(score))[0], len(score) - 1] if len(score) else np.zeros(0, int)
-    return order, score, ends
-
-
 def froc_curve(entries: FrocEntries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """FROC curve ``(fps_per_scan (P,), sensitivity (P,), thresholds (P,))``, P = distinct
     probabilities + 1 (the origin, threshold +inf), as sklearn ``roc_curve`` + the official
     ``computeFROC`` give it (without ``drop_intermediate``, which only removes collinear points
     and so changes no interpolated value)."""
-    order, score, ends = _sorted_entries(entries)
+    order, score, ends = sorted_entries(entries)
     tp = entries.is_tp[order]
     cum_tp = np.r_[0.0, np.cumsum(tp, dtype=np.float64)[ends]]
     cum_fp = np.r_[0.0, np.cumsum(~tp, dtype=np.float64)[ends]]
-    fps, sens = _curve_from_counts(
+    fps, sens = curve_from_counts(
         cum_tp, cum_fp, float(entries.nodules_per_scan.sum()), entries.n_scans
     )
     return fps, sens, np.r_[np.inf, score[ends]]
@@ -317,112 +291,6 @@ def sensitivity_at(fps: np.ndarray, sens: np.ndarray, targets=FPS) -> np.ndarray
     """Sensitivity at the given FPs/scan by linear interpolation of the curve (``np.interp``,
     as the official script)."""
     return np.interp(np.asarray(targets, np.float64), fps, sens)
-
-
-def _interp_rows(cum_fp, fps, sens, targets, n_scans):
-    """``np.interp(targets, fps[i], sens[i])`` for every row i at once, with the exact
-    integer test ``cum_fp <= targets * n_scans`` locating the bracketing points (rows are
-    non-decreasing in ``cum_fp``; at a repeated FP rate the last point counts, as np.interp)."""
-    nb, p = cum_fp.shape
-    q = np.floor(np.asarray(targets) * n_scans + 1e-9).astype(np.int64)  # FP-count limits
-    big = int(max(cum_fp.max(initial=0), q.max(initial=0))) + 2
-    off = np.arange(nb, dtype=np.int64)[:, None] * big
-    keys = (cum_fp.astype(np.int64) + off).ravel()
-    j = np.searchsorted(keys, (q[None, :] + off).ravel(), side="right").reshape(nb, -1) - 1
-    last = (j - off // big * p) == p - 1
-    jn = np.where(last, j, j + 1)
-    f, s = fps.ravel(), sens.ravel()
-    f0, f1, s0, s1 = f[j], f[jn], s[j], s[jn]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        val = s0 + (s1 - s0) * (np.asarray(targets)[None, :] - f0) / (f1 - f0)
-    return np.where(last | (f1 == f0), s0, val)
-
-
-def _boot_chunk(w, code, ends, nodules, targets, n_scans):
-    """Curves of the samples ``w`` (nb, S) multiplicities over the first ``ends[-1] + 1``
-    sorted entries; returns (sens at targets (nb, K), cum_fp at the last point (nb,))."""
-    nb = w.shape[0]
-    w64 = w.astype(np.int64)
-    table = np.concatenate([w64, w64 << 32], axis=1)  # FP entries count low, TP entries high
-    if len(ends):
-        c = np.cumsum(table[:, code[: ends[-1] + 1]], axis=1)[:, ends]
-    else:
-        c = np.zeros((nb, 0), np.int64)
-    c = np.concatenate([np.zeros((nb, 1), np.int64), c], axis=1)
-    cum_fp, cum_tp = c & 0xFFFFFFFF, c >> 32
-    fps, sens = _curve_from_counts(
-        cum_tp.astype(np.float64), cum_fp.astype(np.float64), nodules, n_scans
-    )
-    return _interp_rows(cum_fp, fps, sens, targets, n_scans), cum_fp[:, -1]
-
-
-def scan_draws(n_scans: int, n_samples: int, seed: int) -> np.ndarray:
-    """Bootstrap resamples of the scans: ``(n_samples, n_scans)`` int64 indices drawn with
-    replacement by ``np.random.default_rng(seed)`` (same seed, same draws)."""
-    return np.random.default_rng(seed).integers(0, n_scans, size=(n_samples, n_scans))
-
-
-def multiplicities(draws: np.ndarray, n: int) -> np.ndarray:
-    """How often each of ``n`` items is drawn in each resample: draws (B, m) -> (B, n)."""
-    b = draws.shape[0]
-    flat = (draws + n * np.arange(b)[:, None]).ravel()
-    return np.bincount(flat, minlength=b * n).reshape(b, n)
-
-
-def bootstrap_sensitivity(
-    entries: FrocEntries, targets, n_samples: int = 1000, seed: int = 0, chunk: int = 128
-) -> np.ndarray:
-    """Sensitivity at ``targets`` FPs/scan for ``n_samples`` bootstrap resamples of the scans
-    (with replacement, as many as listed) -> (n_samples, len(targets)). Seeded with
-    ``np.random.default_rng(seed)`` (:func:`scan_draws`): same seed, same result."""
-    w = multiplicities(scan_draws(entries.n_scans, n_samples, seed), entries.n_scans)
-    return weighted_sensitivity(entries, w, targets, chunk)
-
-
-def weighted_sensitivity(entries: FrocEntries, w_all: np.ndarray, targets,
-                         chunk: int = 128) -> np.ndarray:
-    """Sensitivity at ``targets`` FPs/scan of the resamples given by scan multiplicities
-    ``w_all`` (B, S) (:func:`multiplicities`) -> (B, len(targets)).
-
-    Vectorised: the entries are sorted by probability once, and a sample's curve counts are
-    cumulative sums of its multiplicities gathered along the sorted entries (TP and FP counts
-    packed in one int64). Only the prefix of entries up to about twice the largest target's FP
-    count is summed; a sample whose curve does not pass the largest target within it is redone
-    in full."""
-    targets = np.asarray(targets, np.float64)
-    n_scans = entries.n_scans
-    n_samples = w_all.shape[0]
-    per_scan = np.bincount(entries.scan, minlength=n_scans)
-    if per_scan.max(initial=0) * n_scans >= 2**31:
-        raise ValueError("too many FROC entries per scan for the packed bootstrap counts")
-    nodules = w_all @ entries.nodules_per_scan.astype(np.int64)  # (B,)
-    order, _, ends = _sorted_entries(entries)
-    code = entries.scan[order] + n_scans * entries.is_tp[order]
-    c_max = int(np.floor(targets.max(initial=0.0) * n_scans + 1e-9))
-    unweighted_fp = np.cumsum(~entries.is_tp[order])[ends] if len(ends) else np.zeros(0)
-    n_pref = min(int(np.searchsorted(unweighted_fp, 2 * c_max + 16)) + 1, len(ends))
-    out = np.empty((n_samples, len(targets)))
-    for b0 in range(0, n_samples, chunk):
-        sl = slice(b0, min(b0 + chunk, n_samples))
-        val, fp_end = _boot_chunk(w_all[sl], code, ends[:n_pref], nodules[sl], targets, n_scans)
-        redo = fp_end <= c_max if n_pref < len(ends) else np.zeros(len(val), bool)
-        if redo.any():
-            idx = np.nonzero(redo)[0]
-            val[idx], _ = _boot_chunk(
-                w_all[sl][idx], code, ends, nodules[sl][idx], targets, n_scans
-            )
-        out[sl] = val
-    return out
-
-
-def order_stat_ci(samples: np.ndarray, confidence: float = CONFIDENCE) -> np.ndarray:
-    """Official percentile interval along axis 0: sorted[floor(a N)], sorted[floor((1-a) N)]."""
-    n = samples.shape[0]
-    a = (1.0 - confidence) / 2.0
-    srt = np.sort(samples, axis=0)
-    lo = srt[min(int(math.floor(a * n)), n - 1)]
-    hi = srt[min(int(math.floor((1.0 - a) * n)), n - 1)]
-    return np.stack([lo, hi], axis=-1)
 
 
 # ----------------------------------------------------------------------------------------

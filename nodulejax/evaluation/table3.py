@@ -4,9 +4,10 @@ experiment) from the ``froc.json`` files that ``nodulejax.evaluation.froc`` writ
     python -m nodulejax.evaluation.table3 RUN_DIR... [--out table3.md]
 
 Each RUN_DIR is searched (recursively) for ``froc.json``; a row's name is the JSON's ``name``
-(else its folder's name). Rows whose names are the experiment names of Table 3 come first, in
-the paper's order; other rows follow in the order given. Writes markdown to ``--out`` (and
-stdout) and the same table as JSON next to it (``.json``).
+(else its folder's name). Rows whose names are the experiment names of Table 3
+(``nodulejax.experiments.ALL_ROWS``) come first, in the paper's order; other rows follow in the
+order given. Writes markdown to ``--out`` (and stdout) and the same table as JSON next to it
+(``.json``).
 """
 
 from __future__ import annotations
@@ -20,28 +21,16 @@ from absl import flags
 
 from nodulejax.errors import ConfigError
 from nodulejax.evaluation.froc import table3_header, table3_row
+from nodulejax.experiments import ALL_ROWS
 from nodulejax.runtime.cli import run_main
 from nodulejax.runtime.files import atomic_write_json, atomic_write_text
-
-# Table 3 rows in the paper's order (configs/experiments.py names)
-PAPER_ORDER = (
-    "baseline-ce",
-    "baseline-beta",
-    "baseline-beta-finetune",
-    "beta+syn (random)",
-    "beta+syn",
-    "beta+poisson",
-    "beta+poisson+syn",
-    "beta+perturb",
-    "beta+perturb+syn",
-)
 
 
 def _norm(name: str) -> str:
     return name.strip().lower().replace(" ", "").replace("_", "-")
 
 
-_RANK = {_norm(n): i for i, n in enumerate(PAPER_ORDER)}
+_RANK = {_norm(n): i for i, n in enumerate(ALL_ROWS)}  # the paper's order
 
 
 def find_results(run_dirs: Sequence[str | os.PathLike]) -> list[tuple[str, dict, str]]:
@@ -71,7 +60,7 @@ def find_results(run_dirs: Sequence[str | os.PathLike]) -> list[tuple[str, dict,
 def order_rows(rows: list[tuple[str, dict, str]]) -> list[tuple[str, dict, str]]:
     """Paper order for known experiment names (stable), then the others as given."""
     idx = {id(r): i for i, r in enumerate(rows)}
-    return sorted(rows, key=lambda r: (_RANK.get(_norm(r[0]), len(PAPER_ORDER)), idx[id(r)]))
+    return sorted(rows, key=lambda r: (_RANK.get(_norm(r[0]), len(ALL_ROWS)), idx[id(r)]))
 
 
 def assemble(run_dirs: Sequence[str | os.PathLike]) -> tuple[str, list[dict]]:

@@ -19,7 +19,6 @@ Counting (nothing is executed; shapes come from `jax.eval_shape`):
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
@@ -29,12 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
-from nodulejax.errors import ConfigError
 from nodulejax.models.denseunet import from_config
 from nodulejax.models.layers import Conv3D
 from nodulejax.models.resunet import build_resunet
 from nodulejax.models.rpn import build_rpn
 from nodulejax.runtime.cli import run_main
+from nodulejax.runtime.config_tools import flatten
 
 # Table 2 of the paper: (params, GMACs, input side)
 PAPER_TABLE2 = {
@@ -130,33 +129,9 @@ def _fpr_row(config, impl, xla):
     row, cls_vars = _measure(model, (1, p, p, p, 1), xla, task="cls")
     seg_vars = jax.eval_shape(lambda k, x: model.init(k, x, task="seg"), jax.random.key(0),
                               jax.ShapeDtypeStruct((1, p, p, p, 1), jnp.float32))
-    merged = {**_flat(seg_vars.get("params", {})), **_flat(cls_vars.get("params", {}))}
+    merged = {**flatten(seg_vars.get("params", {})), **flatten(cls_vars.get("params", {}))}
     row["params"] = int(sum(int(np.prod(v.shape)) for v in merged.values()))
     return row
-
-
-def _flat(tree, prefix=()):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, prefix + (k,)))
-        else:
-            out[prefix + (k,)] = v
-    return out
-
-
-def load_config(path: str):
-    """get_config() of a config file; 'file.py:arg' passes arg to get_config."""
-    path, _, arg = path.partition(":")
-    spec = importlib.util.spec_from_file_location("_summary_config", path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"--config {path!r}: not a Python config file")
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except FileNotFoundError as e:
-        raise ConfigError(f"--config {path!r}: file not found") from e
-    return module.get_config(arg) if arg else module.get_config()
 
 
 def format_table(ours: dict) -> str:

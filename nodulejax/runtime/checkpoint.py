@@ -12,7 +12,7 @@ Each checkpoint holds three orbax items:
 
 * ``state``: the training-state pytree (params, optimiser state, ...) via ``StandardSave``.
   PRNG keys (typed ``jax.random.key`` or raw ``uint32``) inside it are stored as their raw
-  key data and re-wrapped on restore, so they come back bitwise.
+  key data and re-wrapped on restore, so they come back bitwise (``nodulejax.runtime.keys``).
 * ``meta`` (JSON): ``step``, ``data_position`` (the index of the next batch: the sampler's
   batches are a pure function of it, see ``nodulejax.train.sampler``), the loop's own state
   (best metric, evaluations without improvement, ...), the metrics at that step and the
@@ -38,22 +38,21 @@ and current value.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from nodulejax.errors import CheckpointError, ConfigError
+from nodulejax.errors import CheckpointError, ConfigError, nearest
 from nodulejax.experiments import canonical_model_name
 from nodulejax.runtime import devices
 from nodulejax.runtime.config_tools import config_diff as _config_diff
 from nodulejax.runtime.config_tools import config_to_dict
+from nodulejax.runtime.keys import decode_key, encode_key, is_typed_key, keys_to_raw, raw_to_keys
 
 # Config fields (fnmatch patterns on dotted paths) allowed to differ between the run that
 # wrote a checkpoint and the run that resumes it. Everything else must match exactly.
@@ -126,44 +125,6 @@ def check_config(saved, current, *, directory: str, resumable_fields=RESUMABLE_F
         )
 
 
-# ----------------------------------------------------------------------------- PRNG keys
-def _is_typed_key(x) -> bool:
-    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def _keys_to_raw(tree):
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_typed_key(x) else x, tree)
-
-
-def _raw_to_keys(template, tree):
-    def wrap(t, x):
-        if _is_typed_key(t):
-            return jax.random.wrap_key_data(x, impl=jax.random.key_impl(t))
-        return x
-
-    return jax.tree.map(wrap, template, tree)
-
-
-def encode_key(key) -> dict:
-    """A PRNG key (typed or raw uint32) as JSON: its raw words, shape and impl name."""
-    if _is_typed_key(key):
-        raw = np.asarray(jax.random.key_data(key))
-        impl = str(jax.random.key_impl(key))
-    else:
-        raw = np.asarray(key)
-        impl = None
-    if raw.dtype != np.uint32:
-        raise CheckpointError(f"PRNG key must be a typed key or uint32 array, got {raw.dtype}")
-    return {"data": raw.ravel().tolist(), "shape": list(raw.shape), "impl": impl}
-
-
-def decode_key(d: Mapping):
-    raw = jnp.asarray(np.asarray(d["data"], np.uint32).reshape(d["shape"]))
-    if d.get("impl"):
-        return jax.random.wrap_key_data(raw, impl=d["impl"])
-    return raw
-
-
 # ----------------------------------------------------------------------------- restored
 @dataclasses.dataclass
 class Restored:
@@ -182,7 +143,7 @@ def _abstract(template):
     """ShapeDtypeStructs (with shardings) for restore; typed keys as their raw data."""
 
     def leaf(x):
-        x = jax.random.key_data(x) if _is_typed_key(x) else x
+        x = jax.random.key_data(x) if is_typed_key(x) else x
         if isinstance(x, jax.Array):
             return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
         if isinstance(x, (np.ndarray, np.generic)):
@@ -257,7 +218,7 @@ class ModelCheckpoints:
             "key": None if key is None else encode_key(key),
         }
         return ocp.args.Composite(
-            state=ocp.args.StandardSave(_keys_to_raw(state)),
+            state=ocp.args.StandardSave(keys_to_raw(state)),
             meta=ocp.args.JsonSave(meta),
             config=ocp.args.JsonSave(self.config),
         )
@@ -310,7 +271,7 @@ class ModelCheckpoints:
         try:
             raw = mngr.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(_abstract(template))))["state"]
-            state = _raw_to_keys(template, raw)
+            state = raw_to_keys(template, raw)
             jax.block_until_ready(state)
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"checkpoint {where} is unreadable (corrupt, partial or of "
@@ -435,8 +396,7 @@ def _found(workdir: str, name: str) -> str:
     found = trained_models(workdir)
     if not found:
         return f"; {os.path.join(workdir, 'checkpoints')} holds no models"
-    close = difflib.get_close_matches(name, found, n=3, cutoff=0.5)
-    near = f"nearest: {', '.join(close)}; " if close else ""
+    near = nearest(name, found, "nearest: {}; ")
     return f"; {near}models in {os.path.join(workdir, 'checkpoints')}: {', '.join(found)}"
 
 

@@ -9,7 +9,7 @@ Every entry point (``train.py``, ``attack.py``, each ``python -m nodulejax...`` 
 flags), defines ``--config`` (``ml_collections.config_flags.DEFINE_config_file``,
 ``lock_config=True``) and ``-v/--verbosity``, checks the config file and every
 ``--config.a.b=`` override against the loaded config before absl parses them (an unknown
-field names the nearest valid ones, :func:`nearest`), configures the host devices from the
+field names the nearest valid ones, :func:`nearest_field`), configures the host devices from the
 config (``devices.configure_from``) and JAX's persistent compilation cache
 (``compilation.configure_from``), quiets library warnings that say nothing to a user
 (:func:`quiet_library_logs`) and turns every error a user can cause (a
@@ -19,23 +19,22 @@ line on stderr and exit code 2. ``-v 1`` (or more) shows the traceback instead.
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging as pylogging
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from nodulejax.errors import ConfigError, NoduleJaxError
+from nodulejax.errors import ConfigError, NoduleJaxError, close_names
 from nodulejax.runtime import compilation, devices
-from nodulejax.runtime.config_tools import config_to_dict, load_config
+from nodulejax.runtime.config_tools import config_to_dict, flatten, load_config
 from nodulejax.runtime.files import atomic_write_text
 
-__all__ = ["run_main", "nearest", "check_overrides", "config_spec", "quiet_library_logs",
+__all__ = ["run_main", "nearest_field", "check_overrides", "config_spec", "quiet_library_logs",
            "help_text", "print_json_line", "USER_ERRORS"]
 
 #: errors a user can cause; run_main prints them as one line
@@ -47,27 +46,20 @@ _NOISE = re.compile(r"metadata|read only|read-only|read_only|sharding|TypeHandle
 _HELP_ARGS = ("-h", "--help", "--helpshort", "--helpfull", "-help")
 
 
-def nearest(name: str, names: Iterable[str], n: int = 3) -> str:
-    """``"; nearest: a, b"`` for the names closest to ``name`` (difflib), or ``""``."""
+def nearest_field(name: str, names: Iterable[str], n: int = 3) -> str:
+    """``"; nearest: a, b"`` for the dotted config fields closest to ``name``
+    (:func:`nodulejax.errors.close_names`); else those closest in their last part, else the
+    fields next to it (``"; fields of fpr: ..."``), or ``""``."""
     names = sorted(set(names))
-    close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
+    close = close_names(name, names, n)
     parent = name.rpartition(".")[0]
     if not close:  # a mistyped last part: compare the last dotted part only
         last = {k.rsplit(".", 1)[-1]: k for k in names if k.rpartition(".")[0] == parent}
-        close = [last[k] for k in difflib.get_close_matches(name.rsplit(".", 1)[-1], last, n=n)]
+        close = [last[k] for k in close_names(name.rsplit(".", 1)[-1], last, n, cutoff=0.6)]
     if not close and parent:  # nothing alike: the fields next to it
         sib = [k for k in names if k.rpartition(".")[0] == parent]
         return f"; fields of {parent}: {', '.join(sib)}" if sib else ""
     return f"; nearest: {', '.join(close)}" if close else ""
-
-
-def _paths(d: Mapping, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in d.items():
-        out.append(f"{prefix}{k}")
-        if isinstance(v, Mapping):
-            out += _paths(v, f"{prefix}{k}.")
-    return out
 
 
 def config_spec(argv: Sequence[str], name: str = "config") -> str | None:
@@ -83,14 +75,14 @@ def config_spec(argv: Sequence[str], name: str = "config") -> str | None:
 def check_overrides(config, argv: Sequence[str], name: str = "config") -> None:
     """ConfigError naming the first ``--config.a.b=`` override of ``argv`` whose field
     ``config`` lacks, with the nearest valid field names."""
-    valid = set(_paths(config_to_dict(config)))
+    valid = set(flatten(config_to_dict(config), inner=True))
     for a in argv:
         m = re.match(rf"^--?(?:no)?{name}\.([^=\s]+)", a)
         if not m:
             continue
         path = re.sub(r"\[.*?\]", "", m.group(1))
         if path not in valid:
-            raise ConfigError(f"--{name}.{path}: no such config field{nearest(path, valid)}")
+            raise ConfigError(f"--{name}.{path}: no such config field{nearest_field(path, valid)}")
 
 
 def _precheck_config(argv: Sequence[str], required: bool) -> None:

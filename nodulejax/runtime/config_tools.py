@@ -40,13 +40,16 @@ def config_to_dict(config: Any) -> dict:
     return json.loads(json.dumps(config, default=repr, sort_keys=True))
 
 
-def flatten(d: Mapping, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (dotted paths of every leaf)."""
+def flatten(d: Mapping, prefix: str = "", inner: bool = False) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (dotted paths of every leaf); ``inner=True``
+    also lists every nested mapping under its own path (``{"a": {...}, "a.b": 1}``)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         path = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            out.update(flatten(v, path + "."))
+            if inner:
+                out[path] = v
+            out.update(flatten(v, path + ".", inner))
         else:
             out[path] = v
     return out

@@ -10,9 +10,7 @@ the changed fields and the stages they invalidate, unless ``config.rerun`` names
 
 from __future__ import annotations
 
-import difflib
-
-from nodulejax.errors import ConfigError
+from nodulejax.errors import ConfigError, nearest
 from nodulejax.runtime.config_tools import config_diff, fingerprint, select
 from nodulejax.study.stages import STAGE_FIELDS, STAGE_INPUTS, STUDY_STAGES
 
@@ -60,10 +58,8 @@ def rerun_stages(config) -> tuple[str, ...]:
     names = [n.strip() for n in raw.split(",") if n.strip()]
     for n in names:
         if n not in STUDY_STAGES:
-            close = difflib.get_close_matches(n, STUDY_STAGES, n=3, cutoff=0.5)
-            hint = f"; nearest: {', '.join(close)}" if close else ""
-            raise ConfigError(f"config.rerun: unknown stage {n!r}{hint}; stages: "
-                              f"{', '.join(STUDY_STAGES)}")
+            raise ConfigError(f"config.rerun: unknown stage {n!r}{nearest(n, STUDY_STAGES)}; "
+                              f"stages: {', '.join(STUDY_STAGES)}")
     return downstream(names)
 
 

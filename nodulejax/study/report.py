@@ -14,14 +14,17 @@ import json
 import os
 import platform
 import shutil
+from collections.abc import Mapping
 from importlib import metadata
 
 import numpy as np
 
+from nodulejax.evaluation.bootstrap import difference_interval, read_scores
 from nodulejax.experiments import file_name
 from nodulejax.models import summary
 from nodulejax.runtime.config_tools import load_config
 from nodulejax.runtime.devices import host_cpu
+from nodulejax.runtime.keys import STREAMS
 from nodulejax.study.claims import to_markdown as claims_markdown
 from nodulejax.study.deviations import deviations_markdown
 
@@ -91,12 +94,16 @@ def _claims(report_dir: str) -> list[str]:
 
 
 def synthesizer_markdown(quality: dict | None, stress: dict | None,
-                         model: str = "baseline-beta-finetune") -> list[str]:
+                         model: str = "baseline-beta-finetune", scores: Mapping | None = None,
+                         n_samples: int = 1000, seed=0) -> list[str]:
     """The synthesizer's quality per run: reconstruction L1, the random samples' diameter-filter
     pass rate and sizes against the training cut-outs (``train.synth.synth_quality``), and the
     score gap ``mean P(random synthetic) - mean P(clean real positive)`` of ``model`` (Table 4
-    "Randomly sampled nodules" minus Table 5 "0.0 uniform noise", 95% normal-approximation
-    interval from the two columns' std and n; the paper: 0.82 - 0.86 = -0.04)."""
+    "Randomly sampled nodules" minus Table 5 "0.0 uniform noise"; the paper: 0.82 - 0.86 =
+    -0.04) with its 95% bootstrap interval: the two columns' per-patch ``scores``
+    (``{(table, model, column): (n,)}``, ``evaluation.bootstrap.read_scores``) resampled
+    independently ``n_samples`` times (``evaluation.bootstrap.difference_interval``); without
+    scores (or with ``n_samples`` 0) the gap has no interval."""
     lines = []
     if quality:
         q = quality
@@ -129,11 +136,15 @@ def synthesizer_markdown(quality: dict | None, stress: dict | None,
         return lines or ["_synth or stress stage did not run._"]
     if a["n"] and b["n"]:
         gap = a["mean"] - b["mean"]
-        half = 1.96 * float(np.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"]))
+        keys = (("table4", model, "Randomly sampled nodules"), ("table5", model,
+                                                                "0.0 uniform noise"))
+        ci = ""
+        if scores is not None and n_samples and all(k in scores for k in keys):
+            lo, hi = difference_interval(scores[keys[0]], scores[keys[1]], n_samples, seed)
+            ci = f" [{lo:+.3f}, {hi:+.3f}]"
         lines += ["", f"Score gap of {model}: random synthetic nodules {a['mean']:.3f} "
                   f"(n={a['n']}) - clean real positives {b['mean']:.3f} (n={b['n']}) = "
-                  f"**{gap:+.3f}** [{gap - half:+.3f}, {gap + half:+.3f}] (paper: 0.82 - 0.86 "
-                  f"= -0.04)."]
+                  f"**{gap:+.3f}**{ci} (paper: 0.82 - 0.86 = -0.04)."]
     return lines
 
 
@@ -193,7 +204,11 @@ def write_report(study) -> str:
         md.append(f"\n![{os.path.basename(png)}]({fig})")
 
     md += ["", "## Synthesizer (Section 3.2)", ""]
-    md += synthesizer_markdown((stages.get("synth") or {}).get("quality"), _load(st_json))
+    npz = os.path.join(wd, "eval", "stress", "scores.npz")
+    md += synthesizer_markdown((stages.get("synth") or {}).get("quality"), _load(st_json),
+                               scores=read_scores(npz) if os.path.exists(npz) else None,
+                               n_samples=int(study.config.eval.bootstrap),
+                               seed=(int(study.config.seed), STREAMS["report/synth_gap"]))
 
     md += ["", "## Figs. 5, 6, 8, 9: adversarial examples (central axial slices, test folds)", ""]
     figs = (stages.get("figures") or {}).get("figures", [])

@@ -6,18 +6,16 @@ summary that the study stores in ``WORKDIR/stages/<stage>.json`` and the report 
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 
 import numpy as np
 
-from nodulejax.adversarial.pool import build_pool
-from nodulejax.data import phantom
+from nodulejax.adversarial.pool.build import build_pool
 from nodulejax.data.patchsets import nodule_cutouts
-from nodulejax.data.phantom import plot_scan_summary
+from nodulejax.data.phantom.generate import generate_dataset, plot_scan_summary
 from nodulejax.detection.run import detect_scans, load_cg_params, write_rows
-from nodulejax.errors import ConfigError
+from nodulejax.errors import ConfigError, nearest
 from nodulejax.evaluation import froc, table3
 from nodulejax.evaluation.figures import make_figures
 from nodulejax.evaluation.stress import run_stress
@@ -79,14 +77,14 @@ def stage_data(study):
     if d.kind != "phantom":
         raise ConfigError(f"config.data.kind: expected 'phantom' or 'luna16', got {d.kind!r}")
     p = d.phantom
-    summary = phantom.generate_dataset(study.data_root, int(p.num_scans), int(p.seed),
-                                       size_scale=float(p.size_scale),
-                                       num_subsets=int(p.num_subsets),
-                                       max_voxels=int(p.max_voxels),
-                                       workers=int(d.num_workers),
-                                       nodules_per_scan=float(p.get("nodules_per_scan", 0.0)),
-                                       shapes=str(p.get("shapes", "primitives")),
-                                       overwrite=True)  # a killed earlier attempt
+    summary = generate_dataset(study.data_root, int(p.num_scans), int(p.seed),
+                               size_scale=float(p.size_scale),
+                               num_subsets=int(p.num_subsets),
+                               max_voxels=int(p.max_voxels),
+                               workers=int(d.num_workers),
+                               nodules_per_scan=float(p.get("nodules_per_scan", 0.0)),
+                               shapes=str(p.get("shapes", "primitives")),
+                               overwrite=True)  # a killed earlier attempt
     summary.pop("uids", None)
     return summary
 
@@ -292,12 +290,7 @@ def run_single(study, stage: str):
         return study.run_stage("fpr_seg", lambda: stage_fpr_seg(study))
     names = STUDY_STAGES + SINGLE_STAGES
     raise ConfigError(f"config.stage: unknown stage {stage!r}; expected 'study' or one of "
-                      f"{', '.join(names)}{_nearest(stage, names)}")
-
-
-def _nearest(name, names) -> str:
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    return f"; nearest: {', '.join(close)}" if close else ""
+                      f"{', '.join(names)}{nearest(stage, names)}")
 
 
 STAGES = {

@@ -94,7 +94,12 @@ def fpr_logits(params, x):
 
 
 def fpr_bce(x, params, label):
-    """Per-example BCE of the toy FPR against a constant label (the PGD objective)."""
+    """Per-example BCE of the toy FPR against a constant label (the PGD objective).
+
+    optax's form ``-y log sigmoid(l) - (1 - y) log sigmoid(-l)``, not
+    :func:`nodulejax.losses.fpr.bce_loss` (``softplus(l) - y l``): equal in exact arithmetic,
+    they round differently in float32, and the toy's panels (``toy.json``) were measured
+    with this one."""
     return optax.sigmoid_binary_cross_entropy(fpr_logits(params, x), jnp.full(x.shape[0], label))
 
 

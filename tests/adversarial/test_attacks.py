@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from nodulejax.adversarial import attacks
-from nodulejax.losses import fpr_loss
+from nodulejax.losses.fpr import fpr_loss
 
 P = 8  # FPR patch size
 G = 6  # generator patch size

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import torch_denseunet as td  # noqa: E402
 
-from nodulejax import losses  # noqa: E402
+from nodulejax.losses.fpr import fpr_loss  # noqa: E402
 from nodulejax.models.denseunet import DenseUNet3D  # noqa: E402
 
 P = 16
@@ -67,7 +67,7 @@ def test_forward_and_input_grad_agree(case, batch):
         x64 = jnp.asarray(np.asarray(x), jnp.float64)
         v64 = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a), jnp.float64), v)
         y64 = jnp.asarray(np.asarray(y), jnp.float64)
-        f = lambda xx: losses.fpr_loss(m.apply(v64, xx), y64, head=m.head).sum()
+        f = lambda xx: fpr_loss(m.apply(v64, xx), y64, head=m.head).sum()
         g_j = np.asarray(jax.jit(jax.grad(f))(x64)).transpose(0, 4, 1, 2, 3)
     tm64 = tm.double()
     xt64 = torch.from_numpy(np.asarray(x, np.float64).transpose(0, 4, 1, 2, 3).copy())
@@ -103,7 +103,7 @@ def test_torch_fpr_loss_matches(head):
     if head == "beta":
         out = np.abs(out) * 3
     y = np.array([1, 0, 1, 0, 1, 0], np.float32)
-    want = np.asarray(losses.fpr_loss(jnp.asarray(out), jnp.asarray(y), head=head, kl_weight=0.7))
+    want = np.asarray(fpr_loss(jnp.asarray(out), jnp.asarray(y), head=head, kl_weight=0.7))
     got = td.torch_fpr_loss(torch.tensor(out), torch.tensor(y), head, 0.7).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 

@@ -4,7 +4,8 @@ generated phantom (4 scans, ~0.3 M voxels each) prepared at 1.5 mm. Module-scope
 
 import pytest
 
-from nodulejax.data import luna16, phantom, prepare
+from nodulejax.data import luna16, prepare
+from nodulejax.data.phantom.generate import generate_dataset
 
 SPACING = 1.5
 WINDOW = (-1000.0, 400.0)
@@ -13,8 +14,8 @@ WINDOW = (-1000.0, 400.0)
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("phantom"))
-    phantom.generate_dataset(out, num_scans=4, seed=3, size_scale=0.3, num_subsets=4,
-                             max_voxels=300_000)
+    generate_dataset(out, num_scans=4, seed=3, size_scale=0.3, num_subsets=4,
+                     max_voxels=300_000)
     return out
 
 

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from nodulejax.data.io import CTReadError, load_ct
-from tests.data.test_io import _rot, assert_names_file
+from tests.data.helpers import assert_names_file, rot
 
 DCM_ARR = (np.arange(6 * 5 * 7).reshape(6, 5, 7) % 300 - 100).astype(np.int16)
 
@@ -72,7 +72,7 @@ def test_dicom_series_geometry(tmp_path, reverse_z):
     np.testing.assert_array_equal(stored.astype(np.int32) - 1024, DCM_ARR[0])  # rescale applied
 
 def test_dicom_oblique_series(tmp_path):
-    r = _rot([1, 1, 0], 20.0)
+    r = rot([1, 1, 0], 20.0)
     iop = tuple(r[:, 0]) + tuple(r[:, 1])
     folder = write_dicom_series(tmp_path / "ob", iop=iop)
     v = load_ct(folder)

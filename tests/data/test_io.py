@@ -8,49 +8,20 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nodulejax.data.io import CTReadError, CTVolume, load_ct, save_ct
-from nodulejax.errors import CTReadError as BaseCTReadError
+from nodulejax.data.io import CTReadError, load_ct, save_ct
+from tests.data.helpers import (
+    BRIGHT,
+    DIRECTIONS,
+    SHAPE,
+    assert_names_file,
+    make_volume,
+)
 
-SHAPE = (8, 10, 12)  # (z, y, x)
-SPACING = np.array([2.5, 0.7, 0.6])  # (z, y, x) mm
-ORIGIN = np.array([-170.25, -160.5, -310.125])  # LPS (x, y, z) mm
-
-
-def _rot(axis, deg):
-    axis = np.asarray(axis, float) / np.linalg.norm(axis)
-    t = np.deg2rad(deg)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
-
-
-DIRECTIONS = {
-    "identity": np.eye(3),
-    "luna_flip": np.diag([-1.0, -1.0, 1.0]),  # TransformMatrix = -1 0 0 0 -1 0 0 0 1
-    "z_flip": np.diag([1.0, 1.0, -1.0]),
-    "oblique": _rot([1, 2, 3], 23.0),
-    "oblique_improper": _rot([3, -1, 2], 41.0) @ np.diag([1.0, -1.0, 1.0]),
-}
 FORMATS = ["vol.mhd", "zvol.mhd", "vol.mha", "vol.nii", "vol.nii.gz"]
-BRIGHT = (3, 4, 5)  # (z, y, x)
-
-
-def make_volume(direction, integral=True, seed=0):
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(-1000, 200, size=SHAPE).astype(np.float32)
-    if not integral:
-        arr += 0.25
-    arr[BRIGHT] = 3000.0
-    return CTVolume(arr, SPACING.copy(), ORIGIN.copy(), np.array(direction, float))
 
 
 def _save(vol, path):
     save_ct(vol, str(path), compress=os.path.basename(str(path)).startswith("z"))
-
-
-def assert_names_file(excinfo, path):
-    assert isinstance(excinfo.value, BaseCTReadError)
-    assert isinstance(excinfo.value, ValueError)
-    assert os.fspath(path) in str(excinfo.value), str(excinfo.value)
 
 
 # ---------------------------------------------------------------- pure geometry

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from nodulejax.data.io import CTReadError, load_ct, save_ct
-from tests.data.test_io import DIRECTIONS, assert_names_file, make_volume
+from tests.data.helpers import DIRECTIONS, assert_names_file, make_volume
 
 
 @pytest.mark.parametrize("compress", [False, True])

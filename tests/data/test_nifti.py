@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nodulejax.data.io import CTReadError, load_ct, save_ct
-from tests.data.test_io import DIRECTIONS, assert_names_file, make_volume
+from tests.data.helpers import DIRECTIONS, assert_names_file, make_volume
 
 
 def _nifti(tmp_path, data_xyz, sform=None, qform=None, name="n.nii", header=None):

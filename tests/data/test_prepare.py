@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nodulejax.data import lidc, luna16, patchsets, phantom, prepare
+from nodulejax.data import lidc, luna16, patchsets, prepare
 from nodulejax.data.patches import extract_patch
+from nodulejax.data.phantom import generate as phantom
 from nodulejax.errors import ConfigError
 from tests.data.conftest import SPACING, WINDOW
 

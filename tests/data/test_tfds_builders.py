@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from nodulejax.data import phantom
 from nodulejax.data import tfds_builders as tb
+from nodulejax.data.phantom.generate import generate_dataset
 from nodulejax.errors import ConfigError, LUNA16FormatError
 
 pytest.importorskip("tensorflow_datasets")
@@ -21,8 +21,8 @@ TINY = dict(phantom_num_scans=3, phantom_seed=5, phantom_size_scale=0.3,
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("luna_manual"))
-    phantom.generate_dataset(out, num_scans=3, seed=5, size_scale=0.3, num_subsets=3,
-                             max_voxels=200_000)
+    generate_dataset(out, num_scans=3, seed=5, size_scale=0.3, num_subsets=3,
+                     max_voxels=200_000)
     return out
 
 

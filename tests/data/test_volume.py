@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodulejax.data.volume import CTVolume
-from tests.data.test_io import DIRECTIONS, make_volume
+from tests.data.helpers import DIRECTIONS, make_volume
 
 
 @settings(max_examples=60, deadline=None, database=None)

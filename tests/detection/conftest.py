@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from nodulejax.data import luna16, phantom
+from nodulejax.data import luna16
+from nodulejax.data.phantom import generate as phantom
 from nodulejax.detection.export import export_model
 from nodulejax.experiments import row_config
 from nodulejax.models.build import cg_model, fpr_model, rpn_model

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nodulejax.data import io
-from nodulejax.data.prepare import PreparedScan
 from nodulejax.detection import detector as dt
+from tests.detection.helpers import flipped_scan
 
 
 # ----------------------------------------------------------------------------- blending
@@ -92,7 +91,7 @@ def test_union_capped_at_num_candidates():
 
 
 def test_candidate_sensitivity_min_diameter():
-    scan = _flipped_scan()  # one 6 mm nodule at (5, 6, 7)
+    scan = flipped_scan()  # one 6 mm nodule at (5, 6, 7)
     near = np.array([[5.0, 6.0, 8.0]])
     src = np.array([1], np.int8)
     assert dt.candidate_sensitivity([scan], {scan.uid: (near, np.ones(1), src)},
@@ -102,19 +101,8 @@ def test_candidate_sensitivity_min_diameter():
 
 
 # ----------------------------------------------------------------------------- geometry / CSV
-def _flipped_scan(shape=(20, 24, 28)):
-    geom = io.CTVolume(np.zeros((0, 0, 0), np.float32), np.array([2.0, 2.0, 2.0]),
-                       np.array([100.0, 50.0, -300.0]), np.diag([-1.0, -1.0, 1.0]))
-    img = np.zeros(shape, np.float32)
-    return PreparedScan(uid="1.2.3.4", fold=0, image=img, lung=np.ones(shape, bool),
-                        geometry=geom, nodules_zyx=np.array([[5.0, 6.0, 7.0]]),
-                        nodules_diam_mm=np.array([6.0]), nodule_types=np.array(["solid"], object),
-                        excluded_zyx=np.zeros((0, 3)), excluded_diam_mm=np.zeros(0),
-                        cand_zyx=np.zeros((0, 3)), cand_label=np.zeros(0, int))
-
-
 def test_candidate_sensitivity_luna16_radius():
-    scan = _flipped_scan()  # nodule at (5, 6, 7), d = 6 mm -> radius 3 mm = 1.5 voxels
+    scan = flipped_scan()  # nodule at (5, 6, 7), d = 6 mm -> radius 3 mm = 1.5 voxels
     near = np.array([[5.0, 6.0, 8.0]])  # 2 mm away: hit
     far = np.array([[5.0, 6.0, 9.0]])  # 4 mm away: miss
     src = np.array([2], np.int8)

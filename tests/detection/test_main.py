@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from nodulejax.data import luna16, phantom, prepare
+from nodulejax.data import luna16, prepare
+from nodulejax.data.phantom.generate import generate_dataset
 from nodulejax.detection import detector as dt
 from nodulejax.detection.__main__ import main as detect_main
 from nodulejax.runtime.checkpoint import ModelCheckpoints, model_dir
@@ -24,8 +25,8 @@ CFG = os.path.join(ROOT, "configs", "tiny.py")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("detphantom"))
-    phantom.generate_dataset(root, num_scans=4, seed=5, size_scale=0.3, num_subsets=4,
-                             max_voxels=300_000)
+    generate_dataset(root, num_scans=4, seed=5, size_scale=0.3, num_subsets=4,
+                     max_voxels=300_000)
     c = tiny.get_config()
     scans = prepare.prepare_folds(luna16.Luna16Dataset(root), [0, 1], spacing=c.data.spacing,
                                   window=tuple(c.data.hu_window))

@@ -5,11 +5,11 @@ import numpy as np
 from nodulejax.data import luna16
 from nodulejax.detection import detector as dt
 from nodulejax.detection import run as detect_run
-from tests.detection.test_detector import _flipped_scan
+from tests.detection.helpers import flipped_scan
 
 
 def test_submission_round_trip_world_coordinates(tmp_path):
-    scan = _flipped_scan()
+    scan = flipped_scan()
     h = np.zeros(scan.image.shape, np.float32)
     h[5, 6, 7] = 1.0
     zyx, scores = dt.heatmap_candidates(h, 3, scan.spacing, 5.0)

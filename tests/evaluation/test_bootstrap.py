@@ -55,7 +55,7 @@ def _resampled(entries, row):
 
 def test_paired_froc_equals_a_naive_loop_over_the_same_resampled_scans():
     ents = _models(20, 3, seed=1)
-    draws = froc.scan_draws(20, 30, seed=(5, 301))
+    draws = bootstrap.scan_draws(20, 30, seed=(5, 301))
     fast = bootstrap.paired_froc(ents, froc.FPS, 30, seed=(5, 301))
     for name, e in ents.items():
         slow = []

@@ -11,7 +11,7 @@ import pytest
 
 from nodulejax.data.luna16 import Annotations, Predictions, read_annotations, read_seriesuids
 from nodulejax.errors import LUNA16FormatError
-from nodulejax.evaluation import froc
+from nodulejax.evaluation import bootstrap, froc
 
 LUNA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "luna16")
 if not os.path.isdir(LUNA):  # the checkout's sibling shared/ (CI) or the workspace copy
@@ -347,7 +347,7 @@ def test_vectorised_bootstrap_matches_naive_resampling(fp_per_scan):
     ]
     ent = froc.match_marks(a, ann(), uids, pred(*marks))
     targets = np.r_[froc.FPS, np.geomspace(0.1, 9, 17)]
-    fast = froc.bootstrap_sensitivity(ent, targets, 40, seed=3)
+    fast = bootstrap.bootstrap_sensitivity(ent, targets, 40, seed=3)
     slow = _naive_bootstrap(ent, targets, 40, seed=3)
     np.testing.assert_allclose(fast, slow, atol=1e-12)
 
@@ -383,7 +383,7 @@ def test_bootstrap_speed_1000_samples_888_scans_100_marks():
     ent = froc.match_marks(a, ann(), uids, Predictions(u, xyz, p))
     assert ent.n_marks_kept == 88800
     t0 = time.perf_counter()
-    bs = froc.bootstrap_sensitivity(ent, froc.FPS, 1000, seed=0)
+    bs = bootstrap.bootstrap_sensitivity(ent, froc.FPS, 1000, seed=0)
     dt = time.perf_counter() - t0
     print(f"\nbootstrap 1000 x 888 scans x 100 marks: {dt:.2f} s")
     assert bs.shape == (1000, 7) and np.isfinite(bs).all()

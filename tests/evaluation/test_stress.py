@@ -1,5 +1,5 @@
 """nodulejax.evaluation.stress (Tables 4-6), nodulejax.evaluation.figures (Figs. 5, 6, 8, 9)
-and attack.py's CLI, on the session setup of tests/adversarial/pool/test_build.py (tiny
+and attack.py's CLI, on the session fixture pool_setup (tests/conftest.py: tiny
 phantom, briefly trained DenseUNet3D FPR saved through the real checkpoint code, blob
 generator)."""
 
@@ -17,15 +17,16 @@ from nodulejax.errors import ConfigError
 from nodulejax.evaluation import figures, stress
 from nodulejax.models.classifier import load_fpr
 from nodulejax.runtime import checkpoint
-from tests.adversarial.pool.test_build import shared_setup
+
+pytestmark = pytest.mark.slow  # the pool set-up plus a stress run: ~70 s on 2 cores
 
 MODELS = ["baseline-beta-finetune", "fpr_beta+syn"]
 REPLICA = "fpr_beta+syn.s1"
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    config, workdir, gen, scans = shared_setup(tmp_path_factory)
+def result(tmp_path_factory, pool_setup):
+    config, workdir, gen, scans = pool_setup
     c = config.copy_and_resolve_references()
     c.pgd.latent_steps = 10  # traced: no recompilation
     c.pgd.image_steps = 5
@@ -96,11 +97,11 @@ def test_scores_npz_aligned_by_patch(result):
                 assert scores[f"{table}/{other}/{col}"].shape == p.shape
 
 
-def test_transfer_inputs_do_not_depend_on_the_scored_model(result, tmp_path_factory):
+def test_transfer_inputs_do_not_depend_on_the_scored_model(result, pool_setup):
     """Transfer cells of beta+syn = beta+syn's scores on the patches attacked against the
     target; white-box cells = its scores on its own attacks (the same start keys)."""
     res, out, c = result
-    config, workdir, gen, scans = shared_setup(tmp_path_factory)
+    config, workdir, gen, scans = pool_setup
     target = load_fpr(c, workdir, "fpr_baseline-beta-finetune")
     other = load_fpr(c, workdir, "fpr_beta+syn")
     inp = stress.stress_inputs(c, scans, target, None)
@@ -169,9 +170,9 @@ def test_attacks_move_the_attacked_model(result):
         assert np.all(z[f"table6/{b}/PGD negative patches"] > z[f"table6/{b}/Negative patches"])
 
 
-def test_seed_replicas_are_scored_on_the_same_transfer_inputs(result, tmp_path_factory):
+def test_seed_replicas_are_scored_on_the_same_transfer_inputs(result, pool_setup):
     res, out, c = result
-    config, workdir, gen, scans = shared_setup(tmp_path_factory)
+    config, workdir, gen, scans = pool_setup
     target = load_fpr(c, workdir, "fpr_baseline-beta-finetune")
     rep = load_fpr(c, workdir, REPLICA)
     inp = stress.stress_inputs(c, scans, target, None)
@@ -184,8 +185,8 @@ def test_seed_replicas_are_scored_on_the_same_transfer_inputs(result, tmp_path_f
         assert not [k for k in z.files if "whitebox/beta+syn.s1" in k]
 
 
-def test_figures_written(tmp_path_factory, result):
-    config, workdir, gen, scans = shared_setup(tmp_path_factory)
+def test_figures_written(tmp_path_factory, result, pool_setup):
+    config, workdir, gen, scans = pool_setup
     out = str(tmp_path_factory.mktemp("figs"))
     paths = figures.make_figures(result[2], workdir, scans, out, generator=gen, n=4)
     names = sorted(os.path.basename(p) for p in paths)

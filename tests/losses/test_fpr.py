@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from nodulejax import losses
 from nodulejax.errors import ConfigError
+from nodulejax.losses.fpr import bce_loss, beta_kl_uniform, beta_loss, fpr_loss, kl_anneal
 from nodulejax.models import heads
 
 
@@ -20,10 +20,10 @@ def test_bce_hand_values_and_stability():
     # -log sigmoid(0) = log 2; -log(1 - sigmoid(2)) = log(1 + e^2); -log sigmoid(-3) =
     # log(1 + e^3); confident right answers ~ 0; confident wrong answer (100, y=0) = 100.
     expect = [math.log(2), math.log1p(math.e**2), math.log1p(math.e**3), 0.0, 0.0, 100.0]
-    out = losses.bce_loss(logits, labels)
+    out = bce_loss(logits, labels)
     assert out.shape == (6,)
     np.testing.assert_allclose(out, expect, rtol=1e-6, atol=1e-6)
-    g = jax.grad(lambda z: losses.bce_loss(z, labels).sum())(logits)
+    g = jax.grad(lambda z: bce_loss(z, labels).sum())(logits)
     assert np.all(np.isfinite(g))
     sig = 0.5 * (1 + np.tanh(np.asarray(logits, np.float64) / 2))  # sigmoid, no overflow
     np.testing.assert_allclose(g, sig - np.asarray(labels), atol=1e-6)
@@ -40,7 +40,7 @@ def test_beta_kl_term_hand_values():
     # Beta(4, 1): pdf 4x^3;  KL = ln 4 + 3 E[ln x] = ln 4 - 3/4.
     a = jnp.array([1.0, 4.0, 1.0, 2.5, 7.0])
     b = jnp.array([2.0, 1.0, 1.0, 3.5, 0.7])
-    out = np.asarray(losses.beta_kl_uniform(a, b))
+    out = np.asarray(beta_kl_uniform(a, b))
     np.testing.assert_allclose(out[:3], [math.log(2) - 0.5, math.log(4) - 0.75, 0.0], atol=1e-5)
     np.testing.assert_allclose(out[3:], [_kl_quad(2.5, 3.5), _kl_quad(7.0, 0.7)], rtol=1e-4)
 
@@ -55,9 +55,9 @@ def test_beta_loss_hand_values():
     kl = np.array([math.log(2) - 0.5, math.log(4) - 0.75, 0.0])
     mse = np.array([2 / 7, 20 / 21, 2 / 3])
     for w in (0.0, 0.5, 1.0):
-        np.testing.assert_allclose(losses.beta_loss(ev, y, w), mse + w * kl, rtol=1e-5)
+        np.testing.assert_allclose(beta_loss(ev, y, w), mse + w * kl, rtol=1e-5)
     np.testing.assert_allclose(
-        losses.fpr_loss(ev, y, head="beta", kl_weight=0.5), mse + 0.5 * kl, rtol=1e-5
+        fpr_loss(ev, y, head="beta", kl_weight=0.5), mse + 0.5 * kl, rtol=1e-5
     )
 
 
@@ -67,23 +67,23 @@ def test_beta_loss_falls_as_true_evidence_rises():
         other = jnp.full_like(e, 0.7)
         ev = jnp.stack([e, other], 1) if label == 1 else jnp.stack([other, e], 1)
         for w in (0.0, 1.0):
-            loss = np.asarray(losses.beta_loss(ev, jnp.full_like(e, label), w))
+            loss = np.asarray(beta_loss(ev, jnp.full_like(e, label), w))
             assert np.all(np.diff(loss) < 0), (label, w, loss)
 
 
 def test_fpr_dispatch():
     logits = jnp.array([1.5, -0.5])
     y = jnp.array([1.0, 0.0])
-    np.testing.assert_allclose(losses.fpr_loss(logits, y, head="ce"), losses.bce_loss(logits, y))
+    np.testing.assert_allclose(fpr_loss(logits, y, head="ce"), bce_loss(logits, y))
     np.testing.assert_allclose(
         heads.fpr_prob(logits, head="ce"), 1 / (1 + np.exp(-np.array([1.5, -0.5]))), rtol=1e-6
     )
     with pytest.raises(ConfigError):
-        losses.fpr_loss(logits, y, head="softmax")
+        fpr_loss(logits, y, head="softmax")
 
 
 def test_kl_anneal():
-    assert float(losses.kl_anneal(0, 100)) == 0.0
-    assert float(losses.kl_anneal(50, 100)) == 0.5
-    assert float(losses.kl_anneal(500, 100)) == 1.0
-    assert float(losses.kl_anneal(3, 0)) == 1.0
+    assert float(kl_anneal(0, 100)) == 0.0
+    assert float(kl_anneal(50, 100)) == 0.5
+    assert float(kl_anneal(500, 100)) == 1.0
+    assert float(kl_anneal(3, 0)) == 1.0

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nodulejax import losses
+from nodulejax.losses.synth import wgan_gp_critic_loss
 from nodulejax.models.critic import spectral_norm_estimate
-from tests.models.test_vae import P, _adam_lowers, critic, vae, x  # noqa: F401, F811 (fixtures)
+from tests.models.helpers import adam_lowers
 
 
 def test_critic_shapes_and_per_example(critic, x):
@@ -44,6 +44,6 @@ def test_critic_adam_step_lowers_wgan_gp_loss(critic, vae, x):
 
     def loss_fn(params):
         fn = lambda xx: m.apply({"params": params}, xx)
-        return losses.wgan_gp_critic_loss(fn, x, fake, key, gp_weight=10.0)
+        return wgan_gp_critic_loss(fn, x, fake, key, gp_weight=10.0)
 
-    _adam_lowers(loss_fn, v["params"])
+    adam_lowers(loss_fn, v["params"])

@@ -10,8 +10,8 @@ import optax
 import pytest
 
 from configs import default
-from nodulejax import losses
 from nodulejax.errors import ConfigError
+from nodulejax.losses.fpr import bce_loss, fpr_loss
 from nodulejax.models import denseunet
 from nodulejax.models.denseunet import DenseUNet3D
 from nodulejax.models.layers import count_macs
@@ -69,7 +69,7 @@ def test_lowerings_agree_on_same_params(models, batch):
 
 
 def _seg_loss(logits, mask):
-    return losses.bce_loss(logits.reshape(-1), mask.reshape(-1)).mean()
+    return bce_loss(logits.reshape(-1), mask.reshape(-1)).mean()
 
 
 @pytest.mark.parametrize("which", ["ce", "beta", "seg"])
@@ -81,7 +81,7 @@ def test_adam_step_lowers_loss_and_grad_finite(models, batch, which):
         if which == "seg":
             return _seg_loss(m.apply({"params": params}, x, task="seg"), seg)
         out = m.apply({"params": params}, x, task="cls")
-        return losses.fpr_loss(out, y, head=which, kl_weight=1.0).mean()
+        return fpr_loss(out, y, head=which, kl_weight=1.0).mean()
 
     opt = optax.adam(1e-3)
     params = v["params"]

@@ -4,54 +4,15 @@ method access, jit/grad, one Adam step lowers each loss, spectral norm ~ 1."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from configs import default
-from nodulejax import losses
 from nodulejax.errors import ConfigError
+from nodulejax.losses.synth import l1_recon, vae_kl
 from nodulejax.models import critic as critic_mod
 from nodulejax.models import vae as vae_mod
-from nodulejax.models.critic import Critic
 from nodulejax.models.vae import VAE
-
-P, L = 16, 8
-KEY = lambda s: jax.random.key(s, impl="rbg")  # fast-compiling jitted init on XLA:CPU
-
-
-@pytest.fixture(scope="module")
-def x():
-    return jax.random.uniform(jax.random.PRNGKey(0), (3, P, P, P, 1))
-
-
-@pytest.fixture(scope="module")
-def vae(x):
-    m = VAE(latent_dim=L, width=4, patch_size=P, conv_impl="xla3d")
-    return m, jax.jit(m.init)(KEY(1), x[:1], jax.random.PRNGKey(2))
-
-
-@pytest.fixture(scope="module")
-def critic(x):
-    m = Critic(width=4, conv_impl="xla3d")
-    return m, jax.jit(m.init)(KEY(3), x[:1])
-
-
-def _adam_lowers(loss_fn, params, lr=1e-3):
-    opt = optax.adam(lr)
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state):
-        loss, g = jax.value_and_grad(loss_fn)(params)
-        upd, state = opt.update(g, state, params)
-        return optax.apply_updates(params, upd), state, loss, g
-
-    p1, state, l0, g = step(params, state)
-    leaves = jax.tree_util.tree_leaves(g)
-    assert all(bool(jnp.all(jnp.isfinite(t))) for t in leaves)
-    assert sum(float(jnp.abs(t).sum()) for t in leaves) > 0
-    _, _, l1, _ = step(p1, state)
-    assert float(l1) < float(l0), (float(l0), float(l1))
+from tests.models.helpers import L, P, adam_lowers
 
 
 def test_vae_shapes_ranges_methods(vae, x):
@@ -86,9 +47,9 @@ def test_vae_adam_step_lowers_eq6_loss(vae, x):
 
     def loss_fn(params):
         recon, mu, logvar = m.apply({"params": params}, x, key)
-        return jnp.mean(losses.l1_recon(recon, x)) + 1e-5 * jnp.mean(losses.vae_kl(mu, logvar))
+        return jnp.mean(l1_recon(recon, x)) + 1e-5 * jnp.mean(vae_kl(mu, logvar))
 
-    _adam_lowers(loss_fn, v["params"])
+    adam_lowers(loss_fn, v["params"])
 
 
 def test_from_config():

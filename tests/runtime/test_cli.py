@@ -38,9 +38,10 @@ def _one_line(capsys):
 
 def test_nearest_names_a_close_field_or_the_siblings():
     names = ["fpr.lr", "fpr.steps", "eval.bootstrap", "eval.fps"]
-    assert cli.nearest("fpr.lrr", names).startswith("; nearest: fpr.lr")
-    assert cli.nearest("eval.no_such_field", names) == "; fields of eval: eval.bootstrap, eval.fps"
-    assert cli.nearest("zzz", names) == ""
+    assert cli.nearest_field("fpr.lrr", names).startswith("; nearest: fpr.lr")
+    assert cli.nearest_field("eval.no_such_field", names) == \
+        "; fields of eval: eval.bootstrap, eval.fps"
+    assert cli.nearest_field("zzz", names) == ""
 
 
 def test_override_is_applied_and_flags_parsed(capsys):

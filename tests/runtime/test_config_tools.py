@@ -18,6 +18,7 @@ def _cfg(lr=1e-3):
 def test_flatten_select_and_diff():
     assert ct.flatten(ct.config_to_dict(_cfg())) == {"fpr.growth": [4, 8], "fpr.lr": 1e-3,
                                                      "pool.num_noise": 8}
+    assert ct.flatten({"a": {"b": 1}, "c": {}}, inner=True) == {"a": {"b": 1}, "a.b": 1, "c": {}}
     assert ct.select(_cfg(), ["fpr.*"], exclude=["fpr.lr"]) == {"fpr.growth": [4, 8]}
     assert ct.config_diff(_cfg(), _cfg(3e-4)) == [("fpr.lr", 1e-3, 3e-4)]
     assert ct.config_diff(_cfg(), _cfg(3e-4), ignore=["fpr.lr"]) == []

@@ -23,6 +23,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # two jax.distributed processes training: minutes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEG_STEPS, STEPS, MORE = 2, 4, 2

@@ -37,6 +37,8 @@ import pytest
 
 from nodulejax.study.stages import STUDY_STAGES
 
+pytestmark = pytest.mark.slow  # the whole tiny study under faults: minutes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WALL_CLOCK = {"seconds", "seconds_per_scan", "samples_per_s", "steps_per_sec",
               "examples_per_sec", "time", "wall_s",

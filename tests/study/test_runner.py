@@ -17,6 +17,8 @@ import pytest
 
 from nodulejax.runtime import devices
 
+pytestmark = pytest.mark.slow  # the whole tiny study in a subprocess: minutes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STAGES = ("data", "prepare", "cg", "fpr_seg", "fpr", "synth", "pool", "augmented", "detect",
           "evaluate", "stress", "figures", "toy", "claims", "report")

@@ -11,11 +11,11 @@ from nodulejax.adversarial.pool.store import shard_path, write_shard
 from nodulejax.errors import ConfigError
 from nodulejax.train import augment as aug
 from nodulejax.train.sampler import BalancedSampler
-from tests.train.test_fpr import _config
+from tests.train.helpers import fpr_test_config
 
 
 def test_group_ratios_give_unused_shares_to_real_patches():
-    c = _config()
+    c = fpr_test_config()
     r = {"syn": "pgd", "perturb": True, "poisson": False}
     assert aug.group_ratios(c, r) == pytest.approx([0.25, 0.125, 0.125, 0.25, 0.25])
     r = {"syn": "pgd", "perturb": False, "poisson": False}
@@ -31,7 +31,7 @@ def test_group_ratios_give_unused_shares_to_real_patches():
 def test_sampling_ratios_hold_in_every_batch(tmp_path):
     """Pool patches tagged by value: every batch of 16 has 4/2/2/4/4 real-pos/syn/perturbed/
     real-neg/noise patches with the right labels (paper Section 3.3 ratios)."""
-    c = _config()
+    c = fpr_test_config()
     c.fpr.batch_size = 16
     p = 4
     c.fpr.patch_size = p  # pool patches must be exactly the FPR patch size (no crop)
@@ -55,7 +55,7 @@ def test_sampling_ratios_hold_in_every_batch(tmp_path):
         aug.build_sources(c, row, real)
 
 def test_poisson_augment_only_touches_poisson_slots():
-    c = _config()
+    c = fpr_test_config()
     f = aug.make_inloop_augment(c, None, head="beta", counts={aug.POISSON: 2})
     x = jnp.full((4, 4, 4, 4, 1), 0.5)
     kind = jnp.array([aug.PLAIN, aug.POISSON, aug.PLAIN, aug.POISSON])

@@ -8,16 +8,19 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from nodulejax.data import luna16, phantom, prepare
+from nodulejax.data import luna16, prepare
+from nodulejax.data.phantom.generate import generate_dataset
 from nodulejax.train import cg
 from nodulejax.train.loop import _jitted
+
+pytestmark = pytest.mark.slow  # CG and RPN training on a phantom: ~70 s on 2 cores
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("cgphantom"))
-    phantom.generate_dataset(root, num_scans=4, seed=3, size_scale=0.3, num_subsets=4,
-                             max_voxels=300_000)
+    generate_dataset(root, num_scans=4, seed=3, size_scale=0.3, num_subsets=4,
+                     max_voxels=300_000)
     c = tiny.get_config()
     scans = prepare.prepare_folds(luna16.Luna16Dataset(root), [0, 1, 2, 3],
                                   spacing=float(c.data.spacing),

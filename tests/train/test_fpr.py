@@ -15,32 +15,20 @@ import pytest
 
 from configs import tiny
 from nodulejax.adversarial.pool.store import shard_path, write_shard
-from nodulejax.data import luna16, phantom, prepare
+from nodulejax.data import luna16, prepare
 from nodulejax.data.patchsets import fpr_patches, seg_patches
+from nodulejax.data.phantom.generate import generate_dataset
 from nodulejax.errors import CheckpointError
 from nodulejax.runtime import checkpoint
 from nodulejax.train import fpr
-
-
-def _config():
-    c = tiny.get_config()
-    c.train.log_every = 1
-    c.train.progress = False
-    c.ckpt.every = 100
-    c.fpr.augment = False  # fixed batch: the loss must fall
-    c.fpr.kl_anneal_steps = 0  # constant Beta objective (KL weight 1)
-    c.fpr.steps = 4
-    c.fpr.finetune_steps = 3
-    c.fpr.seg_pretrain_steps = 3
-    c.fpr.eval_every = 2
-    return c
+from tests.train.helpers import fpr_test_config
 
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("phantom"))
-    phantom.generate_dataset(root, num_scans=4, seed=1, size_scale=0.3, num_subsets=4,
-                             max_voxels=300_000)
+    generate_dataset(root, num_scans=4, seed=1, size_scale=0.3, num_subsets=4,
+                     max_voxels=300_000)
     c = tiny.get_config()
     return prepare.prepare_folds(luna16.Luna16Dataset(root), [0, 1, 2, 3],
                                  spacing=c.data.spacing, window=c.data.hu_window)
@@ -48,7 +36,7 @@ def scans(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def patches(scans):
-    p = _config().fpr.patch_size
+    p = fpr_test_config().fpr.patch_size
     allp = fpr_patches(scans, p)
     pos, neg = np.flatnonzero(allp["y"] == 1), np.flatnonzero(allp["y"] == 0)
     assert len(pos) >= 2 and len(neg) >= 2
@@ -100,7 +88,7 @@ def test_model_names_are_valid_checkpoint_dirs(tmp_path):
 # ----------------------------------------------------------------------------- training chain
 @pytest.fixture(scope="module")
 def seg_params(scans, workdir):
-    c = _config()
+    c = fpr_test_config()
     sp = seg_patches(scans, c.fpr.patch_size, seed=0)
     sp = {k: v[:c.fpr.batch_size] for k, v in sp.items()}
     return fpr.train_fpr_seg(c, workdir, scans, patches=sp)
@@ -108,14 +96,15 @@ def seg_params(scans, workdir):
 
 @pytest.fixture(scope="module")
 def ce_params(seg_params, patches, workdir):
-    return fpr.train_fpr_experiment(_config(), workdir, "baseline-ce", None, None,
+    return fpr.train_fpr_experiment(fpr_test_config(), workdir, "baseline-ce", None, None,
                                     train_patches=patches["train"], val_patches=patches["val"])
 
 
 @pytest.fixture(scope="module")
 def ft_params(ce_params, patches, workdir):
-    return fpr.train_fpr_experiment(_config(), workdir, "baseline-beta-finetune", None, None,
-                                    train_patches=patches["train"], val_patches=patches["val"])
+    return fpr.train_fpr_experiment(fpr_test_config(), workdir, "baseline-beta-finetune", None,
+                                    None, train_patches=patches["train"],
+                                    val_patches=patches["val"])
 
 
 def test_seg_pretraining_loss_falls(seg_params, workdir):
@@ -127,7 +116,7 @@ def test_baseline_ce_from_seg_loss_falls_and_evaluates(ce_params, seg_params, pa
     _falls(_losses(workdir, "fpr_baseline-ce"))
     assert (np.asarray(ce_params["stem"]["kernel"]).shape  # from fpr_seg's encoder
             == np.asarray(seg_params["stem"]["kernel"]).shape)
-    r = fpr.evaluate_fpr(ce_params, _config(), patches["val"], head="ce")
+    r = fpr.evaluate_fpr(ce_params, fpr_test_config(), patches["val"], head="ce")
     assert 0.0 <= r["auc"] <= 1.0 and np.isfinite(r["loss"])
     assert r["n_pos"] == int(patches["val"]["y"].sum())
     assert os.path.isdir(checkpoint.model_dir(workdir, "fpr_baseline-ce") + "/best")
@@ -135,7 +124,7 @@ def test_baseline_ce_from_seg_loss_falls_and_evaluates(ce_params, seg_params, pa
 
 def test_finetune_initialises_from_baseline_ce(ft_params, ce_params, workdir):
     _falls(_losses(workdir, "fpr_baseline-beta-finetune"))
-    params, info = fpr.init_params(_config(), workdir, "baseline-beta-finetune", 5)
+    params, info = fpr.init_params(fpr_test_config(), workdir, "baseline-beta-finetune", 5)
     assert info["init_from"] == "fpr_baseline-ce"
     assert "cls_out/kernel" in info["fresh"]  # CE (.., 1) -> Beta (.., 2) head
     assert "stem/kernel" in info["copied"] and "cls_hidden/kernel" in info["copied"]
@@ -148,7 +137,7 @@ def test_finetune_initialises_from_baseline_ce(ft_params, ce_params, workdir):
 
 def test_missing_init_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="fpr_seg"):
-        fpr.init_params(_config(), str(tmp_path), "baseline-beta", 0)
+        fpr.init_params(fpr_test_config(), str(tmp_path), "baseline-beta", 0)
 
 
 def _generator(c):
@@ -162,7 +151,7 @@ def _generator(c):
 
 
 def test_augmented_from_pool(ft_params, patches, workdir, tmp_path):
-    c = _config()
+    c = fpr_test_config()
     p = c.fpr.patch_size
     rng = np.random.default_rng(0)
     pool = str(tmp_path / "pool")
@@ -178,7 +167,7 @@ def test_augmented_from_pool(ft_params, patches, workdir, tmp_path):
 
 
 def test_augmented_inloop(ft_params, scans, patches, workdir):
-    c = _config()
+    c = fpr_test_config()
     c.train.aug_source = "inloop"
     c.fpr.finetune_steps = 2
     wd = os.path.join(workdir, "inloop")

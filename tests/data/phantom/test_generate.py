@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 from scipy import ndimage, stats
 
-from nodulejax.data import phantom
 from nodulejax.data.phantom import nodules as phantom_nodules
+from nodulejax.data.phantom.generate import (
+    DEFAULT_MAX_VOXELS,
+    generate_dataset,
+    generate_scan,
+    plot_scan_summary,
+    scan_seed,
+)
 
 REAL_ANN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "data",
                         "luna16", "annotations.csv")
@@ -22,7 +28,7 @@ N_SCANS = 20
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("phantom"))
-    summary = phantom.generate_dataset(out, N_SCANS, seed=3, num_subsets=10, **TINY)
+    summary = generate_dataset(out, N_SCANS, seed=3, num_subsets=10, **TINY)
     return out, summary
 
 
@@ -126,7 +132,7 @@ def test_classical_lung_mask_agrees_with_truth(root, loaded):
     _, summary = root
     _, vols = loaded
     for i in (0, 1):
-        truth = phantom.generate_scan(phantom.scan_seed(3, i), **TINY).lung
+        truth = generate_scan(scan_seed(3, i), **TINY).lung
         lung = vols[summary["uids"][i]][2]
         dice = 2 * (truth & lung).sum() / (truth.sum() + lung.sum())
         assert dice > 0.8, (i, dice)
@@ -153,8 +159,8 @@ def test_same_seed_same_bytes(tmp_path):
     a, b, c = (str(tmp_path / n) for n in "abc")
     # b is written by two worker processes: the same bytes as a (one process)
     for d, s, w in ((a, 7, 1), (b, 7, 2), (c, 8, 1)):
-        phantom.generate_dataset(d, 2, seed=s, num_subsets=2, size_scale=0.3, max_voxels=150_000,
-                                 workers=w)
+        generate_dataset(d, 2, seed=s, num_subsets=2, size_scale=0.3, max_voxels=150_000,
+                         workers=w)
     files = sorted(os.path.relpath(os.path.join(dp, f), a) for dp, _, fs in os.walk(a) for f in fs)
     assert len(files) == 2 * 2 * 2 + 5
     match, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)
@@ -165,8 +171,8 @@ def test_same_seed_same_bytes(tmp_path):
 
 
 def test_default_scan_size_and_body_width():
-    sc = phantom.generate_scan(phantom.scan_seed(0, 0))
-    assert 1_000_000 <= sc.hu.size <= phantom.DEFAULT_MAX_VOXELS
+    sc = generate_scan(scan_seed(0, 0))
+    assert 1_000_000 <= sc.hu.size <= DEFAULT_MAX_VOXELS
     assert sc.hu.dtype == np.int16 and sc.mask.shape == sc.hu.shape == sc.lung.shape
     mid = sc.hu[sc.hu.shape[0] // 2]
     cols = np.nonzero((mid > -500).any(0))[0]
@@ -178,9 +184,9 @@ def test_default_scan_size_and_body_width():
 
 
 def test_plot_scan_summary_writes_png(tmp_path):
-    sc = phantom.generate_scan(5, size_scale=0.3, max_voxels=150_000)
+    sc = generate_scan(5, size_scale=0.3, max_voxels=150_000)
     path = str(tmp_path / "scan.png")
-    phantom.plot_scan_summary(sc, sc.nodules, path)
+    plot_scan_summary(sc, sc.nodules, path)
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(path) > 5000
@@ -208,8 +214,8 @@ def test_lidc_shapes_keep_the_findings_and_take_the_real_types(tmp_path):
     from nodulejax.data.phantom import shapes
 
     kw = dict(num_subsets=2, size_scale=0.35, max_voxels=300_000, nodules_per_scan=6.0)
-    prim = phantom.generate_dataset(str(tmp_path / "p"), 3, seed=11, **kw)
-    real = phantom.generate_dataset(str(tmp_path / "r"), 3, seed=11, shapes="lidc", **kw)
+    prim = generate_dataset(str(tmp_path / "p"), 3, seed=11, **kw)
+    real = generate_dataset(str(tmp_path / "r"), 3, seed=11, shapes="lidc", **kw)
     assert (prim["shapes"], real["shapes"]) == ("primitives", "lidc")
     rp = _rows(os.path.join(tmp_path, "p", "nodules.csv"))
     rr = _rows(os.path.join(tmp_path, "r", "nodules.csv"))
@@ -242,7 +248,7 @@ def test_lidc_shapes_keep_the_findings_and_take_the_real_types(tmp_path):
 def test_lidc_shapes_are_the_same_bytes_whatever_the_workers(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     for d, w in ((a, 1), (b, 2)):
-        phantom.generate_dataset(d, 2, seed=7, num_subsets=2, size_scale=0.3,
+        generate_dataset(d, 2, seed=7, num_subsets=2, size_scale=0.3,
                                  max_voxels=150_000, workers=w, shapes="lidc",
                                  nodules_per_scan=4.0)
     files = sorted(os.path.relpath(os.path.join(dp, f), a) for dp, _, fs in os.walk(a) for f in fs)

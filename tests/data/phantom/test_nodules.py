@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nodulejax.data import phantom
 from nodulejax.data.phantom import nodules as pn
+from nodulejax.data.phantom.generate import generate_dataset
 from nodulejax.errors import ConfigError
 
 REAL_ANN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "data",
@@ -59,8 +59,8 @@ def test_dense_phantom_keeps_the_luna16_diameters():
 
 def test_generated_dataset_has_the_denser_annotations(tmp_path):
     kw = dict(num_subsets=2, size_scale=0.35, max_voxels=300_000)
-    base = phantom.generate_dataset(str(tmp_path / "a"), 3, seed=5, **kw)
-    dense = phantom.generate_dataset(str(tmp_path / "b"), 3, seed=5, nodules_per_scan=8.0, **kw)
+    base = generate_dataset(str(tmp_path / "a"), 3, seed=5, **kw)
+    dense = generate_dataset(str(tmp_path / "b"), 3, seed=5, nodules_per_scan=8.0, **kw)
     assert dense["num_nodules"] > base["num_nodules"]
     assert dense["num_nodules"] >= 12  # Poisson(24) falls below 12 with probability < 0.003
     with open(tmp_path / "b" / "annotations.csv", newline="") as f:
@@ -68,4 +68,4 @@ def test_generated_dataset_has_the_denser_annotations(tmp_path):
     assert len(rows) == dense["num_nodules"]
     assert all(float(r["diameter_mm"]) >= 3.0 for r in rows)
     with pytest.raises(ConfigError, match="nodules_per_scan"):
-        phantom.generate_dataset(str(tmp_path / "c"), 1, seed=5, nodules_per_scan=-1.0, **kw)
+        generate_dataset(str(tmp_path / "c"), 1, seed=5, nodules_per_scan=-1.0, **kw)
