@@ -12,8 +12,8 @@ stream; Section 4) labelled negative. This probe scores each model on
 
 and gives how often the fine-tune drew each pool noise patch (steps x batch x the noise
 group's share / pool size). A model that scores its own pool noise low and fresh noise high
-has learnt the patches, not the attack; one that scores both high did not learn to reject
-either. Mean scores with a 95% bootstrap CI (patches resampled), n per cell. Every noise
+has learnt the patches, not the attack; one that scores both high rejects neither.
+Mean scores with a 95% bootstrap CI (patches resampled), n per cell. Every noise
 patch gets nearly the same score (the classifier pools its features over the whole patch),
 so these patch intervals are narrow and say nothing about other training runs: the
 between-seed spread of ``claims.json`` does (``config.train.finetune_seeds``).
