@@ -45,6 +45,7 @@ from absl import flags
 
 from nodulejax.adversarial.pgd import pgd
 from nodulejax.errors import ConfigError
+from nodulejax.losses.fpr import bce_loss
 from nodulejax.runtime.cli import run_main
 
 BOX = (-1.5, 2.5)  # square plot / noise box, both axes
@@ -94,13 +95,9 @@ def fpr_logits(params, x):
 
 
 def fpr_bce(x, params, label):
-    """Per-example BCE of the toy FPR against a constant label (the PGD objective).
-
-    optax's form ``-y log sigmoid(l) - (1 - y) log sigmoid(-l)``, not
-    :func:`nodulejax.losses.fpr.bce_loss` (``softplus(l) - y l``): equal in exact arithmetic,
-    they round differently in float32, and the toy's panels (``toy.json``) were measured
-    with this one."""
-    return optax.sigmoid_binary_cross_entropy(fpr_logits(params, x), jnp.full(x.shape[0], label))
+    """Per-example BCE of the toy FPR against a constant label (the PGD objective):
+    :func:`nodulejax.losses.fpr.bce_loss`, the project's one BCE."""
+    return bce_loss(fpr_logits(params, x), jnp.full(x.shape[0], label))
 
 
 def decode(vae_params, z):
@@ -119,7 +116,7 @@ def train_mlp(key, x, y, w, steps: int, lr: float = 1e-2):
     opt = optax.adam(lr)
 
     def loss(p):
-        return jnp.sum(w * optax.sigmoid_binary_cross_entropy(fpr_logits(p, x), y))
+        return jnp.sum(w * bce_loss(fpr_logits(p, x), y))
 
     def step(carry, _):
         p, s = carry
