@@ -57,6 +57,7 @@ from nodulejax.evaluation.bootstrap import (
     sorted_entries,
 )
 from nodulejax.evaluation.plots import plot_froc
+from nodulejax.evaluation.table3 import table3_header, table3_row
 from nodulejax.runtime.cli import run_main
 from nodulejax.runtime.files import atomic_write_json, atomic_write_text
 
@@ -72,7 +73,6 @@ __all__ = [
     "evaluate_files",
     "read_files",
     "write_outputs",
-    "table3_row",
     "main",
 ]
 
@@ -396,23 +396,6 @@ def evaluate_files(
     res = evaluate(ann, exc, uids, pred, names=names, **kwargs)
     res["n_scans_without_marks"] = len(set(uids) - {str(u) for u in pred.seriesuid})
     return res
-
-
-def table3_row(result: dict, name: str) -> str:
-    """Markdown row in the layout of the paper's Table 3:
-    ``| name | CPM (lo - hi) | sens@0.125 | .. | sens@8 |``."""
-    ci = result.get("cpm_ci")
-    cpm = f"{result['cpm']:.3f}" + (f" ({ci[0]:.3f} - {ci[1]:.3f})" if ci else "")
-    sens = [f"{v:.3f}" for v in result["sensitivity_at"].values()]
-    return "| " + " | ".join([name, cpm, *sens]) + " |"
-
-
-def table3_header(result_or_keys) -> str:
-    keys = list(
-        result_or_keys["sensitivity_at"] if isinstance(result_or_keys, dict) else result_or_keys
-    )
-    head = "| Method | CPM (95% CI) | " + " | ".join(f"{k} FPs/scan" for k in keys) + " |"
-    return head + "\n|" + "---|" * (2 + len(keys))
 
 
 def write_outputs(result: dict, out_dir: str | os.PathLike, name: str = "run") -> None:

@@ -20,10 +20,26 @@ from collections.abc import Sequence
 from absl import flags
 
 from nodulejax.errors import ConfigError
-from nodulejax.evaluation.froc import table3_header, table3_row
 from nodulejax.experiments import ALL_ROWS
 from nodulejax.runtime.cli import run_main
 from nodulejax.runtime.files import atomic_write_json, atomic_write_text
+
+
+def table3_row(result: dict, name: str) -> str:
+    """Markdown row in the layout of the paper's Table 3:
+    ``| name | CPM (lo - hi) | sens@0.125 | .. | sens@8 |``."""
+    ci = result.get("cpm_ci")
+    cpm = f"{result['cpm']:.3f}" + (f" ({ci[0]:.3f} - {ci[1]:.3f})" if ci else "")
+    sens = [f"{v:.3f}" for v in result["sensitivity_at"].values()]
+    return "| " + " | ".join([name, cpm, *sens]) + " |"
+
+
+def table3_header(result_or_keys) -> str:
+    keys = list(
+        result_or_keys["sensitivity_at"] if isinstance(result_or_keys, dict) else result_or_keys
+    )
+    head = "| Method | CPM (95% CI) | " + " | ".join(f"{k} FPs/scan" for k in keys) + " |"
+    return head + "\n|" + "---|" * (2 + len(keys))
 
 
 def _norm(name: str) -> str:
