@@ -48,7 +48,6 @@ def _main(fv) -> int:
     import numpy as np
 
     from nodulejax.adversarial.pool.store import PoolReader
-    from nodulejax.errors import WorkdirError
     from nodulejax.evaluation.probes import image_attack, score_patches
     from nodulejax.experiments import ATTACK_MODEL, replica_name, row_config
     from nodulejax.models.classifier import load_fpr
@@ -60,10 +59,7 @@ def _main(fv) -> int:
 
     c = fv["config"].value
     study = Study(c, fv["workdir"].value)
-    for stage in NEEDED_STAGES:
-        if not study.done(stage):
-            raise WorkdirError(f"{os.path.join(study.workdir, 'stages', stage + '.json')}: the "
-                               f"{stage!r} stage has not finished (run train.py first)")
+    study.require(NEEDED_STAGES, "the flip control")
     pool_dir = os.path.join(study.workdir, study.record("pool")["pool_dir"])
     pool_noise, _ = PoolReader(pool_dir).arrays("noise")
     target = load_fpr(c, study.workdir, str(c.stress.attack_target))

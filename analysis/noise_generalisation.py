@@ -206,7 +206,6 @@ def _main(fv) -> int:
 
     from nodulejax.adversarial.noise import uniform_noise_patches
     from nodulejax.adversarial.pool.store import PoolReader
-    from nodulejax.errors import WorkdirError
     from nodulejax.evaluation.probes import image_attack, score_patches
     from nodulejax.experiments import EXPERIMENTS, canonical_model_name, row_of_model
     from nodulejax.models.classifier import load_fpr
@@ -215,11 +214,7 @@ def _main(fv) -> int:
 
     c = fv["config"].value
     study = Study(c, fv["workdir"].value)
-    for stage in NEEDED_STAGES:
-        if not study.done(stage):
-            raise WorkdirError(f"{os.path.join(study.workdir, 'stages', stage + '.json')}: the "
-                               f"{stage!r} stage has not finished; the noise probe needs "
-                               f"{', '.join(NEEDED_STAGES)} (run train.py on this workdir)")
+    study.require(NEEDED_STAGES, "the noise probe")
     pool_dir = os.path.join(study.workdir, study.record("pool")["pool_dir"])
     pool_x, pool_meta = PoolReader(pool_dir).arrays("noise")
     target = load_fpr(c, study.workdir, str(c.stress.attack_target))

@@ -351,11 +351,25 @@ def load_params(workdir: str, model_name: str, which: str = "best"):
     structure, restored onto the default device whatever device mesh trained the model, as
     uncommitted arrays). Raises CheckpointError if none exists.
     """
+    where, state = _restore_newest(workdir, model_name, which, "state", lambda where: (
+        ocp.args.StandardRestore(_one_device_template(where))), "is unreadable")
+    if isinstance(state, Mapping) and "params" in state:
+        return devices.gather(state["params"])
+    if hasattr(state, "params"):
+        return devices.gather(state.params)
+    top = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+    raise CheckpointError(f"checkpoint {where} holds no 'params' entry (top level: {top})")
+
+
+def _restore_newest(workdir: str, model_name: str, which: str, item: str, args_for, problem):
+    """``(step folder, restored item)`` of the newest step of ``best/`` (falling back to
+    ``latest/``) or ``latest/``: the checkpoint lookup of :func:`load_params` and
+    :func:`saved_config`. ``args_for(step_folder)`` gives the item's Orbax restore args; a
+    failed restore is a CheckpointError saying the step folder ``problem``."""
     if which not in ("best", "latest"):
         raise CheckpointError(f"which must be 'best' or 'latest', got {which!r}")
     d = model_dir(workdir, model_name)
-    order = ("best", "latest") if which == "best" else ("latest",)
-    for sub in order:
+    for sub in (("best", "latest") if which == "best" else ("latest",)):
         path = os.path.join(d, sub)
         if not os.path.isdir(path):
             continue
@@ -367,19 +381,13 @@ def load_params(workdir: str, model_name: str, which: str = "best"):
                 continue
             where = os.path.join(path, str(step))
             try:
-                state = mngr.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(_one_device_template(where))))["state"]
+                got = mngr.restore(step, args=ocp.args.Composite(**{item: args_for(where)}))
             except Exception as e:  # noqa: BLE001
-                raise CheckpointError(f"checkpoint {where} is unreadable: "
+                raise CheckpointError(f"checkpoint {where} {problem}: "
                                       f"{type(e).__name__}: {e}") from e
         finally:
             mngr.close()
-        if isinstance(state, Mapping) and "params" in state:
-            return devices.gather(state["params"])
-        if hasattr(state, "params"):
-            return devices.gather(state.params)
-        top = sorted(state) if isinstance(state, Mapping) else type(state).__name__
-        raise CheckpointError(f"checkpoint {where} holds no 'params' entry (top level: {top})")
+        return where, got[item]
     raise CheckpointError(f"no {which} checkpoint for model {model_name!r} under {d}"
                           f"{_found(workdir, model_name)}")
 
@@ -417,27 +425,9 @@ def require_model(workdir: str, name: str) -> str:
 def saved_config(workdir: str, model_name: str, which: str = "best") -> dict:
     """The run config stored with a model's checkpoint (the ``config`` item), as a dict:
     ``best/`` (falling back to ``latest/``) or ``latest/``, as :func:`load_params`."""
-    d = model_dir(workdir, model_name)
-    for sub in (("best", "latest") if which == "best" else ("latest",)):
-        path = os.path.join(d, sub)
-        if not os.path.isdir(path):
-            continue
-        mngr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True),
-                                     item_names=_ITEMS)
-        try:
-            step = mngr.latest_step()
-            if step is None:
-                continue
-            try:
-                head = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-            except Exception as e:  # noqa: BLE001
-                raise CheckpointError(f"checkpoint {os.path.join(path, str(step))} has no "
-                                      f"readable config: {type(e).__name__}: {e}") from e
-        finally:
-            mngr.close()
-        return dict(head["config"] or {})
-    raise CheckpointError(f"no {which} checkpoint for model {model_name!r} under {d}"
-                          f"{_found(workdir, model_name)}")
+    _, config = _restore_newest(workdir, model_name, which, "config",
+                                lambda where: ocp.args.JsonRestore(), "has no readable config")
+    return dict(config or {})
 
 
 def save_tree(path: str, tree) -> None:

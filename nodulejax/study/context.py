@@ -43,6 +43,15 @@ class Study:
     def done(self, stage) -> bool:
         return os.path.exists(self._marker(stage))
 
+    def require(self, stages, tool: str) -> None:
+        """WorkdirError naming the marker of the first of ``stages`` that has not finished,
+        for a ``tool`` (a probe, an export) that reads a finished run."""
+        for stage in stages:
+            if not self.done(stage):
+                raise WorkdirError(f"{self._marker(stage)}: the {stage!r} stage has not "
+                                   f"finished; {tool} needs {', '.join(stages)} (run train.py "
+                                   "on this workdir)")
+
     def record(self, stage) -> dict:
         with open(self._marker(stage)) as f:
             return json.load(f)
