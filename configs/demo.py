@@ -4,8 +4,8 @@ Purpose: the README's main job. The paper's code path with a coarser spacing (1.
 smaller patches, narrower networks and fewer steps; every departure from the paper's values
 is listed in the report's "Deviations from the paper".
 Command: `python train.py --config configs/demo.py --workdir runs/demo`.
-Expected runtime: about 20 min on 2 CPU cores (fresh clone, install included; hosts differ
-by up to ~30%).
+Expected runtime: 15-20 min on 2 CPU cores (fresh clone, install included: 14 min 57 s on
+an idle Intel Xeon host; hosts differ by up to ~30%).
 Measured results: the README's results table and `runs/demo/report/report.md`; the
 measurements behind the values below are in benchmarks/RESULTS.md.
 """
@@ -120,7 +120,7 @@ def get_config():
     c.eval.min_diameter_mm = 4.0
     c.eval.bootstrap = 200
     # two seeds of every augmented fine-tune (the evidence config has three; each seed adds
-    # ~1 min 45 s): the Tables 4-6 claims' between-run spread
+    # 1-2 min): the Tables 4-6 claims' between-run spread
     c.train.finetune_seeds = 2
     c.ckpt.every = 100
     c.train.log_every = 10  # the shortest run (30 GGO fine-tune steps) logs 3 points
