@@ -17,6 +17,8 @@ from nodulejax.detection.__main__ import main
 from nodulejax.errors import CheckpointError
 from tests.detection.conftest import FROC, FROC_THRESHOLD, ROW
 
+pytestmark = pytest.mark.slow  # export + detect on a phantom and a DICOM series: ~25 s setup
+
 
 def test_export_folder_holds_everything_detection_needs(own):
     m = own["model"]

@@ -18,6 +18,8 @@ from nodulejax.detection.__main__ import main as detect_main
 from nodulejax.runtime.checkpoint import ModelCheckpoints, model_dir
 from nodulejax.train import cg
 
+pytestmark = pytest.mark.slow  # the detection CLI end to end on a prepared phantom: ~40 s
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CFG = os.path.join(ROOT, "configs", "tiny.py")
 

@@ -19,6 +19,8 @@ from nodulejax.detection.run import detect_scans
 from nodulejax.experiments import row_config
 from tests.detection.conftest import ROW, ct_small_series, write_pydicom_series
 
+pytestmark = pytest.mark.slow  # detect on MetaImage, NIfTI and DICOM copies of a scan
+
 
 @pytest.fixture(scope="module")
 def model(own):

@@ -4,8 +4,11 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from nodulejax.study import toy
+
+pytestmark = pytest.mark.slow  # the two-moons experiment end to end: ~20 s
 
 
 def test_make_moons_layout():

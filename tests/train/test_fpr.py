@@ -23,6 +23,8 @@ from nodulejax.runtime import checkpoint
 from nodulejax.train import fpr
 from tests.train.helpers import fpr_test_config
 
+pytestmark = pytest.mark.slow  # the FPR stage chain (seg -> ce -> finetune -> augmented): ~45 s
+
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory):

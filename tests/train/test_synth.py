@@ -14,6 +14,8 @@ from nodulejax.errors import ConfigError
 from nodulejax.runtime import checkpoint
 from nodulejax.train import synth
 
+pytestmark = pytest.mark.slow  # synthesizer training runs: ~45 s
+
 
 def _blobs(n, p):
     z, y, x = np.mgrid[:p, :p, :p] - (p - 1) / 2
