@@ -47,8 +47,9 @@ def _main(fv) -> int:
 
     import numpy as np
 
+    from nodulejax.adversarial.attacks import score_patches
     from nodulejax.adversarial.pool.store import PoolReader
-    from nodulejax.evaluation.probes import image_attack, score_patches
+    from nodulejax.evaluation.probes import image_attack
     from nodulejax.experiments import ATTACK_MODEL, replica_name, row_config
     from nodulejax.models.classifier import load_fpr
     from nodulejax.runtime import checkpoint

@@ -123,7 +123,7 @@ def fine_tune_trace(c, workdir: str, train_scans, target, pool_x, steps: int,
     import jax.numpy as jnp
     import numpy as np
 
-    from nodulejax.evaluation.probes import score_patches
+    from nodulejax.adversarial.attacks import score_patches
     from nodulejax.experiments import EXPERIMENTS, row_config
     from nodulejax.models.classifier import FPRHandle
     from nodulejax.train.fpr import (
@@ -184,9 +184,9 @@ def orientation_scores(target, pool_dir: str, bs: int, n: int = 32) -> dict:
     "other_min", "other_max", "n"}}``."""
     import numpy as np
 
+    from nodulejax.adversarial.attacks import score_patches
     from nodulejax.adversarial.pool.store import PoolReader
     from nodulejax.data.patches import NUM_SYMMETRIES, symmetry
-    from nodulejax.evaluation.probes import score_patches
 
     reader, out = PoolReader(pool_dir), {}
     for kind in reader.kinds():
@@ -204,9 +204,10 @@ def _main(fv) -> int:
     import jax.numpy as jnp
     import numpy as np
 
+    from nodulejax.adversarial.attacks import score_patches
     from nodulejax.adversarial.noise import uniform_noise_patches
     from nodulejax.adversarial.pool.store import PoolReader
-    from nodulejax.evaluation.probes import image_attack, score_patches
+    from nodulejax.evaluation.probes import image_attack
     from nodulejax.experiments import EXPERIMENTS, canonical_model_name, row_of_model
     from nodulejax.models.classifier import load_fpr
     from nodulejax.runtime.keys import STREAMS, item_keys

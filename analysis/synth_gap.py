@@ -40,11 +40,11 @@ def _define(fv):
 def _main(fv) -> int:
     import numpy as np
 
+    from nodulejax.adversarial.attacks import score_patches
     from nodulejax.adversarial.synthetic import synthesize_filtered
     from nodulejax.data.backgrounds import background_patches
     from nodulejax.data.patchsets import nodule_cutouts
     from nodulejax.evaluation.bootstrap import difference_interval
-    from nodulejax.evaluation.probes import score_patches
     from nodulejax.evaluation.stress import benchmark_positives
     from nodulejax.models.classifier import load_fpr, load_generator
     from nodulejax.runtime.batching import map_batches

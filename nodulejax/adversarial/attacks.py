@@ -49,11 +49,13 @@ from nodulejax.adversarial.noise import uniform_noise_patches
 from nodulejax.adversarial.pgd import per_example_keys, pgd_with_losses
 from nodulejax.losses.fpr import fpr_loss
 from nodulejax.models.build import fpr_prob_fn
+from nodulejax.runtime.batching import map_batches
 
 __all__ = [
     "AttackResult",
     "SynthResult",
     "fpr_probabilities",
+    "score_patches",
     "synthesize_nodules",
     "perturb_patches",
     "perturb_positives",
@@ -131,6 +133,17 @@ def _synth_fn(generator):
 def fpr_probabilities(fpr_model, fpr_vars, x: jax.Array, *, head: str) -> jax.Array:
     """FPR probability of "nodule" (B,) for patches x (B, P, P, P, 1) (jitted, cached)."""
     return fpr_prob_fn(fpr_model, head)(fpr_vars, x)
+
+
+def score_patches(fpr, x, bs: int) -> np.ndarray:
+    """Probabilities (N,) of a loaded FPR (``models.classifier.FPRHandle``) on patches x
+    (N, P, P, P), any float dtype (scored as float32), in fixed batches of ``bs``: the one
+    scorer of the pool (``prob_stored``), the stress tests, the figures and the probes."""
+    if len(x) == 0:
+        return np.zeros(0)
+    return map_batches(lambda xb: {"p": fpr_probabilities(
+        fpr.model, fpr.variables, jnp.asarray(xb, jnp.float32)[..., None], head=fpr.head)},
+        (np.asarray(x),), bs)["p"]
 
 
 def _split_keys(key, b: int):

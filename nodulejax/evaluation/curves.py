@@ -28,7 +28,8 @@ import os
 
 import numpy as np
 
-from nodulejax.evaluation.probes import image_attack, score_patches
+from nodulejax.adversarial.attacks import score_patches
+from nodulejax.evaluation.probes import image_attack
 from nodulejax.runtime.files import atomic_write
 from nodulejax.runtime.keys import STREAMS, item_keys
 

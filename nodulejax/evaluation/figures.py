@@ -24,10 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from nodulejax.adversarial import noise
+from nodulejax.adversarial.attacks import score_patches
 from nodulejax.adversarial.synthetic import synthesize_filtered
 from nodulejax.data.backgrounds import background_patches, positive_patches
 from nodulejax.errors import CheckpointError
-from nodulejax.evaluation.probes import apply_noise, image_attack, score_patches
+from nodulejax.evaluation.probes import apply_noise, image_attack
 from nodulejax.models.classifier import load_fpr, load_generator
 from nodulejax.runtime.batching import map_batches
 from nodulejax.runtime.keys import STREAMS, item_keys

@@ -17,16 +17,7 @@ from nodulejax.adversarial import attacks
 from nodulejax.models.classifier import FPRHandle
 from nodulejax.runtime.batching import map_batches
 
-__all__ = ["score_patches", "image_attack", "apply_noise"]
-
-
-def score_patches(fpr: FPRHandle, x, bs: int) -> np.ndarray:
-    """FPR probabilities (N,) of patches x (N, P, P, P), in fixed batches of ``bs``."""
-    if len(x) == 0:
-        return np.zeros(0)
-    return map_batches(lambda xb: {"p": attacks.fpr_probabilities(
-        fpr.model, fpr.variables, jnp.asarray(xb, jnp.float32)[..., None], head=fpr.head)},
-        (np.asarray(x),), bs)["p"]
+__all__ = ["image_attack", "apply_noise"]
 
 
 def image_attack(fpr: FPRHandle, x, keys, label: float, config, *, noise: bool = False,

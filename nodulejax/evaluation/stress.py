@@ -46,11 +46,12 @@ import jax
 import numpy as np
 
 from nodulejax.adversarial import noise
+from nodulejax.adversarial.attacks import score_patches
 from nodulejax.adversarial.synthetic import synthesize_filtered
 from nodulejax.data.backgrounds import background_patches, positive_patches
 from nodulejax.errors import CheckpointError, ConfigError
 from nodulejax.evaluation.curves import plot_curves, robustness_curves
-from nodulejax.evaluation.probes import apply_noise, image_attack, score_patches
+from nodulejax.evaluation.probes import apply_noise, image_attack
 from nodulejax.experiments import canonical_model_name
 from nodulejax.models.classifier import FPRHandle, GenHandle, load_fpr, load_generator
 from nodulejax.runtime.batching import map_batches
@@ -337,4 +338,4 @@ def run_stress(config, workdir: str, test_scans, model_names, out_dir: str | Non
 
 __all__ = ["run_stress", "stress_inputs", "adversarial_inputs", "benchmark_positives",
            "to_markdown", "table5_columns", "TABLE4_COLUMNS", "TABLE6_COLUMNS", "ADVERSARIAL",
-           "WHITEBOX_TABLES", "score_patches", "image_attack", "apply_noise"]
+           "WHITEBOX_TABLES"]

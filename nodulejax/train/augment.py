@@ -256,6 +256,7 @@ def make_inloop_augment(config, fpr_model, *, head: str, counts: dict[int, int],
         target_vars = jax.lax.stop_gradient(target_vars)
         report = {}
         for code, n in sorted(counts.items()):
+            scored = None  # (prob_before, prob_after) of an attacked kind
             if n == 0:
                 continue
             k = jax.random.fold_in(key, code)
@@ -269,31 +270,28 @@ def make_inloop_augment(config, fpr_model, *, head: str, counts: dict[int, int],
                     search=code == SYN_PGD)
                 new = r.x_pgd if code == SYN_PGD else r.x_random
                 if code == SYN_PGD:
-                    report[KIND_NAMES[code]] = (r.prob_random, r.prob_pgd)
+                    scored = (r.prob_random, r.prob_pgd)
             elif code == PERTURB:
                 r = attacks.perturb_positives(
                     k, fpr_model, target_vars, sub, head=head, kl_weight=kl_weight,
                     eps=q.image_eps, step_size=q.image_step, steps=int(q.image_steps),
                     norm=q.image_norm)
-                new = r.x_adv
-                report[KIND_NAMES[code]] = (r.prob_before, r.prob_after)
+                new, scored = r.x_adv, (r.prob_before, r.prob_after)
             elif code == NOISE:
                 r = attacks.adversarial_noise(
                     k, fpr_model, target_vars, n, p, head=head, kl_weight=kl_weight,
                     eps=q.noise_eps, step_size=q.noise_step, steps=int(q.noise_steps),
                     norm=q.image_norm)
-                new = r.x_adv
-                report[KIND_NAMES[code]] = (r.prob_before, r.prob_after)
+                new, scored = r.x_adv, (r.prob_before, r.prob_after)
             elif code == POISSON:
                 new = poisson_scaled(k, sub, scales)
             else:
                 raise ConfigError(f"unknown augmentation kind {code}")
             x = x.at[idx].set(jax.lax.stop_gradient(new).astype(x.dtype), mode="drop")
-            if KIND_NAMES[code] in report:
-                before, after = report[KIND_NAMES[code]]
+            if scored is not None:
+                before, after = jax.lax.stop_gradient(scored)
                 report[KIND_NAMES[code]] = {"index": idx, "valid": idx < b,
-                                            "prob_before": jax.lax.stop_gradient(before),
-                                            "prob_after": jax.lax.stop_gradient(after)}
+                                            "prob_before": before, "prob_after": after}
         return x, report
 
     return augment

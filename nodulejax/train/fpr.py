@@ -393,11 +393,8 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
     base, k = split_replica(name)
     name, row = experiment_row(base)
     cfg = row_config(config, name)
-    if k:  # a seed replica of an augmented fine-tune (experiments.split_replica)
-        mname = model_name(replica_name(name, k))
-        cfg.seed = replica_seed(cfg.seed, k)
-    else:
-        mname = model_name(name)
+    mname = model_name(replica_name(name, k))  # k = 0: the row itself
+    cfg.seed = replica_seed(cfg.seed, k)
     f, head, stage = cfg.fpr, row["head"], row["stage"]
     seed = int(cfg.seed)
     real = train_patches if train_patches is not None else train_patch_set(cfg, train_scans)

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nodulejax.adversarial.attacks import score_patches
 from nodulejax.evaluation import curves
-from nodulejax.evaluation.probes import score_patches
 from nodulejax.models.classifier import FPRHandle
 from nodulejax.runtime.keys import item_keys
 

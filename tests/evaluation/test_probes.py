@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nodulejax.adversarial import noise as noises
+from nodulejax.adversarial.attacks import score_patches
 from nodulejax.evaluation import probes
 from nodulejax.models.build import fpr_prob_fn
 from nodulejax.runtime.keys import item_keys
@@ -15,8 +16,8 @@ def test_scores_match_the_model_and_do_not_depend_on_the_batch_size(tiny_fpr):
     _, fpr, x = tiny_fpr
     direct = np.asarray(fpr_prob_fn(fpr.model, "beta")(fpr.variables, jnp.asarray(x)[..., None]))
     for bs in (4, 6):  # 6 patches in batches of 4: the last batch is padded
-        np.testing.assert_allclose(probes.score_patches(fpr, x, bs), direct, atol=1e-6)
-    assert probes.score_patches(fpr, x[:0], 4).shape == (0,)
+        np.testing.assert_allclose(score_patches(fpr, x, bs), direct, atol=1e-6)
+    assert score_patches(fpr, x[:0], 4).shape == (0,)
     assert np.all((direct > 0) & (direct < 1))
 
 
@@ -29,7 +30,7 @@ def test_image_attack_stays_in_its_ball_per_patch_and_moves_the_score(tiny_fpr):
     dist = np.abs(adv - x).reshape(len(x), -1).max(axis=1)
     assert np.all(dist <= eps + 1e-6) and dist[0] == 0.0  # eps 0 leaves the patch alone
     assert adv.min() >= 0.0 and adv.max() <= 1.0
-    before, after = probes.score_patches(fpr, x, 4), probes.score_patches(fpr, adv, 4)
+    before, after = score_patches(fpr, x, 4), score_patches(fpr, adv, 4)
     assert np.all(after[1:] < before[1:])  # label 1: the attack hides the "nodule"
     again = probes.image_attack(fpr, x, keys, 1.0, config, eps=eps, step_size=eps / 2)
     np.testing.assert_array_equal(adv, again)  # same keys, same attack

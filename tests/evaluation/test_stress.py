@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from nodulejax.adversarial.attacks import score_patches
 from nodulejax.errors import ConfigError
 from nodulejax.evaluation import figures, stress
 from nodulejax.models.classifier import load_fpr
@@ -111,14 +112,14 @@ def test_transfer_inputs_do_not_depend_on_the_scored_model(result, pool_setup):
         for key, col in (("pos_adv", "table5/{}/Adv."), ("noise_adv", "table6/{}/PGD noise"),
                          ("neg_adv", "table6/{}/PGD negative patches")):
             transfer = z[col.format("beta+syn")]
-            np.testing.assert_allclose(transfer, stress.score_patches(other, inp[key], bs),
+            np.testing.assert_allclose(transfer, score_patches(other, inp[key], bs),
                                        atol=1e-6)
             # white-box: the first whitebox_patches of each kind, each patch attacked from
             # the key it has in the full set (the attack of patch i is per example)
             n = int(c.stress.whitebox_patches)
             white = z[col.replace("/", "_whitebox/", 1).format("beta+syn")]
             assert len(white) == min(n, len(inp[key]))
-            np.testing.assert_allclose(white, stress.score_patches(other, own[key][:n], bs),
+            np.testing.assert_allclose(white, score_patches(other, own[key][:n], bs),
                                        atol=1e-6)
             assert not np.array_equal(inp[key], own[key]), key  # each model attacked itself
             # the target attacking itself is the transfer attack
@@ -180,7 +181,7 @@ def test_seed_replicas_are_scored_on_the_same_transfer_inputs(result, pool_setup
     with np.load(os.path.join(out, "scores.npz")) as z:
         for key, col in (("pos_adv", "table5/{}/Adv."), ("noise_adv", "table6/{}/PGD noise")):
             np.testing.assert_allclose(z[col.format("beta+syn.s1")],
-                                       stress.score_patches(rep, inp[key], int(c.pgd.batch_size)),
+                                       score_patches(rep, inp[key], int(c.pgd.batch_size)),
                                        atol=1e-6)
         assert not [k for k in z.files if "whitebox/beta+syn.s1" in k]
 

@@ -176,16 +176,6 @@ def _compute(kind: str, items: np.ndarray, ctx: _Context) -> dict:
     return {"x": r["x"], "keep": np.ones(n, bool), **meta}
 
 
-def stored_scores(fpr: FPRHandle, x16: np.ndarray, bs: int) -> np.ndarray:
-    """The attacked FPR's probabilities (n,) float32 of stored patches ``x16`` (n, P, P, P)
-    float16, scored as a fine-tune batch carries them (float32)."""
-    if len(x16) == 0:
-        return np.zeros(0, np.float32)
-    return map_batches(lambda xb: {"p": attacks.fpr_probabilities(
-        fpr.model, fpr.variables, jnp.asarray(xb, jnp.float32)[..., None], head=fpr.head)},
-        (x16,), bs)["p"].astype(np.float32)
-
-
 def fingerprint(config, fpr: FPRHandle, gen: GenHandle | None, train_uids) -> dict:
     """What decides the pool's content: relevant config fields, weights, training scans."""
     fields = select(config, RELEVANT_FIELDS, exclude=("pgd.batch_size",))
@@ -273,7 +263,9 @@ def build_pool(config, workdir: str, train_scans, *,
                 keep = r.pop("keep")
                 arrays = {k: v[keep] for k, v in r.items()}
                 arrays["x"] = arrays["x"].astype(np.float16)
-                arrays["prob_stored"] = stored_scores(fpr, arrays["x"], bs)
+                # the score of the patch as stored: what a fine-tune's loss sees
+                arrays["prob_stored"] = attacks.score_patches(fpr, arrays["x"], bs).astype(
+                    np.float32)
                 write_shard(shard_path(out_dir, kind, s), arrays)
                 man["done"][kind] = sorted(done | {s})
                 done.add(s)
@@ -296,4 +288,4 @@ def build_pool(config, workdir: str, train_scans, *,
     return out_dir
 
 
-__all__ = ["build_pool", "plan", "fingerprint", "stored_scores", "KIND_ID", "RELEVANT_FIELDS"]
+__all__ = ["build_pool", "plan", "fingerprint", "KIND_ID", "RELEVANT_FIELDS"]

@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nodulejax.adversarial.attacks import score_patches
 from nodulejax.adversarial.pool import build as pool
 from nodulejax.adversarial.pool import store
 from nodulejax.errors import PoolError
-from nodulejax.evaluation.stress import score_patches
 from nodulejax.train import augment as aug
 from nodulejax.train import fpr as fpr_train
 from tests.adversarial.pool.helpers import tiny_config
