@@ -86,6 +86,7 @@ def _require(study, stage: str, needed) -> None:
 
 def _run_study(study, previous: dict) -> dict:
     config, names = study.config, stages.STUDY_STAGES
+    stages.finetune_seeds(config)  # a bad value is refused before any stage runs
     fps = plan.fingerprints(config)
     clock = _Clock(config, previous)
     out, n = {}, len(names)
@@ -116,7 +117,7 @@ def stage_units(config, stage: str) -> float:
         "fpr_seg": c.fpr.seg_pretrain_steps,
         "fpr": 2 * c.fpr.steps + c.fpr.finetune_steps,
         "synth": c.synth.steps * (1 + c.synth.n_critic),
-        "augmented": len(rows) * c.fpr.finetune_steps,
+        "augmented": len(rows) * c.fpr.finetune_steps * stages.finetune_seeds(c),
     }.get(stage, 0))
 
 

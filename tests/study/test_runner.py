@@ -146,6 +146,14 @@ def test_bad_config_field_is_named_without_a_traceback(tmp_path):
     assert "config.data.kind" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_bad_finetune_seeds_are_refused_before_any_stage_runs(tmp_path):
+    for bad in ("0", "True", "1.5"):
+        r = _run(tmp_path / bad, 300, f"--config.train.finetune_seeds={bad}")
+        assert r.returncode != 0 and "config.train.finetune_seeds" in r.stderr, r.stderr[-500:]
+        assert "Traceback" not in r.stderr
+        assert not os.path.exists(tmp_path / bad / "stages" / "data.json")  # nothing ran
+
+
 def test_rerun_redoes_the_stage_and_its_downstream_stages(study_run):
     """Last: it changes the study's toy stage for good."""
     wd, _, _ = study_run
