@@ -15,7 +15,12 @@ import itertools
 
 import numpy as np
 
+from nodulejax.data.scanstore import BoxLabels, DiskImage, PackedMask
 from nodulejax.data.volume import CTVolume
+
+#: Volumes read block by block (a cached prepared scan's arrays): patches are cut from them
+#: without reading the whole volume.
+_LAZY = (DiskImage, PackedMask, BoxLabels)
 
 __all__ = [
     "patch_start",
@@ -70,7 +75,7 @@ def extract_patch(array, center_zyx, size, pad_value) -> np.ndarray:
     see the module docstring for rounding) out of ``array (z, y, x, ...)``; trailing (channel)
     axes are kept. Parts outside the volume are ``pad_value``. Returns a new array of
     ``array``'s dtype, shape ``(*size, ...)``."""
-    a = np.asarray(array)
+    a = array if isinstance(array, _LAZY) else np.asarray(array)
     if a.ndim < 3:
         raise ValueError(f"extract_patch expects a (z, y, x, ...) array, got shape {a.shape}")
     s = _size3(size)
@@ -84,7 +89,7 @@ def extract_patch(array, center_zyx, size, pad_value) -> np.ndarray:
 
 def extract_patches(array, centers_zyx, size, pad_value) -> np.ndarray:
     """Batch of :func:`extract_patch`: ``centers_zyx (N, 3)`` -> ``(N, *size, ...)``."""
-    a = np.asarray(array)
+    a = array if isinstance(array, _LAZY) else np.asarray(array)
     s = _size3(size)
     c = np.asarray(centers_zyx, dtype=np.float64).reshape(-1, 3)
     starts = patch_start(c, s)

@@ -70,9 +70,9 @@ def seg_patches(scans: list[PreparedScan], patch_size: int, *, negatives_per_sca
     for s in scans:
         labels = s.nodule_mask()
         centres = list(s.nodules_zyx)
-        lung_pts = np.argwhere(s.lung)
-        if len(lung_pts):
-            centres += list(lung_pts[rng.choice(len(lung_pts), negatives_per_scan)])
+        n_lung = s.lung_count
+        if n_lung:  # rows of np.argwhere(s.lung), read slice by slice
+            centres += list(s.lung_voxels(rng.choice(n_lung, negatives_per_scan)))
         for c in centres:
             xs.append(extract_patch(s.image, c, patch_size, 0.0).astype(np.float16))
             ms.append(extract_patch(labels, c, patch_size, 0) > 0)
@@ -132,8 +132,9 @@ def cg_crop_batch(scans: list[PreparedScan], size: int, batch: int, rng: np.rand
             centre = s.nodules_zyx[j] + rng.uniform(-size / 4, size / 4, 3)
         else:
             s = scans[rng.integers(len(scans))]
-            pts = np.argwhere(s.lung)
-            centre = pts[rng.integers(len(pts))] if len(pts) else np.array(s.image.shape) / 2
+            n_lung = s.lung_count  # a row of np.argwhere(s.lung), read from its slice
+            centre = s.lung_voxels([rng.integers(n_lung)])[0] if n_lung else \
+                np.array(s.image.shape) / 2
         start = np.round(centre).astype(int) - size // 2
         imgs.append(extract_patch(s.image, start + size // 2, size, 0.0).astype(np.float32))
         local = s.nodules_zyx - start

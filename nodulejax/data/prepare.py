@@ -19,22 +19,25 @@ in :attr:`PreparedScan.mask_source`):
 * ``"sphere"``: otherwise (``lidc_masks="off"``, a scan or nodule without outlines), the
   sphere of the annotated diameter.
 
-Prepared scans are cached as ``.npz`` under ``cache_dir`` keyed by uid, spacing, window and
+Prepared scans are cached under ``cache_dir`` keyed by uid, spacing, window and
 ``lidc_masks``, so a re-run of the study (or another stage) reads them back instead of
-resampling again.
+resampling again. The cache is random-access on disk (:mod:`nodulejax.data.scanstore`: the
+image as float16 ``.npy``, the lung mask bit-packed per slice, the nodule labels as boxes): a
+scan read from it holds lazy arrays that read only the crops a consumer takes, so a split of
+888 paper-resolution scans costs no memory until a stage reads a patch of one.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from nodulejax.data import io, lidc, luna16, preprocess
+from nodulejax.data import io, lidc, luna16, preprocess, scanstore
 from nodulejax.errors import ConfigError, LUNA16FormatError
-from nodulejax.runtime.files import atomic_savez
 from nodulejax.runtime.processes import spawn_map
 
 NODULE_TYPES = ("solid", "part-solid", "ground-glass", "calcified", "unknown")
@@ -49,9 +52,13 @@ MASK_SOURCES = ("dataset", "lidc", "sphere")
 class PreparedScan:
     """One scan at the working spacing. Arrays are ``(z, y, x)``; coordinates voxel ``zyx``.
 
+    A scan read from the cache holds lazy arrays (:mod:`nodulejax.data.scanstore`): ``image``,
+    ``lung`` and ``seg`` have ``.shape`` and read a block on ``a[z0:z1, y0:y1, x0:x1]``
+    (``np.asarray(a)`` reads the whole volume; :meth:`loaded` reads all three).
+
     Attributes:
       uid, fold: LUNA16 seriesuid and subset number.
-      image: ``(Z, Y, X) float32`` in [0, 1] (windowed HU).
+      image: ``(Z, Y, X) float32`` in [0, 1] (windowed HU; float16 precision).
       lung: ``(Z, Y, X) bool`` classical lung mask.
       geometry: resampled :class:`~nodulejax.data.io.CTVolume` (its ``array`` is empty) for
         world <-> voxel conversion.
@@ -91,6 +98,30 @@ class PreparedScan:
             return self.seg
         return sphere_labels(self.image.shape, self.nodules_zyx,
                              self.nodules_diam_mm / self.spacing)
+
+    @property
+    def lung_count(self) -> int:
+        """Number of lung voxels (``lung.sum()``, from the per-slice counts)."""
+        return int(self._lung_counts().sum())
+
+    def lung_voxels(self, ks) -> np.ndarray:
+        """Rows ``ks`` of ``np.argwhere(lung)`` ``(len(ks), 3) int64`` (z, y, x), reading only
+        the slices that hold them (:func:`~nodulejax.data.scanstore.lung_voxels`)."""
+        return scanstore.lung_voxels(self.lung, ks, self._lung_counts())
+
+    def _lung_counts(self) -> np.ndarray:
+        if "lung_counts" not in self.extra:
+            self.extra["lung_counts"] = scanstore.lung_slice_counts(self.lung)
+        return self.extra["lung_counts"]
+
+    def loaded(self) -> PreparedScan:
+        """This scan with ``image``, ``lung`` and ``seg`` read into memory (for whole-volume
+        consumers: detection, views); an in-memory scan is returned as is."""
+        if all(a is None or isinstance(a, np.ndarray) for a in (self.image, self.lung, self.seg)):
+            return self
+        return dataclasses.replace(
+            self, image=np.asarray(self.image), lung=np.asarray(self.lung),
+            seg=None if self.seg is None else np.asarray(self.seg), extra=dict(self.extra))
 
 
 def sphere_labels(shape, centers_zyx, diameters_vox) -> np.ndarray:
@@ -157,6 +188,8 @@ def _relabel(seg, uid, nod, table):
     lut = np.zeros(max(int(seg.max()), max(table[k][1] for k in keys)) + 1, np.uint8)
     for i, k in enumerate(keys):
         lut[table[k][1]] = i + 1
+    if isinstance(seg, scanstore.BoxLabels):  # a cached scan's labels: map their boxes
+        return seg.relabel(lut)
     return lut[seg]
 
 
@@ -182,7 +215,7 @@ def _cache_path(cache_dir, uid, spacing, window, lidc_masks="off"):
     tag = f"{spacing:g}mm_{window[0]:g}_{window[1]:g}".replace("-", "m")
     if lidc_masks != "off":  # "off" keeps the tag of the scans cached before the option
         tag += f"_lidc{lidc_masks}"
-    return os.path.join(cache_dir, tag, f"{uid}.npz")
+    return os.path.join(cache_dir, tag, uid)  # a scanstore folder
 
 
 _DATABASES: dict = {}  # one open LIDC-IDRI database per process
@@ -247,7 +280,7 @@ def prepare_scan(dataset: luna16.Luna16Dataset, uid: str, *, spacing: float,
     lidc_masks = lidc_masks_option(lidc_masks, "lidc_masks")
     types = read_nodule_table(str(dataset.root)) if nodule_table is None else nodule_table
     path = _cache_path(cache_dir, uid, spacing, window, lidc_masks) if cache_dir else None
-    if path and os.path.exists(path):
+    if path and scanstore.scan_complete(path):
         return _load_cached(path, dataset, uid, types)
     vol = dataset.load(uid)
     image, lung, geometry = prepare_arrays(vol, spacing=spacing, window=window)
@@ -262,12 +295,12 @@ def prepare_scan(dataset: luna16.Luna16Dataset, uid: str, *, spacing: float,
     elif lidc_masks == "auto":
         seg, sources = _lidc_seg(dataset, uid, geometry, image.shape)
     scan = _assemble(dataset, uid, image, lung, geometry, seg, types, sources)
-    if path:
-        atomic_savez(path, compressed=True, image=image.astype(np.float16), lung=lung,
-                     seg=seg if seg is not None else np.zeros((0,), np.uint8),
-                     spacing=geometry.spacing, origin=geometry.origin,
-                     direction=geometry.direction, mask_source=scan.mask_source.astype(str))
-    return scan
+    if not path:
+        return scan
+    scanstore.write_scan(path, image, lung, seg, spacing=geometry.spacing,
+                         origin=geometry.origin, direction=geometry.direction,
+                         mask_source=scan.mask_source.astype(str))
+    return _load_cached(path, dataset, uid, types)  # lazy: the arrays leave memory here
 
 
 def prepare_arrays(volume: io.CTVolume, *, spacing: float, window=(-1000.0, 400.0)):
@@ -303,15 +336,13 @@ def prepare_volume(volume: io.CTVolume, *, spacing: float, window=(-1000.0, 400.
 
 
 def _load_cached(path, dataset, uid, types):
-    with np.load(path) as z:
-        image = z["image"].astype(np.float32)
-        lung = z["lung"]
-        seg = z["seg"] if z["seg"].size else None
-        geometry = io.CTVolume(np.zeros((0, 0, 0), np.float32), z["spacing"], z["origin"],
-                               z["direction"], dataset.path(uid))
-        # scans cached before mask_source existed: the dataset's masks or spheres
-        sources = [str(v) for v in z["mask_source"]] if "mask_source" in z.files else None
-    return _assemble(dataset, uid, image, lung, geometry, seg, types, sources)
+    z = scanstore.read_scan(path)
+    geometry = io.CTVolume(np.zeros((0, 0, 0), np.float32), z["spacing"], z["origin"],
+                           z["direction"], dataset.path(uid))
+    sources = [str(v) for v in z["mask_source"]]
+    scan = _assemble(dataset, uid, z["image"], z["lung"], geometry, z["seg"], types, sources)
+    scan.extra["lung_counts"] = z["lung"].counts
+    return scan
 
 
 def _assemble(dataset, uid, image, lung, geometry, seg, types, sources=None) -> PreparedScan:
@@ -358,7 +389,7 @@ def prepare_folds(dataset: luna16.Luna16Dataset, folds, *, spacing: float, windo
     lidc_masks = lidc_masks_option(lidc_masks, "lidc_masks")
     table = read_nodule_table(str(dataset.root))
     uids = dataset.uids(folds)
-    missing = [u for u in uids if cache_dir and not os.path.exists(
+    missing = [u for u in uids if cache_dir and not scanstore.scan_complete(
         _cache_path(cache_dir, u, spacing, window, lidc_masks))]
     desc = "prepare" if progress and missing else None
     if workers > 1 and len(missing) > 1:

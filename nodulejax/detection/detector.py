@@ -321,6 +321,7 @@ def generate_candidates(cg_params, config, scan, progress: bool = False,
       zyx (N, 3) float64 voxel indices of ``scan.image``, scores (N,) in [0, 1],
       source (N,) int8 flags (1 blob, 2 RPN, 3 both).
     """
+    scan = scan.loaded()  # the whole volume is read once (a cached scan reads by block)
     roi = lung_roi(scan, float(config.cg.roi_margin_mm))
     h_all, h_ggo, rb, rs = cg_maps(cg_params, config, scan.image, roi, progress)
     if maps is not None:

@@ -22,9 +22,10 @@ def test_prepare_folds_geometry_and_ranges(dataset, scans):
     assert {s.uid for s in scans} == set(dataset.uids())
     for s in scans:
         assert s.image.dtype == np.float32 and s.image.ndim == 3
-        assert 0.0 <= s.image.min() and s.image.max() <= 1.0
-        assert s.lung.dtype == bool and s.lung.shape == s.image.shape
-        assert 0.02 < s.lung.mean() < 0.6  # a lung, neither empty nor the whole volume
+        image, lung = np.asarray(s.image), np.asarray(s.lung)
+        assert 0.0 <= image.min() and image.max() <= 1.0
+        assert lung.dtype == bool and lung.shape == s.image.shape
+        assert 0.02 < lung.mean() < 0.6  # a lung, neither empty nor the whole volume
         np.testing.assert_allclose(s.geometry.spacing, SPACING)
         assert s.seg is not None and s.seg.shape == s.image.shape
     # one fold only -> only that fold's scans
@@ -74,7 +75,7 @@ def test_nodule_centres_in_lung_and_labelled(scans):
             assert all(0 <= r[a] < s.image.shape[a] for a in range(3))
             # the centre is in the lung mask, or (juxta-pleural nodules, which a threshold
             # lung mask may cut away) within the nodule's radius of it
-            d_mm = ndimage.distance_transform_edt(~s.lung, sampling=s.spacing)[r]
+            d_mm = ndimage.distance_transform_edt(~np.asarray(s.lung), sampling=s.spacing)[r]
             assert d_mm <= s.nodules_diam_mm[i] / 2 + s.spacing, \
                 f"{s.uid} nodule {i} centre {c} is {d_mm:.1f} mm outside the lung mask"
             inside += bool(s.lung[r])
@@ -138,8 +139,9 @@ def _equivalent_diameter(mask, spacing):
 def test_real_luna16_nodules_get_the_resampled_lidc_consensus(real_uid_root, tmp_path):
     ds = luna16.Luna16Dataset(real_uid_root)
     rows = ds.annotations.for_uid(REAL_UID)
-    s = prepare.prepare_scan(ds, REAL_UID, spacing=SPACING, window=WINDOW,
-                             cache_dir=str(tmp_path))
+    cached = prepare.prepare_scan(ds, REAL_UID, spacing=SPACING, window=WINDOW,
+                                  cache_dir=str(tmp_path))
+    s = cached.loaded()  # the cache's lazy arrays, read whole for the checks below
     assert list(s.mask_source) == ["lidc", "lidc", "sphere"]
     assert s.seg is not None and s.seg.shape == s.image.shape
     # the expected masks, from the reader: match, consensus, resampled to the prepared grid
