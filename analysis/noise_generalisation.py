@@ -85,14 +85,21 @@ def mean_ci(p, resamples: int, seed: int = 0) -> dict:
 def radial_profile(x, width: float = 2.0) -> list[dict]:
     """Mean intensity of patches ``x`` (N, P, P, P) in shells of ``width`` voxels around the
     patch centre: ``[{"r": [lo, hi], "mean"}, ...]``. Uniform noise is 0.5 in every shell; a
-    nodule hidden in the noise shows as a brighter centre."""
+    nodule hidden in the noise shows as a brighter centre. ``x`` may be a lazy pool array
+    (``PoolReader.arrays``): it is read 256 patches at a time, the rows summed in order in
+    float32 as ``np.mean(axis=0)`` does (same bits)."""
     import numpy as np
 
-    x = np.asarray(x, np.float32)
-    c = (x.shape[1] - 1) / 2.0
-    g = np.meshgrid(*(np.arange(n) for n in x.shape[1:4]), indexing="ij")
+    if len(x) == 0:
+        return []
+    total = None
+    for i in range(0, len(x), 256):
+        for row in np.asarray(x[i:i + 256], np.float32):
+            total = row.copy() if total is None else np.add(total, row, out=total)
+    m = (total.astype(np.float64) / len(x)).astype(np.float32)
+    c = (m.shape[0] - 1) / 2.0
+    g = np.meshgrid(*(np.arange(n) for n in m.shape[:3]), indexing="ij")
     r = np.sqrt(sum((a - c) ** 2 for a in g))
-    m = x.mean(axis=0)
     out = []
     for lo in np.arange(0.0, float(r.max()) + width, width):
         sel = (r >= lo) & (r < lo + width)
@@ -137,16 +144,17 @@ def fine_tune_trace(c, workdir: str, train_scans, target, pool_x, steps: int,
     cfg = row_config(c, "beta+perturb")
     f, p, seed = cfg.fpr, int(cfg.fpr.patch_size), int(cfg.seed)
     jit = int(f.get("jitter_vox", 0)) if bool(f.augment) else 0
-    real = train_patch_set(cfg, train_scans)
+    real = train_patch_set(cfg, train_scans, workdir)  # the study's set, read from disk
     data = fine_tune_data(cfg, "beta+perturb", real, train_scans=train_scans,
                           pool_dir=os.path.join(workdir, "pool"))
     centre = (slice(None),) + (slice(jit, jit + p),) * 3
 
-    def spread(x, n=PROBE_PATCHES):  # at most n patches, evenly spaced over the set
-        return x[np.linspace(0, len(x) - 1, min(n, len(x))).astype(int)][centre]
+    def spread(label, n=PROBE_PATCHES):  # at most n patches, evenly spaced over the set
+        rows = np.flatnonzero(real["y"] == label)
+        return real["x"][rows[np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(int)]][
+            centre]
 
-    probes = {"pool_noise": pool_x, "real_negatives": spread(real["x"][real["y"] == 0]),
-              "real_positives": spread(real["x"][real["y"] == 1])}
+    probes = {"pool_noise": pool_x, "real_negatives": spread(0), "real_positives": spread(1)}
     tx = _tx(float(f.lr))
     if kl_steps < 0:
         kl_steps = kl_anneal_steps_for(cfg, EXPERIMENTS["beta+perturb"], "fpr_augmented")

@@ -40,6 +40,11 @@ class PoolError(NoduleJaxError, RuntimeError):
     """An augmentation pool on disk is inconsistent with the run that reads it."""
 
 
+class RecordsError(NoduleJaxError, ValueError):
+    """An on-disk record file (``nodulejax.data.records``: a patch set's or a pool shard's
+    ``.npy`` rows) is missing, truncated or malformed."""
+
+
 class ResultsError(NoduleJaxError, ValueError):
     """A results file a stage wrote (per-patch stress scores, FROC inputs) is malformed or
     inconsistent with the others."""

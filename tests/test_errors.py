@@ -10,7 +10,7 @@ from nodulejax import errors
     (errors.CTReadError, ValueError), (errors.LUNA16FormatError, ValueError),
     (errors.ConfigError, ValueError), (errors.CheckpointError, RuntimeError),
     (errors.PoolError, RuntimeError), (errors.WorkdirError, OSError),
-    (errors.ResultsError, ValueError),
+    (errors.ResultsError, ValueError), (errors.RecordsError, ValueError),
     (errors.AnnotationDBError, ValueError)])
 def test_error_types(cls, builtin):
     assert issubclass(cls, errors.NoduleJaxError) and issubclass(cls, builtin)

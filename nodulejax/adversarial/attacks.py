@@ -138,12 +138,13 @@ def fpr_probabilities(fpr_model, fpr_vars, x: jax.Array, *, head: str) -> jax.Ar
 def score_patches(fpr, x, bs: int) -> np.ndarray:
     """Probabilities (N,) of a loaded FPR (``models.classifier.FPRHandle``) on patches x
     (N, P, P, P), any float dtype (scored as float32), in fixed batches of ``bs``: the one
-    scorer of the pool (``prob_stored``), the stress tests, the figures and the probes."""
+    scorer of the pool (``prob_stored``), the stress tests, the figures and the probes.
+    ``x`` may be a lazy ``nodulejax.data.records`` array: it is read one batch at a time."""
     if len(x) == 0:
         return np.zeros(0)
     return map_batches(lambda xb: {"p": fpr_probabilities(
         fpr.model, fpr.variables, jnp.asarray(xb, jnp.float32)[..., None], head=fpr.head)},
-        (np.asarray(x),), bs)["p"]
+        (x,), bs)["p"]
 
 
 def _split_keys(key, b: int):

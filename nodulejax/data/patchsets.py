@@ -6,7 +6,11 @@ All patches are cubes of ``P`` voxels at the working spacing, values in [0, 1], 
 
 * FPR (paper Section 3.1, 3.3): positives at included nodule centres, negatives at labelled
   candidates (``candidates_V2.csv``, class 0) farther than ``neg_radius_mm`` from any finding,
-  included or excluded, so an excluded finding is never taught as a negative.
+  included or excluded, so an excluded finding is never taught as a negative. In memory, or
+  written once to the run folder and read by row (``WORKDIR/patches/fpr_p<P>_<digest>/``:
+  ``x.npy`` the patches, ``y.npy``, ``scan.npy``, ``zyx.npy``, ``manifest.json`` with the
+  set's fingerprint; :func:`fpr_patches` with ``root``), so a study's patch sets need no
+  host memory of their size.
 * Segmentation pretraining (Section 3.1: "DenseUNet pre-trained with nodule segmentation"):
   nodule patches with their binary masks, plus negatives with empty masks.
 * Synthesizer (Section 3.2): "We extract the nodules out of the CT context with the manually
@@ -19,11 +23,20 @@ All patches are cubes of ``P`` voxels at the working spacing, values in [0, 1], 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import socket
+
 import numpy as np
 from scipy import ndimage
 
 from nodulejax.data.patches import extract_patch
 from nodulejax.data.prepare import PreparedScan
+from nodulejax.data.records import RecordArray, write_records
+from nodulejax.errors import WorkdirError
+from nodulejax.runtime.files import atomic_write, atomic_write_json
 
 
 def _far_from(points, findings, radius_vox):
@@ -33,15 +46,12 @@ def _far_from(points, findings, radius_vox):
     return (d2 > radius_vox ** 2).all(1)
 
 
-def fpr_patches(scans: list[PreparedScan], patch_size: int, *, neg_radius_mm: float = 10.0,
-                max_neg_per_scan: int | None = None, seed: int = 0) -> dict:
-    """FPR candidate patches of ``scans``.
-
-    Returns dict with ``x (N, P, P, P) float16``, ``y (N,) int32`` (1 nodule, 0 not),
-    ``scan (N,) int32`` index into ``scans`` and ``zyx (N, 3) float32`` patch centres.
-    """
+def _fpr_sites(scans, neg_radius_mm, max_neg_per_scan, seed) -> list[tuple[int, int, list]]:
+    """Where the FPR patches of ``scans`` are cut: ``[(scan index, label, centres), ...]``,
+    positives then negatives of each scan in scan order; ``centres`` the voxel ``zyx`` rows
+    as found in the scan (the negatives drawn with ``np.random.default_rng(seed)``)."""
     rng = np.random.default_rng(seed)
-    xs, ys, sid, cen = [], [], [], []
+    out = []
     for i, s in enumerate(scans):
         findings = np.concatenate([s.nodules_zyx, s.excluded_zyx]) if len(s.excluded_zyx) \
             else s.nodules_zyx
@@ -49,17 +59,155 @@ def fpr_patches(scans: list[PreparedScan], patch_size: int, *, neg_radius_mm: fl
         neg = neg[_far_from(neg, findings, neg_radius_mm / s.spacing)]
         if max_neg_per_scan is not None and len(neg) > max_neg_per_scan:
             neg = neg[np.sort(rng.choice(len(neg), max_neg_per_scan, replace=False))]
-        for label, pts in ((1, s.nodules_zyx), (0, neg)):
-            for c in pts:
-                xs.append(extract_patch(s.image, c, patch_size, 0.0).astype(np.float16))
-                ys.append(label)
-                sid.append(i)
-                cen.append(c)
-    p = patch_size
-    return dict(
-        x=np.stack(xs) if xs else np.zeros((0, p, p, p), np.float16),
-        y=np.asarray(ys, np.int32), scan=np.asarray(sid, np.int32),
-        zyx=np.asarray(cen, np.float32).reshape(-1, 3))
+        out += [(i, 1, list(s.nodules_zyx)), (i, 0, list(neg))]
+    return out
+
+
+def _fpr_rows(scans, sites, patch_size):
+    """The patches ``(P, P, P) float16`` at ``sites``, one at a time, scan by scan."""
+    for i, _, centres in sites:
+        image = scans[i].image if centres else None
+        for c in centres:
+            yield extract_patch(image, c, patch_size, 0.0).astype(np.float16)
+
+
+def fpr_patches(scans: list[PreparedScan], patch_size: int, *, neg_radius_mm: float = 10.0,
+                max_neg_per_scan: int | None = None, seed: int = 0,
+                root: str | None = None) -> dict:
+    """FPR candidate patches of ``scans``.
+
+    Returns dict with ``x (N, P, P, P) float16``, ``y (N,) int32`` (1 nodule, 0 not),
+    ``scan (N,) int32`` index into ``scans`` and ``zyx (N, 3) float32`` patch centres.
+
+    ``root``: a folder of patch sets on disk (``WORKDIR/patches``, :func:`patch_sets_dir`).
+    The set is then written once, streaming patch by patch, to ``root/fpr_p<P>_<digest>/``
+    (:func:`fpr_patch_folder`, the digest of the set's fingerprint: patch size, negative
+    radius and cap, seed, scan uids and spacings, the sites' coordinates) and read back by
+    every later call with the same inputs; ``x`` is then a lazy
+    :class:`~nodulejax.data.records.RecordArray` (rows read from disk on demand, host memory
+    independent of N), with the same values as the in-memory set. Without ``root`` every
+    array is in memory.
+    """
+    p = int(patch_size)
+    sites = _fpr_sites(scans, neg_radius_mm, max_neg_per_scan, seed)
+    y = np.asarray([label for _, label, c in sites for _ in c], np.int32)
+    sid = np.asarray([i for i, _, c in sites for _ in c], np.int32)
+    cen = np.asarray([v for _, _, c in sites for v in c], np.float32).reshape(-1, 3)
+    if root is None:
+        xs = list(_fpr_rows(scans, sites, p))
+        return dict(x=np.stack(xs) if xs else np.zeros((0, p, p, p), np.float16),
+                    y=y, scan=sid, zyx=cen)
+    fp = _fpr_fingerprint(scans, p, neg_radius_mm, max_neg_per_scan, seed, sites)
+    folder = fpr_patch_folder(root, fp)
+    if not os.path.isdir(folder):
+        small = {"y": y, "scan": sid, "zyx": cen}
+        _write_patch_set(folder, fp, small, lambda path: write_records(
+            path, _fpr_rows(scans, sites, p), (p, p, p), np.float16, count=len(y)))
+    return read_patch_set(folder, fp)
+
+
+# --------------------------------------------------------------------------- sets on disk
+PATCH_SET_MANIFEST = "manifest.json"
+
+
+def patch_sets_dir(workdir: str) -> str:
+    """The folder of a run's patch sets on disk: ``WORKDIR/patches`` (removed with the
+    prepared scans when the ``prepare`` stage is redone)."""
+    return os.path.join(os.path.abspath(workdir), "patches")
+
+
+def _fpr_fingerprint(scans, patch_size, neg_radius_mm, max_neg_per_scan, seed, sites) -> dict:
+    """What an FPR patch set is a function of (JSON): the settings, the scans' uids and
+    spacings and a SHA-256 of the sites (labels and centres). The scans' voxels are not read:
+    the set lives under the run folder and goes with its prepared scans (``prepare`` stage).
+    ``seed`` only draws the capped negatives, so it counts only with ``max_neg_per_scan``."""
+    h = hashlib.sha256()
+    for i, label, centres in sites:
+        h.update(np.asarray([i, label, len(centres)], np.int64).tobytes())
+        h.update(np.asarray(centres, np.float64).reshape(-1, 3).tobytes())
+    return {"kind": "fpr", "format": 1, "patch_size": int(patch_size),
+            "neg_radius_mm": float(neg_radius_mm),
+            "max_neg_per_scan": None if max_neg_per_scan is None else int(max_neg_per_scan),
+            "seed": None if max_neg_per_scan is None else int(seed),
+            "uids": [str(s.uid) for s in scans], "spacing": [float(s.spacing) for s in scans],
+            "sites_sha256": h.hexdigest()}
+
+
+def fpr_patch_folder(root: str, fingerprint: dict) -> str:
+    """``root/fpr_p<P>_<first 16 hex digits of the fingerprint's SHA-256>``."""
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    return os.path.join(root, f"fpr_p{fingerprint['patch_size']}_{digest[:16]}")
+
+
+def _write_patch_set(folder: str, fingerprint: dict, small: dict, write_x) -> None:
+    """Write a patch set into a hidden temp folder beside ``folder`` (``write_x(path)`` the
+    patches ``x.npy``, ``small`` as ``<name>.npy``, the manifest last) and rename it to
+    ``folder``: a killed writer leaves no ``folder`` (its temp folder is removed by the next
+    writer on the same host, :func:`_remove_stale_temps`); of writers racing (several hosts),
+    the first rename wins and the others' copies are dropped."""
+    root = os.path.dirname(folder)
+    tmp = os.path.join(root, f".{os.path.basename(folder)}.tmp-{socket.gethostname()}-"
+                             f"{os.getpid()}")
+    try:
+        os.makedirs(root, exist_ok=True)
+        _remove_stale_temps(root)
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        write_x(os.path.join(tmp, "x.npy"))
+        for k, v in small.items():
+            atomic_write(os.path.join(tmp, f"{k}.npy"), lambda f, v=v: np.save(f, v))
+        atomic_write_json(os.path.join(tmp, PATCH_SET_MANIFEST),
+                          {"fingerprint": fingerprint, "count": len(small["y"]),
+                           "arrays": ["x"] + sorted(small)}, indent=1, sort_keys=True)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not os.path.isdir(folder):  # not a lost race: a real failure
+                raise
+    except OSError as e:
+        raise WorkdirError(f"{folder}: cannot write the patch set ({e})") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale_temps(root: str) -> None:
+    """Remove the temp folders (``.<set>.tmp-<host>-<pid>``) in ``root`` of writers on this
+    host that are no longer running (killed); other hosts' are left alone."""
+    host = socket.gethostname()
+    for name in os.listdir(root):
+        owner, _, pid = name.partition(".tmp-")[2].rpartition("-")
+        if not name.startswith(".") or owner != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        except OSError:  # alive (another user's process): not ours to remove
+            pass
+
+
+def read_patch_set(folder: str, fingerprint: dict | None = None) -> dict:
+    """The patch set in ``folder``: ``x`` a lazy :class:`~nodulejax.data.records.RecordArray`
+    ``(N, ...)``, the other arrays (``y``, ``scan``, ``zyx``...) in memory. With
+    ``fingerprint``, the manifest's must equal it (WorkdirError otherwise)."""
+    path = os.path.join(folder, PATCH_SET_MANIFEST)
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+        n = int(manifest["count"])
+        small = {k: np.load(os.path.join(folder, f"{k}.npy"), allow_pickle=False)
+                 for k in manifest["arrays"] if k != "x"}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise WorkdirError(f"{folder}: unreadable patch set ({type(e).__name__}: {e}); "
+                           "remove the folder to cut the patches again") from e
+    if fingerprint is not None and manifest.get("fingerprint") != fingerprint:
+        raise WorkdirError(f"{path}: the patch set here was cut with other settings or scans "
+                           "than asked for; remove the folder to cut it again")
+    x = RecordArray(os.path.join(folder, "x.npy"))
+    sizes = {"x": len(x), **{k: len(v) for k, v in small.items()}}
+    if any(v != n for v in sizes.values()):
+        raise WorkdirError(f"{folder}: the manifest says {n} patches, the arrays hold {sizes}")
+    return {"x": x, **small}
 
 
 def seg_patches(scans: list[PreparedScan], patch_size: int, *, negatives_per_scan: int = 2,

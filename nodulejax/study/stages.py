@@ -131,7 +131,7 @@ def stage_fpr_seg(study):
 
 def _test_auc(study, name, cfg):
     params = checkpoint.load_params(study.workdir, model_name(name), which="best")
-    return evaluate_fpr(params, cfg, study.scans("test"))
+    return evaluate_fpr(params, cfg, study.scans("test"), workdir=study.workdir)
 
 
 def _train_rows(study, rows, **kw):
@@ -341,10 +341,11 @@ STAGE_INPUTS = {
     "claims": ("evaluate", "stress"), "report": ("evaluate", "stress", "figures", "toy", "claims"),
 }
 # What a redo removes first (relative to WORKDIR): checkpoints would resume, a pool refuses a
-# changed config, cached candidates would be reused.
+# changed config, cached candidates and FPR patch sets (cut from the prepared scans) would be
+# reused.
 STAGE_OUTPUTS = {
-    "data": ("data",), "prepare": ("cache",), "cg": tuple(f"checkpoints/{m}" for m in CG_MODELS)
-    + tuple(f"logs/{m}" for m in CG_MODELS),
+    "data": ("data",), "prepare": ("cache", "patches"),
+    "cg": tuple(f"checkpoints/{m}" for m in CG_MODELS) + tuple(f"logs/{m}" for m in CG_MODELS),
     "fpr_seg": (f"checkpoints/{SEG_MODEL}", f"logs/{SEG_MODEL}"),
     "fpr": tuple(p for r in BASELINES for p in (f"checkpoints/{model_name(r)}",
                                                 f"logs/{model_name(r)}")),

@@ -62,6 +62,7 @@ from nodulejax.adversarial.noise import poisson_scaled
 from nodulejax.adversarial.pool.store import PoolReader
 from nodulejax.data.backgrounds import background_patches
 from nodulejax.data.patches import random_flip_rot
+from nodulejax.data.records import Subset
 from nodulejax.errors import ConfigError, PoolError
 
 # kind codes carried in the batch: what the train step still has to do to the patch
@@ -108,6 +109,10 @@ def group_ratios(config, row: dict | None = None) -> list[float]:
 class GroupSource:
     """One sampling group: patches (or None for patches made in the step), label, kind.
 
+    ``x``: ``(size, ...)`` patches, an ``ndarray`` or a lazy ``nodulejax.data.records`` array
+    (pool shards, patch sets on disk, a :class:`~nodulejax.data.records.Subset` of one) read
+    by row in :func:`gather_batch`.
+
     ``geometric``: the host may give the patches a cube symmetry and a crop (False for
     patches an attack made: pool kinds). ``pool_kind`` / ``meta``: the pool kind and its
     per-sample metadata (``PoolReader.arrays``), aligned with ``x``, for pool groups."""
@@ -127,7 +132,9 @@ def _pool_source(reader, name: str, pool_kind: str, label: int) -> GroupSource:
 
 def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | None = None,
                   seed: int = 0, virtual_size: int = 1024) -> list[GroupSource]:
-    """The five groups' sources for a row. ``real``: ``fpr_patches`` dict (``x``, ``y``).
+    """The five groups' sources for a row. ``real``: ``fpr_patches`` dict (``x``, ``y``);
+    the real positives and negatives are row subsets of ``real["x"]`` (nothing is copied or
+    read here).
 
     Groups with ratio 0 get size 0. ``virtual_size`` is the index range of a group whose
     patches are generated from nothing inside the step (in-loop adversarial noise)."""
@@ -136,7 +143,8 @@ def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | 
     mode = config.train.aug_source
     if mode not in ("pool", "inloop"):
         raise ConfigError(f"config.train.aug_source={mode!r}: expected 'pool' or 'inloop'")
-    pos, neg = real["x"][real["y"] == 1], real["x"][real["y"] == 0]
+    y = np.asarray(real["y"])
+    pos, neg = Subset(real["x"], np.flatnonzero(y == 1)), Subset(real["x"], np.flatnonzero(y == 0))
     if len(pos) == 0 or len(neg) == 0:
         raise ConfigError(f"FPR training needs positive and negative patches, got {len(pos)} "
                           f"positives and {len(neg)} negatives")
@@ -188,19 +196,23 @@ def gather_batch(sources: list[GroupSource], idx, *, augment: bool, patch_size: 
     patch larger than ``P`` (real patches cut with a ``c.fpr.jitter_vox`` margin) is cropped
     to ``P`` at an offset drawn from the same seed (a random translation of up to the margin)
     or centred without ``augment``. Pool patches (not ``geometric``) are copied as stored:
-    the attacked model scores them as the pool recorded (module docstring)."""
+    the attacked model scores them as the pool recorded (module docstring). Each source's
+    patches of the batch are read with one indexing (one pass over a file on disk)."""
     b = len(idx.group)
     x = np.zeros((b,) + (patch_size,) * 3, np.float32)
     y = np.zeros(b, np.int32)
     kind = np.zeros(b, np.int32)
-    for i in range(b):
-        s = sources[int(idx.group[i])]
-        y[i], kind[i] = s.label, s.kind
-        if s.x is not None:
-            p = s.x[int(idx.index[i])]
+    group, index = np.asarray(idx.group), np.asarray(idx.index)
+    for g in np.unique(group):
+        s = sources[int(g)]
+        rows = np.flatnonzero(group == g)
+        y[rows], kind[rows] = s.label, s.kind
+        if s.x is None:
+            continue
+        geo = augment and s.geometric
+        for i, p in zip(rows, s.x[index[rows]], strict=True):
             rng = np.random.default_rng(int(idx.seed[i]))
             extra = p.shape[0] - patch_size
-            geo = augment and s.geometric
             if extra > 0:
                 o = rng.integers(0, extra + 1, 3) if geo else np.full(3, extra // 2)
                 p = p[o[0]:o[0] + patch_size, o[1]:o[1] + patch_size, o[2]:o[2] + patch_size]

@@ -40,7 +40,7 @@ import optax
 from flax import traverse_util
 
 from nodulejax.data.patches import random_flip_rot
-from nodulejax.data.patchsets import fpr_patches, seg_patches
+from nodulejax.data.patchsets import fpr_patches, patch_sets_dir, seg_patches
 from nodulejax.errors import CheckpointError, ConfigError
 from nodulejax.experiments import (
     EXPERIMENTS,
@@ -125,15 +125,19 @@ def _scores_losses(params, config, x, y, head, batch_size):
     return np.concatenate(probs), np.concatenate(ls)
 
 
-def evaluate_fpr(params, config, scans_or_patches, *, head: str | None = None) -> dict:
+def evaluate_fpr(params, config, scans_or_patches, *, head: str | None = None,
+                 workdir: str | None = None) -> dict:
     """ROC AUC and mean loss (KL weight 1) of ``params`` on candidate patches.
 
-    ``scans_or_patches``: a list of PreparedScans (patches cut with ``fpr_patches``) or a dict
-    with ``x (N, P, P, P)`` and ``y (N,)``. Returns ``{"auc", "loss", "n_pos", "n_neg"}``.
+    ``scans_or_patches``: a list of PreparedScans (patches cut with ``fpr_patches``, kept on
+    disk under ``WORKDIR/patches`` when ``workdir`` is given, in memory otherwise) or a dict
+    with ``x (N, P, P, P)`` (an array or a lazy ``nodulejax.data.records`` array) and
+    ``y (N,)``. Returns ``{"auc", "loss", "n_pos", "n_neg"}``.
     """
     data = scans_or_patches
     if not isinstance(data, dict):
-        data = fpr_patches(list(data), int(config.fpr.patch_size))
+        data = fpr_patches(list(data), int(config.fpr.patch_size),
+                           root=patch_sets_dir(workdir) if workdir else None)
     x, y = data["x"], np.asarray(data["y"])
     probs, ls = _scores_losses(params, config, x, y, head, None)
     return {"auc": roc_auc(probs, y), "loss": float(np.mean(ls)) if len(ls) else float("nan"),
@@ -324,13 +328,16 @@ def inloop_metrics(attacked: dict) -> dict:
     return out
 
 
-def train_patch_set(config, train_scans) -> dict:
+def train_patch_set(config, train_scans, workdir: str | None = None) -> dict:
     """The real training patches of an FPR classifier stage: ``fpr_patches`` of the training
     scans at ``c.fpr.patch_size`` plus a ``c.fpr.jitter_vox`` margin per side when
-    ``c.fpr.augment`` (cropped back to the patch size at a random offset in the batch)."""
+    ``c.fpr.augment`` (cropped back to the patch size at a random offset in the batch).
+    With ``workdir`` the set is written once under ``WORKDIR/patches`` and its ``x`` read from
+    disk by row (same values); without, it is held in memory."""
     f = config.fpr
     jitter = int(f.get("jitter_vox", 0)) if bool(f.augment) else 0
-    return fpr_patches(list(train_scans), int(f.patch_size) + 2 * jitter, seed=int(config.seed))
+    return fpr_patches(list(train_scans), int(f.patch_size) + 2 * jitter, seed=int(config.seed),
+                       root=patch_sets_dir(workdir) if workdir else None)
 
 
 class FineTuneData(NamedTuple):
@@ -388,7 +395,8 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
     ``load_generator`` of the ``synth`` checkpoint, with ``c.synth.sampling``). Early stopping
     on validation AUC (``c.fpr.eval_every``, ``c.fpr.early_stop_patience``); returns the
     params of the best validation AUC.
-    ``train_patches`` / ``val_patches``: precomputed ``fpr_patches`` dicts (skip cutting).
+    ``train_patches`` / ``val_patches``: precomputed ``fpr_patches`` dicts (skip cutting);
+    otherwise both sets are cut once into ``WORKDIR/patches`` and read from disk by row.
     """
     base, k = split_replica(name)
     name, row = experiment_row(base)
@@ -397,9 +405,10 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
     cfg.seed = replica_seed(cfg.seed, k)
     f, head, stage = cfg.fpr, row["head"], row["stage"]
     seed = int(cfg.seed)
-    real = train_patches if train_patches is not None else train_patch_set(cfg, train_scans)
-    val = val_patches if val_patches is not None else fpr_patches(list(val_scans),
-                                                                  int(f.patch_size))
+    real = train_patches if train_patches is not None else train_patch_set(cfg, train_scans,
+                                                                           workdir)
+    val = val_patches if val_patches is not None else fpr_patches(
+        list(val_scans), int(f.patch_size), root=patch_sets_dir(workdir))
     key = jax.random.key(seed)
     params, _ = init_params(cfg, workdir, name, seed + 1)
     data = fine_tune_data(cfg, name, real, train_scans=train_scans,
