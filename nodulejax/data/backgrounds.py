@@ -14,7 +14,9 @@ import zlib
 
 import numpy as np
 
+from nodulejax.data import patchstore
 from nodulejax.data.patches import extract_patch
+from nodulejax.data.records import AsType
 from nodulejax.errors import ConfigError
 from nodulejax.runtime.keys import STREAMS
 
@@ -74,15 +76,9 @@ def sample_background_centers(
     return np.stack(np.unravel_index(np.asarray(chosen, np.int64), mask.shape), 1)
 
 
-def background_patches(scans, patch_size: int, per_scan: int, seed: int,
-                       salt: int = STREAMS["backgrounds/pool"]):
-    """Lung background patches without a finding (Section 4): ``per_scan`` centres per scan in
-    the lung mask, at least (finding radius + half a patch) voxels from every included and
-    excluded finding (halved if the lung is too small). Scan ``s`` draws from
-    ``default_rng([seed, salt, crc32(uid)])``, so it does not depend on the other scans.
-
-    Returns ``x (N, P, P, P) float32``, ``uid (N,) str``, ``center (N, 3) int64`` (zyx)."""
-    xs, uids, cen = [], [], []
+def _centres(scans, patch_size, per_scan, seed, salt):
+    """Per scan, the background centres of :func:`background_patches` ``(k, 3) int64``."""
+    out = []
     for s in scans:
         cz = np.concatenate([np.reshape(s.nodules_zyx, (-1, 3)),
                              np.reshape(s.excluded_zyx, (-1, 3))])
@@ -93,25 +89,60 @@ def background_patches(scans, patch_size: int, per_scan: int, seed: int,
             c = sample_background_centers(s.lung, cz, per_scan, r, rng)
         except ConfigError:
             c = sample_background_centers(s.lung, cz, per_scan, r / 2, rng)
-        for ci in c:
-            xs.append(extract_patch(s.image, ci, patch_size, 0.0).astype(np.float32))
-            uids.append(s.uid)
-            cen.append(ci)
-    p = patch_size
-    return (np.stack(xs) if xs else np.zeros((0, p, p, p), np.float32),
-            np.asarray(uids, dtype=str), np.asarray(cen, np.int64).reshape(-1, 3))
+        out.append(np.asarray(c, np.int64).reshape(-1, 3))
+    return out
 
 
-def positive_patches(scans, patch_size: int):
+def _patch_set(scans, centres, patch_size, root, fingerprint):
+    """``(x, uid, center (N, 3) float64)`` of the patches at ``centres`` (voxel zyx, one
+    ``(k, 3)`` array per scan): in
+    memory (``x`` float32), or with ``root`` written once as float16 and read back by row as
+    float32 (:mod:`nodulejax.data.patchstore`; the prepared image has float16 precision, so
+    the values are the same)."""
+    p = int(patch_size)
+    uids = np.asarray([s.uid for s, c in zip(scans, centres, strict=True) for _ in c],
+                      dtype=str)
+    cen = (np.concatenate(centres) if centres else np.zeros((0, 3))).astype(np.float64)
+
+    def rows(dtype):
+        for s, cs in zip(scans, centres, strict=True):
+            for c in cs:
+                yield extract_patch(s.image, c, p, 0.0).astype(dtype)
+
+    if root is None:
+        xs = list(rows(np.float32))
+        return np.stack(xs) if xs else np.zeros((0, p, p, p), np.float32), uids, cen
+    fp = {**fingerprint, "format": 1, "patch_size": p,
+          "uids": [str(s.uid) for s in scans], "spacing": [float(s.spacing) for s in scans],
+          "centres_sha256": patchstore.digest(cen)}
+    got = patchstore.cached_set(root, f"{fingerprint['kind']}_p{p}", fp,
+                                {"uid": uids, "center": cen},
+                                lambda: {"x": ((p, p, p), np.float16, rows(np.float16))})
+    return AsType(got["x"], np.float32), got["uid"], got["center"]
+
+
+def background_patches(scans, patch_size: int, per_scan: int, seed: int,
+                       salt: int = STREAMS["backgrounds/pool"], root: str | None = None):
+    """Lung background patches without a finding (Section 4): ``per_scan`` centres per scan in
+    the lung mask, at least (finding radius + half a patch) voxels from every included and
+    excluded finding (halved if the lung is too small). Scan ``s`` draws from
+    ``default_rng([seed, salt, crc32(uid)])``, so it does not depend on the other scans.
+
+    Returns ``x (N, P, P, P) float32``, ``uid (N,) str``, ``center (N, 3) int64`` (zyx).
+    ``root`` (``WORKDIR/patches``): ``x`` is cut once to disk and read back by row (a lazy
+    array of the same values; :func:`_patch_set`)."""
+    centres = _centres(scans, patch_size, per_scan, seed, salt)
+    x, uid, cen = _patch_set(scans, centres, patch_size, root,
+                             {"kind": "bg", "per_scan": int(per_scan), "seed": int(seed),
+                              "salt": int(salt)})
+    return x, uid, cen.astype(np.int64).reshape(-1, 3)
+
+
+def positive_patches(scans, patch_size: int, root: str | None = None):
     """Real nodule patches at the included nodules' centres (as ``fpr_patches`` positives):
-    ``x (N, P, P, P) float32``, ``uid (N,)``, ``center (N, 3) int64`` (rounded zyx)."""
-    xs, uids, cen = [], [], []
-    for s in scans:
-        for c in np.reshape(s.nodules_zyx, (-1, 3)):
-            xs.append(extract_patch(s.image, c, patch_size, 0.0).astype(np.float32))
-            uids.append(s.uid)
-            cen.append(np.round(c))
-    p = patch_size
-    return (np.stack(xs) if xs else np.zeros((0, p, p, p), np.float32),
-            np.asarray(uids, dtype=str), np.asarray(cen, np.int64).reshape(-1, 3))
-
+    ``x (N, P, P, P) float32``, ``uid (N,)``, ``center (N, 3) int64`` (rounded zyx); ``root``
+    as in :func:`background_patches`."""
+    # the patch is cut at the continuous centre; ``center`` reports it rounded
+    centres = [np.reshape(s.nodules_zyx, (-1, 3)) for s in scans]
+    x, uid, cen = _patch_set(scans, centres, patch_size, root, {"kind": "pos"})
+    return x, uid, np.round(cen).astype(np.int64).reshape(-1, 3)

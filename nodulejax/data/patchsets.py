@@ -23,20 +23,12 @@ All patches are cubes of ``P`` voxels at the working spacing, values in [0, 1], 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import socket
-
 import numpy as np
 from scipy import ndimage
 
+from nodulejax.data import patchstore
 from nodulejax.data.patches import extract_patch
 from nodulejax.data.prepare import PreparedScan
-from nodulejax.data.records import RecordArray, write_records
-from nodulejax.errors import WorkdirError
-from nodulejax.runtime.files import atomic_write, atomic_write_json
 
 
 def _far_from(points, findings, radius_vox):
@@ -79,10 +71,11 @@ def fpr_patches(scans: list[PreparedScan], patch_size: int, *, neg_radius_mm: fl
     Returns dict with ``x (N, P, P, P) float16``, ``y (N,) int32`` (1 nodule, 0 not),
     ``scan (N,) int32`` index into ``scans`` and ``zyx (N, 3) float32`` patch centres.
 
-    ``root``: a folder of patch sets on disk (``WORKDIR/patches``, :func:`patch_sets_dir`).
-    The set is then written once, streaming patch by patch, to ``root/fpr_p<P>_<digest>/``
-    (:func:`fpr_patch_folder`, the digest of the set's fingerprint: patch size, negative
-    radius and cap, seed, scan uids and spacings, the sites' coordinates) and read back by
+    ``root``: a folder of patch sets on disk (``WORKDIR/patches``,
+    :func:`~nodulejax.data.patchstore.patch_sets_dir`). The set is then written once,
+    streaming patch by patch, to ``root/fpr_p<P>_<digest>/`` (:mod:`nodulejax.data.patchstore`;
+    the digest of the set's fingerprint: patch size, negative radius and cap, seed, scan uids
+    and spacings, the sites' coordinates) and read back by
     every later call with the same inputs; ``x`` is then a lazy
     :class:`~nodulejax.data.records.RecordArray` (rows read from disk on demand, host memory
     independent of N), with the same values as the in-memory set. Without ``root`` every
@@ -97,136 +90,60 @@ def fpr_patches(scans: list[PreparedScan], patch_size: int, *, neg_radius_mm: fl
         xs = list(_fpr_rows(scans, sites, p))
         return dict(x=np.stack(xs) if xs else np.zeros((0, p, p, p), np.float16),
                     y=y, scan=sid, zyx=cen)
-    fp = _fpr_fingerprint(scans, p, neg_radius_mm, max_neg_per_scan, seed, sites)
-    folder = fpr_patch_folder(root, fp)
-    if not os.path.isdir(folder):
-        small = {"y": y, "scan": sid, "zyx": cen}
-        _write_patch_set(folder, fp, small, lambda path: write_records(
-            path, _fpr_rows(scans, sites, p), (p, p, p), np.float16, count=len(y)))
-    return read_patch_set(folder, fp)
+    fp = {"kind": "fpr", "format": 1, "patch_size": p, "neg_radius_mm": float(neg_radius_mm),
+          "max_neg_per_scan": None if max_neg_per_scan is None else int(max_neg_per_scan),
+          # the seed only draws the capped negatives
+          "seed": None if max_neg_per_scan is None else int(seed),
+          **_scans_fingerprint(scans),
+          "sites_sha256": patchstore.digest(y, sid, np.asarray(
+              [v for _, _, c in sites for v in c], np.float64).reshape(-1, 3))}
+    return patchstore.cached_set(root, f"fpr_p{p}", fp, {"y": y, "scan": sid, "zyx": cen},
+                                 lambda: {"x": ((p, p, p), np.float16,
+                                                _fpr_rows(scans, sites, p))})
 
 
-# --------------------------------------------------------------------------- sets on disk
-PATCH_SET_MANIFEST = "manifest.json"
-
-
-def patch_sets_dir(workdir: str) -> str:
-    """The folder of a run's patch sets on disk: ``WORKDIR/patches`` (removed with the
-    prepared scans when the ``prepare`` stage is redone)."""
-    return os.path.join(os.path.abspath(workdir), "patches")
-
-
-def _fpr_fingerprint(scans, patch_size, neg_radius_mm, max_neg_per_scan, seed, sites) -> dict:
-    """What an FPR patch set is a function of (JSON): the settings, the scans' uids and
-    spacings and a SHA-256 of the sites (labels and centres). The scans' voxels are not read:
-    the set lives under the run folder and goes with its prepared scans (``prepare`` stage).
-    ``seed`` only draws the capped negatives, so it counts only with ``max_neg_per_scan``."""
-    h = hashlib.sha256()
-    for i, label, centres in sites:
-        h.update(np.asarray([i, label, len(centres)], np.int64).tobytes())
-        h.update(np.asarray(centres, np.float64).reshape(-1, 3).tobytes())
-    return {"kind": "fpr", "format": 1, "patch_size": int(patch_size),
-            "neg_radius_mm": float(neg_radius_mm),
-            "max_neg_per_scan": None if max_neg_per_scan is None else int(max_neg_per_scan),
-            "seed": None if max_neg_per_scan is None else int(seed),
-            "uids": [str(s.uid) for s in scans], "spacing": [float(s.spacing) for s in scans],
-            "sites_sha256": h.hexdigest()}
-
-
-def fpr_patch_folder(root: str, fingerprint: dict) -> str:
-    """``root/fpr_p<P>_<first 16 hex digits of the fingerprint's SHA-256>``."""
-    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
-    return os.path.join(root, f"fpr_p{fingerprint['patch_size']}_{digest[:16]}")
-
-
-def _write_patch_set(folder: str, fingerprint: dict, small: dict, write_x) -> None:
-    """Write a patch set into a hidden temp folder beside ``folder`` (``write_x(path)`` the
-    patches ``x.npy``, ``small`` as ``<name>.npy``, the manifest last) and rename it to
-    ``folder``: a killed writer leaves no ``folder`` (its temp folder is removed by the next
-    writer on the same host, :func:`_remove_stale_temps`); of writers racing (several hosts),
-    the first rename wins and the others' copies are dropped."""
-    root = os.path.dirname(folder)
-    tmp = os.path.join(root, f".{os.path.basename(folder)}.tmp-{socket.gethostname()}-"
-                             f"{os.getpid()}")
-    try:
-        os.makedirs(root, exist_ok=True)
-        _remove_stale_temps(root)
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        write_x(os.path.join(tmp, "x.npy"))
-        for k, v in small.items():
-            atomic_write(os.path.join(tmp, f"{k}.npy"), lambda f, v=v: np.save(f, v))
-        atomic_write_json(os.path.join(tmp, PATCH_SET_MANIFEST),
-                          {"fingerprint": fingerprint, "count": len(small["y"]),
-                           "arrays": ["x"] + sorted(small)}, indent=1, sort_keys=True)
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not os.path.isdir(folder):  # not a lost race: a real failure
-                raise
-    except OSError as e:
-        raise WorkdirError(f"{folder}: cannot write the patch set ({e})") from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _remove_stale_temps(root: str) -> None:
-    """Remove the temp folders (``.<set>.tmp-<host>-<pid>``) in ``root`` of writers on this
-    host that are no longer running (killed); other hosts' are left alone."""
-    host = socket.gethostname()
-    for name in os.listdir(root):
-        owner, _, pid = name.partition(".tmp-")[2].rpartition("-")
-        if not name.startswith(".") or owner != host or not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-        except OSError:  # alive (another user's process): not ours to remove
-            pass
-
-
-def read_patch_set(folder: str, fingerprint: dict | None = None) -> dict:
-    """The patch set in ``folder``: ``x`` a lazy :class:`~nodulejax.data.records.RecordArray`
-    ``(N, ...)``, the other arrays (``y``, ``scan``, ``zyx``...) in memory. With
-    ``fingerprint``, the manifest's must equal it (WorkdirError otherwise)."""
-    path = os.path.join(folder, PATCH_SET_MANIFEST)
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-        n = int(manifest["count"])
-        small = {k: np.load(os.path.join(folder, f"{k}.npy"), allow_pickle=False)
-                 for k in manifest["arrays"] if k != "x"}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise WorkdirError(f"{folder}: unreadable patch set ({type(e).__name__}: {e}); "
-                           "remove the folder to cut the patches again") from e
-    if fingerprint is not None and manifest.get("fingerprint") != fingerprint:
-        raise WorkdirError(f"{path}: the patch set here was cut with other settings or scans "
-                           "than asked for; remove the folder to cut it again")
-    x = RecordArray(os.path.join(folder, "x.npy"))
-    sizes = {"x": len(x), **{k: len(v) for k, v in small.items()}}
-    if any(v != n for v in sizes.values()):
-        raise WorkdirError(f"{folder}: the manifest says {n} patches, the arrays hold {sizes}")
-    return {"x": x, **small}
+def _scans_fingerprint(scans) -> dict:
+    """The scans a patch set is cut from: uids and spacings (``patchstore`` module doc)."""
+    return {"uids": [str(s.uid) for s in scans], "spacing": [float(s.spacing) for s in scans]}
 
 
 def seg_patches(scans: list[PreparedScan], patch_size: int, *, negatives_per_scan: int = 2,
-                seed: int = 0) -> dict:
-    """Nodule patches with binary masks (``x``, ``mask`` both ``(N, P, P, P)``)."""
+                seed: int = 0, root: str | None = None) -> dict:
+    """Nodule patches with binary masks (``x`` float16, ``mask`` bool, both ``(N, P, P, P)``):
+    each scan's nodules, then ``negatives_per_scan`` random lung voxels (drawn with
+    ``np.random.default_rng(seed)``, scan after scan). ``root``: written once to
+    ``root/seg_p<P>_<digest>/`` and read back by row (as :func:`fpr_patches`)."""
     rng = np.random.default_rng(seed)
-    xs, ms = [], []
-    for s in scans:
-        labels = s.nodule_mask()
+    sites = []
+    for i, s in enumerate(scans):
         centres = list(s.nodules_zyx)
         n_lung = s.lung_count
         if n_lung:  # rows of np.argwhere(s.lung), read slice by slice
             centres += list(s.lung_voxels(rng.choice(n_lung, negatives_per_scan)))
-        for c in centres:
-            xs.append(extract_patch(s.image, c, patch_size, 0.0).astype(np.float16))
-            ms.append(extract_patch(labels, c, patch_size, 0) > 0)
-    p = patch_size
-    return dict(x=np.stack(xs) if xs else np.zeros((0, p, p, p), np.float16),
-                mask=np.stack(ms) if ms else np.zeros((0, p, p, p), bool))
+        sites.append((i, centres))
+    p = int(patch_size)
+
+    def rows(what):
+        for i, centres in sites:
+            s = scans[i]
+            vol = s.image if what == "x" else s.nodule_mask()
+            for c in centres:
+                yield (extract_patch(vol, c, p, 0.0).astype(np.float16) if what == "x"
+                       else extract_patch(vol, c, p, 0) > 0)
+
+    if root is None:
+        xs, ms = list(rows("x")), list(rows("mask"))
+        return dict(x=np.stack(xs) if xs else np.zeros((0, p, p, p), np.float16),
+                    mask=np.stack(ms) if ms else np.zeros((0, p, p, p), bool))
+    centres = np.asarray([c for _, cs in sites for c in cs], np.float64).reshape(-1, 3)
+    sid = np.asarray([i for i, cs in sites for _ in cs], np.int32)
+    fp = {"kind": "seg", "format": 1, "patch_size": p,
+          "negatives_per_scan": int(negatives_per_scan), "seed": int(seed),
+          **_scans_fingerprint(scans), "sites_sha256": patchstore.digest(sid, centres)}
+    return patchstore.cached_set(
+        root, f"seg_p{p}", fp, {"scan": sid, "zyx": centres.astype(np.float32)},
+        lambda: {"x": ((p, p, p), np.float16, rows("x")), "mask": ((p, p, p), bool,
+                                                                     rows("mask"))})
 
 
 def nodule_cutouts(scans: list[PreparedScan], patch_size: int, *, blur_mm: float = 2.0,

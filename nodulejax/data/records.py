@@ -11,6 +11,7 @@ given back under memory pressure.
 * :class:`RecordArray`: one file (or ``.npz`` member), a lazy ``(N, ...)`` array.
 * :class:`ConcatRecords`: several lazy arrays end to end (a pool kind's shards).
 * :class:`Subset`: chosen rows of a lazy array or of an in-memory one.
+* :class:`AsType`: a lazy array's rows cast to another dtype as they are read.
 * :func:`write_records`: write rows as they come, finalised atomically
   (:func:`nodulejax.runtime.files.atomic_write`).
 
@@ -32,7 +33,7 @@ import numpy as np
 from nodulejax.errors import RecordsError
 from nodulejax.runtime.files import atomic_write
 
-__all__ = ["LazyRows", "RecordArray", "ConcatRecords", "Subset", "write_records"]
+__all__ = ["LazyRows", "RecordArray", "ConcatRecords", "Subset", "AsType", "write_records"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_LOCAL_HEADER = b"PK\x03\x04"
@@ -293,6 +294,21 @@ class Subset(LazyRows):
                 out[...] = self.base.take(src)
         else:
             out[...] = np.asarray(self.base)[src]
+
+
+class AsType(LazyRows):
+    """The rows of ``base`` (a lazy array) cast to ``dtype`` as they are read (e.g. float16
+    patches on disk read as the float32 the in-memory path gives)."""
+
+    def __init__(self, base: LazyRows, dtype):
+        self.base, self.dtype = base, np.dtype(dtype)
+        self.shape = tuple(base.shape)
+        self.name = f"{base.name} as {self.dtype}"
+
+    def _read_into(self, rows: np.ndarray, out: np.ndarray) -> None:
+        buf = np.empty((len(rows),) + self.shape[1:], self.base.dtype)
+        self.base._read_into(rows, buf)
+        out[...] = buf
 
 
 # --------------------------------------------------------------------------- writing

@@ -131,13 +131,16 @@ def _pool_source(reader, name: str, pool_kind: str, label: int) -> GroupSource:
 
 
 def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | None = None,
-                  seed: int = 0, virtual_size: int = 1024) -> list[GroupSource]:
+                  seed: int = 0, virtual_size: int = 1024,
+                  patch_root: str | None = None) -> list[GroupSource]:
     """The five groups' sources for a row. ``real``: ``fpr_patches`` dict (``x``, ``y``);
     the real positives and negatives are row subsets of ``real["x"]`` (nothing is copied or
     read here).
 
     Groups with ratio 0 get size 0. ``virtual_size`` is the index range of a group whose
-    patches are generated from nothing inside the step (in-loop adversarial noise)."""
+    patches are generated from nothing inside the step (in-loop adversarial noise).
+    ``patch_root``: where in-loop synthesis keeps its background patches on disk
+    (``WORKDIR/patches``; None: in memory)."""
     ratios = group_ratios(config, row)
     syn, perturb, poisson = row["syn"], row["perturb"], row["poisson"]
     mode = config.train.aug_source
@@ -161,7 +164,9 @@ def build_sources(config, row: dict, real: dict, *, scans=None, pool_dir: str | 
         if scans is None:
             raise ConfigError("in-loop synthetic nodules need the training scans for backgrounds")
         bg = background_patches(scans, int(config.fpr.patch_size),
-                                int(config.pool.background_per_scan), seed)[0].astype(np.float16)
+                                int(config.pool.background_per_scan), seed, root=patch_root)[0]
+        if isinstance(bg, np.ndarray):  # in memory: float16 holds the image's values exactly
+            bg = bg.astype(np.float16)
         src.append(GroupSource("pos_syn", bg, 1, SYN_PGD if syn == "pgd" else SYN_RANDOM,
                                len(bg)))
     # adversarial positives and negatives

@@ -40,7 +40,8 @@ import optax
 from flax import traverse_util
 
 from nodulejax.data.patches import random_flip_rot
-from nodulejax.data.patchsets import fpr_patches, patch_sets_dir, seg_patches
+from nodulejax.data.patchsets import fpr_patches, seg_patches
+from nodulejax.data.patchstore import patch_sets_dir
 from nodulejax.errors import CheckpointError, ConfigError
 from nodulejax.experiments import (
     EXPERIMENTS,
@@ -215,11 +216,12 @@ def train_fpr_seg(config, workdir: str, train_scans, *, progress: bool | None = 
     """Pretrain DenseUNet3D on nodule segmentation (Section 3.1) -> params ("fpr_seg").
 
     ``patches``: a precomputed ``seg_patches`` dict (``x``, ``mask``) instead of cutting
-    them from ``train_scans``. ``c.fpr.seg_pretrain_steps`` steps of Adam ``c.fpr.lr``."""
+    them from ``train_scans`` (once, into ``WORKDIR/patches``, read back by row).
+    ``c.fpr.seg_pretrain_steps`` steps of Adam ``c.fpr.lr``."""
     f = config.fpr
     p, bs = int(f.patch_size), int(f.batch_size)
-    data = patches if patches is not None else seg_patches(list(train_scans), p,
-                                                           seed=int(config.seed))
+    data = patches if patches is not None else seg_patches(
+        list(train_scans), p, seed=int(config.seed), root=patch_sets_dir(workdir))
     if len(data["x"]) == 0:
         raise ConfigError("train_fpr_seg: the training scans have no nodule patches")
     model = fpr_model(config)
@@ -352,13 +354,15 @@ class FineTuneData(NamedTuple):
 
 
 def fine_tune_data(config, name: str, real: dict, *, train_scans=None,
-                   pool_dir: str | None = None) -> FineTuneData:
+                   pool_dir: str | None = None, workdir: str | None = None) -> FineTuneData:
     """The batches of Table 3 row ``name``'s stage, exactly as :func:`train_fpr_experiment`
     feeds them to the loss (the one place that builds them; probes and tests use it too).
 
     ``config``: the run config (the row is applied here); ``real``: the real training patches
     (:func:`train_patch_set`); ``train_scans``: for in-loop synthesis backgrounds;
-    ``pool_dir``: the augmentation pool (pool mode). Baseline stages get real patches only."""
+    ``pool_dir``: the augmentation pool (pool mode); ``workdir``: the run folder, whose
+    ``patches`` hold in-loop synthesis's backgrounds on disk (None: in memory). Baseline
+    stages get real patches only."""
     name, row = experiment_row(name)
     cfg = row_config(config, name)
     f = cfg.fpr
@@ -366,6 +370,7 @@ def fine_tune_data(config, name: str, real: dict, *, train_scans=None,
     aug_row = row if row["stage"] == "fpr_augmented" else dict(row, syn="none", perturb=False,
                                                                poisson=False)
     sources = aug.build_sources(cfg, aug_row, real, scans=train_scans, pool_dir=pool_dir,
+                                patch_root=patch_sets_dir(workdir) if workdir else None,
                                 seed=seed)
     sampler = BalancedSampler([s.size for s in sources], aug.group_ratios(cfg, aug_row), bs,
                               seed)
@@ -412,7 +417,7 @@ def train_fpr_experiment(config, workdir: str, name: str, train_scans, val_scans
     key = jax.random.key(seed)
     params, _ = init_params(cfg, workdir, name, seed + 1)
     data = fine_tune_data(cfg, name, real, train_scans=train_scans,
-                          pool_dir=pool_dir or f"{workdir}/pool")
+                          pool_dir=pool_dir or f"{workdir}/pool", workdir=workdir)
     counts = data.counts
     model = fpr_model(cfg, head)
     kl_steps = kl_anneal_steps_for(cfg, row, stage)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from nodulejax.data import io, patchsets
-from nodulejax.data.patchsets import fpr_patches, read_patch_set
+from nodulejax.data.patchsets import fpr_patches
+from nodulejax.data.patchstore import read_set as read_patch_set
 from nodulejax.data.prepare import PreparedScan
 from nodulejax.data.records import RecordArray
 from nodulejax.errors import RecordsError, WorkdirError
@@ -132,3 +133,35 @@ def test_a_damaged_set_fails_with_its_folder_named(tmp_path):
         f.truncate(os.path.getsize(x) - 1)
     with pytest.raises(RecordsError, match="x.npy: truncated"):
         RecordArray(x)
+
+
+def test_seg_background_and_positive_sets_on_disk_equal_the_in_memory_ones(tmp_path):
+    """Every patch set the stages cut (segmentation patches, the pool's and in-loop
+    synthesis's lung backgrounds, the real positives) reads back from disk with the in-memory
+    set's values, dtypes and metadata; a second call reads the set instead of cutting it."""
+    from nodulejax.data import backgrounds
+    from nodulejax.data.records import LazyRows
+
+    scans = random_scans()
+    for s in scans:  # a lung with room for backgrounds away from the findings
+        s.lung = np.zeros(s.image.shape, bool)
+        s.lung[4:20, 4:22, 4:24] = True
+        s.image = s.image.astype(np.float16).astype(np.float32)  # the prepared precision
+    root = str(tmp_path)
+    mem, disk = patchsets.seg_patches(scans, 10, seed=3), patchsets.seg_patches(scans, 10,
+                                                                                 seed=3, root=root)
+    for k in ("x", "mask"):
+        assert isinstance(disk[k], LazyRows) and disk[k].dtype == mem[k].dtype
+        assert _same(disk[k][:], mem[k])
+    for fn, args in ((backgrounds.background_patches, (8, 2, 5)),
+                     (backgrounds.positive_patches, (8,))):
+        (xm, um, cm), (xd, ud, cd) = fn(scans, *args), fn(scans, *args, root=root)
+        assert isinstance(xd, LazyRows) and xd.dtype == xm.dtype == np.float32
+        assert _same(xd[:], xm) and _same(xd[np.array([3, 0, 3])], xm[[3, 0, 3]])
+        np.testing.assert_array_equal(ud, um)
+        np.testing.assert_array_equal(cd, cm)
+        assert cd.dtype == cm.dtype == np.int64
+    names = sorted(n.split("_")[0] for n in os.listdir(root))
+    assert names == ["bg", "pos", "seg"]
+    again = patchsets.seg_patches(scans, 10, seed=3, root=root)
+    assert again["x"].path == disk["x"].path

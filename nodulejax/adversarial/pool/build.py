@@ -66,6 +66,7 @@ from nodulejax.adversarial.pool.store import (
 )
 from nodulejax.adversarial.synthetic import synthesize_filtered
 from nodulejax.data.backgrounds import background_patches, positive_patches
+from nodulejax.data.patchstore import patch_sets_dir
 from nodulejax.errors import ConfigError, PoolError
 from nodulejax.experiments import ATTACK_MODEL
 from nodulejax.models.classifier import FPRHandle, GenHandle, load_fpr, load_generator
@@ -222,10 +223,12 @@ def build_pool(config, workdir: str, train_scans, *,
         generator = load_generator(c, workdir)
     p = int(c.fpr.patch_size)
     scans = list(train_scans)
-    bg = background_patches(scans, p, int(c.pool.background_per_scan), int(c.seed)) \
+    root = patch_sets_dir(workdir)  # backgrounds and positives on disk, read by row
+    bg = background_patches(scans, p, int(c.pool.background_per_scan), int(c.seed),
+                            root=root) \
         if needs_gen else (np.zeros((0, p, p, p), np.float32), np.zeros(0, str),
                            np.zeros((0, 3), np.int64))
-    pos = positive_patches(scans, p)
+    pos = positive_patches(scans, p, root=root)
     counts = plan(c, len(bg[0]), len(pos[0]))
     counts = {k: (counts[k] if k in kinds else 0) for k in POOL_KINDS}
     fp = fingerprint(c, fpr, generator if needs_gen else None, [s.uid for s in scans])
