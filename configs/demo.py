@@ -26,6 +26,11 @@ def get_config():
     # choice, listed in the report's deviations) -> ~63 included test nodules >= 4 mm in the 8
     # test scans, instead of 13 at the built-in density
     c.data.phantom.nodules_per_scan = 8.0
+    # the phantom's nodules take the shapes of real ones: the LIDC-IDRI readers' consensus
+    # outlines (phantom/lidc_shapes.npz), which also decide each nodule's type; "primitives"
+    # gives the geometric shapes of earlier runs (measured effect: benchmarks/RESULTS.md,
+    # "Real nodule shapes")
+    c.data.phantom.shapes = "lidc"
 
     # CG: 32^3 training crops (40 mm, a 30 mm nodule fits) at batch 4, blob-weighted BCE and
     # lr 3e-3 (the focal loss with 48^3 crops found 0-1 of 13 test nodules in 150-400 steps);

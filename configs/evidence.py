@@ -58,4 +58,7 @@ def get_config():
     c.eval.bootstrap = 500
     # three seeds of every augmented fine-tune: the Tables 4-6 claims' between-run spread
     c.train.finetune_seeds = 3
+    # the geometric nodule shapes, not the demo's LIDC-IDRI outlines: EVIDENCE.md's run
+    # (2026-12-07) used them, and a run with the real shapes (~2 h) has not been made yet
+    c.data.phantom.shapes = "primitives"
     return c
