@@ -4,8 +4,8 @@ Purpose: the README's main job. The paper's code path with a coarser spacing (1.
 smaller patches, narrower networks and fewer steps; every departure from the paper's values
 is listed in the report's "Deviations from the paper".
 Command: `python train.py --config configs/demo.py --workdir runs/demo`.
-Expected runtime: 15-20 min on 2 CPU cores (fresh clone, install included: 14 min 57 s on
-an idle Intel Xeon host; hosts differ by up to ~30%).
+Expected runtime: 15-20 min on 2 CPU cores (fresh clone, install included: 14 min 06 s on
+an idle Intel Xeon host, 2026-12-07; hosts differ by up to ~30%).
 Measured results: the README's results table and `runs/demo/report/report.md`; the
 measurements behind the values below are in benchmarks/RESULTS.md.
 """
