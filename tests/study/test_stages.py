@@ -44,9 +44,8 @@ def test_bad_data_kind_or_missing_luna16_root_is_a_config_error(tmp_path):
 def test_the_data_stage_passes_the_phantom_shapes(tmp_path):
     study = Study(load_config(TINY), str(tmp_path))
     p = study.config.data.phantom
-    assert p.shapes == "primitives"  # the default
+    assert p.shapes == "lidc"  # the demo's default, which tiny inherits
     p.num_scans, p.size_scale, p.max_voxels, p.nodules_per_scan = 1, 0.3, 100_000, 4.0
-    p.shapes = "lidc"
     summary = stages.stage_data(study)
     assert summary["shapes"] == "lidc" and summary["num_scans"] == 1
     with open(os.path.join(study.data_root, "nodules.csv")) as f:

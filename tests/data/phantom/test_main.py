@@ -63,7 +63,10 @@ def test_shapes_flag_and_config_field(tmp_path, capsys):
     err = _one_line(capsys)
     assert "--shapes" in err and "cubes" in err
     assert not (tmp_path / "x").exists()
-    # with --config the field is read (tiny: primitives)
+    # without --shapes: the primitives of configs/default.py; with --config, the config's
+    # field (tiny inherits the demo's LIDC shapes)
+    assert phantom_cli.main(["--out", str(tmp_path / "d"), *argv[2:]]) == 0
+    assert "(primitives shapes)" in capsys.readouterr().out
     assert phantom_cli.main(["--out", str(tmp_path / "c"), "--config", TINY_CONFIG,
                              *argv[2:]]) == 0
-    assert "(primitives shapes)" in capsys.readouterr().out
+    assert "(lidc shapes)" in capsys.readouterr().out
