@@ -1,7 +1,7 @@
 """Peak host memory of each study stage against the number of scans (issue 29, item 4).
 
     python benchmarks/memory_scale.py --scans 4,8 [--size-scale 1.0] [--spacing 0.625]
-        [--max-voxels 200000000] [--stages data,prepare,cg,fpr_seg,fpr,synth,pool,detect]
+        [--max-voxels 200000000] [--stages data,prepare,cg,fpr_seg,fpr,synth,pool,augmented,detect]
         [--out benchmarks/results] [--keep DIR]
 
 For each N of ``--scans``: a phantom of N scans at LUNA16 size (``size_scale`` 1.0: the adult
@@ -34,7 +34,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-STAGES = ("data", "prepare", "cg", "fpr_seg", "fpr", "synth", "pool", "detect")
+STAGES = ("data", "prepare", "cg", "fpr_seg", "fpr", "synth", "pool", "augmented", "detect")
 
 
 def overrides(n: int, a) -> list[str]:
