@@ -95,10 +95,9 @@ def _centres(scans, patch_size, per_scan, seed, salt):
 
 def _patch_set(scans, centres, patch_size, root, fingerprint):
     """``(x, uid, center (N, 3) float64)`` of the patches at ``centres`` (voxel zyx, one
-    ``(k, 3)`` array per scan): in
-    memory (``x`` float32), or with ``root`` written once as float16 and read back by row as
-    float32 (:mod:`nodulejax.data.patchstore`; the prepared image has float16 precision, so
-    the values are the same)."""
+    ``(k, 3)`` array per scan): in memory (``x`` float32), or with ``root`` written once as
+    float16 and read back by row as float32 (:mod:`nodulejax.data.patchstore`; the prepared
+    image has float16 precision, so the values are the same)."""
     p = int(patch_size)
     uids = np.asarray([s.uid for s, c in zip(scans, centres, strict=True) for _ in c],
                       dtype=str)
@@ -112,8 +111,7 @@ def _patch_set(scans, centres, patch_size, root, fingerprint):
     if root is None:
         xs = list(rows(np.float32))
         return np.stack(xs) if xs else np.zeros((0, p, p, p), np.float32), uids, cen
-    fp = {**fingerprint, "format": 1, "patch_size": p,
-          "uids": [str(s.uid) for s in scans], "spacing": [float(s.spacing) for s in scans],
+    fp = {**fingerprint, "format": 1, "patch_size": p, **patchstore.scans_fingerprint(scans),
           "centres_sha256": patchstore.digest(cen)}
     got = patchstore.cached_set(root, f"{fingerprint['kind']}_p{p}", fp,
                                 {"uid": uids, "center": cen},

@@ -94,17 +94,12 @@ def fpr_patches(scans: list[PreparedScan], patch_size: int, *, neg_radius_mm: fl
           "max_neg_per_scan": None if max_neg_per_scan is None else int(max_neg_per_scan),
           # the seed only draws the capped negatives
           "seed": None if max_neg_per_scan is None else int(seed),
-          **_scans_fingerprint(scans),
+          **patchstore.scans_fingerprint(scans),
           "sites_sha256": patchstore.digest(y, sid, np.asarray(
               [v for _, _, c in sites for v in c], np.float64).reshape(-1, 3))}
     return patchstore.cached_set(root, f"fpr_p{p}", fp, {"y": y, "scan": sid, "zyx": cen},
                                  lambda: {"x": ((p, p, p), np.float16,
                                                 _fpr_rows(scans, sites, p))})
-
-
-def _scans_fingerprint(scans) -> dict:
-    """The scans a patch set is cut from: uids and spacings (``patchstore`` module doc)."""
-    return {"uids": [str(s.uid) for s in scans], "spacing": [float(s.spacing) for s in scans]}
 
 
 def seg_patches(scans: list[PreparedScan], patch_size: int, *, negatives_per_scan: int = 2,
@@ -139,7 +134,7 @@ def seg_patches(scans: list[PreparedScan], patch_size: int, *, negatives_per_sca
     sid = np.asarray([i for i, cs in sites for _ in cs], np.int32)
     fp = {"kind": "seg", "format": 1, "patch_size": p,
           "negatives_per_scan": int(negatives_per_scan), "seed": int(seed),
-          **_scans_fingerprint(scans), "sites_sha256": patchstore.digest(sid, centres)}
+          **patchstore.scans_fingerprint(scans), "sites_sha256": patchstore.digest(sid, centres)}
     return patchstore.cached_set(
         root, f"seg_p{p}", fp, {"scan": sid, "zyx": centres.astype(np.float32)},
         lambda: {"x": ((p, p, p), np.float16, rows("x")), "mask": ((p, p, p), bool,

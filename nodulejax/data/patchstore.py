@@ -33,8 +33,8 @@ from nodulejax.data.records import RecordArray, write_records
 from nodulejax.errors import WorkdirError
 from nodulejax.runtime.files import atomic_write, atomic_write_json
 
-__all__ = ["MANIFEST", "patch_sets_dir", "digest", "set_folder", "write_set", "read_set",
-           "cached_set"]
+__all__ = ["MANIFEST", "patch_sets_dir", "digest", "scans_fingerprint", "set_folder",
+           "write_set", "read_set", "cached_set"]
 
 MANIFEST = "manifest.json"
 
@@ -59,6 +59,12 @@ def set_folder(root: str, prefix: str, fingerprint: dict) -> str:
     """``root/<prefix>_<first 16 hex digits of the fingerprint's SHA-256>``."""
     d = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
     return os.path.join(root, f"{prefix}_{d[:16]}")
+
+
+def scans_fingerprint(scans) -> dict:
+    """The scans a patch set is cut from, for its fingerprint: uids and spacings (the voxels
+    are not hashed; module docstring)."""
+    return {"uids": [str(s.uid) for s in scans], "spacing": [float(s.spacing) for s in scans]}
 
 
 #: A large array of a set: ``(row_shape, dtype, rows)``, ``rows`` an iterable of rows (or of

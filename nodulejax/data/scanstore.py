@@ -17,11 +17,13 @@ written to a hidden temp folder and renamed into place (a killed writer leaves n
 disk a 150 M voxel scan is ~300 MB of image, ~19 MB of lung mask and a few kB of labels.
 
 The readers are lazy arrays (:class:`DiskImage`, :class:`PackedMask`, :class:`BoxLabels`):
-``.shape``, ``.dtype``, ``a[z-slice, y-slice, x-slice]`` reads just that block (through a
-memory map opened for the read and dropped after it, so touched pages do not stay in the
-process's resident memory), ``np.asarray(a)`` reads the whole volume. Values are exactly the
-arrays that were written (the image at the float16 precision ``prepare_arrays`` already
-rounds to), so a stage reading crops gets the numbers it got from the in-memory scan.
+``.shape``, ``.dtype``, ``a[z-slice, y-slice, x-slice]`` reads just that block (the image
+through a memory map opened for the read and dropped after it, so touched pages do not stay
+in the process's resident memory; the mask's packed slices by row,
+:class:`~nodulejax.data.records.RecordArray`), ``np.asarray(a)`` reads the whole volume.
+Values are exactly the arrays that were written (the image at the float16 precision
+``prepare_arrays`` already rounds to), so a stage reading crops gets the numbers it got from
+the in-memory scan.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import shutil
 
 import numpy as np
 
+from nodulejax.data.records import RecordArray
 from nodulejax.errors import WorkdirError
 
 __all__ = ["DiskImage", "PackedMask", "BoxLabels", "write_scan", "read_scan", "scan_complete",
@@ -80,7 +83,9 @@ def _apply(block, idx, lo):
             out = np.take(out, k, axis=a)
         else:
             out = out[(slice(None),) * a + (k,)]
-    return np.array(out, copy=True)
+    # ``block`` is the reader's own array: copy only a strided view of it
+    return out.copy() if isinstance(out, np.ndarray) and not out.flags.c_contiguous else \
+        np.asarray(out)
 
 
 def _bounds(idx):
@@ -120,26 +125,19 @@ class _Lazy(np.lib.mixins.NDArrayOperatorsMixin):
     def size(self) -> int:
         return int(np.prod(self.shape))
 
-    def astype(self, dtype, copy=True):
-        return np.asarray(self).astype(dtype, copy=copy)
 
-    def min(self, *a, **k):
-        return np.asarray(self).min(*a, **k)
 
-    def max(self, *a, **k):
-        return np.asarray(self).max(*a, **k)
+def _whole(name: str):
+    """``_Lazy.<name>``: the ndarray method of the whole volume (read first)."""
+    def method(self, *args, **kwargs):
+        return getattr(np.asarray(self), name)(*args, **kwargs)
 
-    def sum(self, *a, **k):
-        return np.asarray(self).sum(*a, **k)
+    method.__name__ = name
+    return method
 
-    def mean(self, *a, **k):
-        return np.asarray(self).mean(*a, **k)
 
-    def any(self, *a, **k):
-        return np.asarray(self).any(*a, **k)
-
-    def all(self, *a, **k):
-        return np.asarray(self).all(*a, **k)
+for _name in ("astype", "min", "max", "sum", "mean", "any", "all"):
+    setattr(_Lazy, _name, _whole(_name))
 
 
 def _open(path, mode="r"):
@@ -166,7 +164,7 @@ class DiskImage(_Lazy):
         lo, hi = _bounds(idx)
         m = _open(self.path)
         try:
-            block = np.asarray(m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], self.dtype)
+            block = np.array(m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], self.dtype)  # a copy
         finally:
             del m
         return _apply(block, idx, lo)
@@ -181,21 +179,16 @@ class PackedMask(_Lazy):
     def __init__(self, path: str, shape, counts):
         self.path, self.shape = path, tuple(int(v) for v in shape)
         self.counts = np.asarray(counts, np.int64)
-        m = _open(path)
+        self._rows = RecordArray(path)  # one row per axial slice, read by row
         nbytes = -(-self.shape[1] * self.shape[2] // 8)
-        if m.shape != (self.shape[0], nbytes) or len(self.counts) != self.shape[0]:
-            raise WorkdirError(f"{path}: packed mask {m.shape} / {len(self.counts)} slice "
-                               f"counts do not fit the scan's grid {self.shape}")
-        del m
+        if self._rows.shape != (self.shape[0], nbytes) or len(self.counts) != self.shape[0]:
+            raise WorkdirError(f"{path}: packed mask {self._rows.shape} / {len(self.counts)} "
+                               f"slice counts do not fit the scan's grid {self.shape}")
 
     def __getitem__(self, key) -> np.ndarray:
         idx = _index(key, self.shape)
         lo, hi = _bounds(idx)
-        m = _open(self.path)
-        try:
-            rows = np.array(m[lo[0]:hi[0]])
-        finally:
-            del m
+        rows = self._rows[lo[0]:hi[0]]
         n = self.shape[1] * self.shape[2]
         block = np.unpackbits(rows, axis=1, count=n).astype(bool).reshape(
             (hi[0] - lo[0],) + self.shape[1:])
