@@ -2,7 +2,7 @@
 
     python benchmarks/memory_scale.py --scans 4,8 [--size-scale 1.0] [--spacing 0.625]
         [--max-voxels 200000000] [--stages data,prepare,cg,fpr_seg,fpr,synth,pool,augmented,detect]
-        [--out benchmarks/results] [--keep DIR]
+        [--out benchmarks/results] [--keep DIR] [--root CHECKOUT] [--tag old]
 
 For each N of ``--scans``: a phantom of N scans at LUNA16 size (``size_scale`` 1.0: the adult
 chest; ``--max-voxels`` high enough that no scan is coarsened; prepared at the paper's
@@ -15,7 +15,10 @@ and of the worker processes it waited for, and its wall time. A stage whose memo
 depend on the dataset has the same peak at N and 2N; one that holds a split's scans or patch
 sets in RAM grows with N.
 
-Writes ``memory_scale_<date>.json`` (per N and stage: peak MB, seconds, the phantom's mean
+``--root`` runs the stages of another checkout (e.g. a ``git worktree`` of the code before
+issue 29, to give the old curve) with this script's measurement; ``--tag`` names its JSON.
+
+Writes ``memory_scale_<date>[_<tag>].json`` (per N and stage: peak MB, seconds, the phantom's mean
 scan shape) with the machine, versions and commit, and prints a table.
 """
 
@@ -42,18 +45,20 @@ def overrides(n: int, a) -> list[str]:
     return [f"--config.data.phantom.num_scans={n}", "--config.data.phantom.num_subsets=4",
             f"--config.data.phantom.size_scale={a.size_scale}",
             f"--config.data.phantom.max_voxels={a.max_voxels}",
+            "--config.data.phantom.shapes=lidc",  # the tiny config's (explicit for --root)
             f"--config.data.spacing={a.spacing}", "--config.data.train_folds=(0, 1)",
             "--config.data.val_folds=(2,)", "--config.data.test_folds=(3,)",
             "--config.data.num_workers=1", "--config.train.progress=False"]
 
 
-def run_stage(stage: str, workdir: str, flags: list[str]) -> dict:
-    """One stage in its own process: ``{"peak_mb", "seconds", "rc"}``."""
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
-           os.path.join(ROOT, "configs", "tiny.py"), "--workdir", workdir,
+def run_stage(stage: str, workdir: str, flags: list[str], root: str = ROOT) -> dict:
+    """One stage of the checkout at ``root`` in its own process: ``{"peak_mb", "seconds",
+    "rc"}``."""
+    cmd = [sys.executable, os.path.join(root, "train.py"), "--config",
+           os.path.join(root, "configs", "tiny.py"), "--workdir", workdir,
            f"--config.stage={stage}", *flags]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     err = proc.stderr.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)
     rc = os.waitstatus_to_exitcode(status)
@@ -81,6 +86,8 @@ def main(argv=None) -> int:
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--keep", default=None, help="keep the run folders under this folder")
+    ap.add_argument("--root", default=ROOT, help="the checkout whose stages run")
+    ap.add_argument("--tag", default="", help="suffix of the JSON's name")
     a = ap.parse_args(argv)
     ns = [int(v) for v in a.scans.split(",")]
     if any(n % 4 for n in ns):
@@ -93,7 +100,7 @@ def main(argv=None) -> int:
             workdir = os.path.join(base, f"n{n}")
             results[n] = {}
             for stage in stages:
-                r = run_stage(stage, workdir, overrides(n, a))
+                r = run_stage(stage, workdir, overrides(n, a), os.path.abspath(a.root))
                 results[n][stage] = r
                 print(f"N={n:3d} {stage:8s} peak {r['peak_mb']:8.1f} MB  {r['seconds']:7.1f} s"
                       + ("" if r["rc"] == 0 else f"  FAILED rc={r['rc']}"), flush=True)
@@ -105,7 +112,7 @@ def main(argv=None) -> int:
         if a.keep is None:
             shutil.rmtree(base, ignore_errors=True)
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=a.root,
                                 capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = ""
@@ -116,7 +123,8 @@ def main(argv=None) -> int:
            "python": platform.python_version(), "numpy": numpy.__version__,
            "args": vars(a), "results": {str(k): v for k, v in results.items()}}
     os.makedirs(a.out, exist_ok=True)
-    path = os.path.join(a.out, f"memory_scale_{doc['date']}.json")
+    name = f"memory_scale_{doc['date']}" + (f"_{a.tag}" if a.tag else "")
+    path = os.path.join(a.out, name + ".json")
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
     print(json.dumps({"written": path}))

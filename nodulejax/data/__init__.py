@@ -1,3 +1,3 @@
 """CT data: volumes and readers (MetaImage, NIfTI, DICOM), LUNA16 CSVs and folders, resampling,
-windowing and lung masks, patches, prepared scans, background sampling, the phantom, and
-the TFDS builders (``nodulejax.data.tfds_builders``)."""
+windowing and lung masks, patches, prepared scans and patch sets on disk (read by index),
+background sampling, and the phantom."""

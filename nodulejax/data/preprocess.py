@@ -225,6 +225,33 @@ def _split_merged(comp: np.ndarray, spacing, mid_x: float, max_mm: float = 30.0)
     return [comp]
 
 
+def _edt_threshold(x: np.ndarray, spacing, radius: float, *, above: bool,
+                   core: int = 96) -> np.ndarray:
+    """``edt(x) > radius`` (``above``) or ``<= radius``, ``edt`` the Euclidean distance
+    transform in mm (``ndimage.distance_transform_edt(x, sampling=spacing)``), computed over
+    slabs of ``core`` z-slices with a halo of ``ceil(radius / spacing_z) + 1`` slices each
+    side: a voxel's comparison only depends on zeros of ``x`` within ``radius``, all inside
+    its slab, so the result is the whole-volume one (the distance to the same nearest zero)
+    with the transform's memory (~20 bytes a voxel) for a slab, not the volume. A slab with
+    no zero has none within ``radius``; ``x`` with no zero at all keeps scipy's own answer."""
+    sp = np.broadcast_to(np.asarray(spacing, np.float64), (3,))
+    if x.all() or x.shape[0] <= core:
+        d = ndimage.distance_transform_edt(x, sampling=sp)
+        return d > radius if above else d <= radius
+    h = int(np.ceil(radius / sp[0])) + 1
+    out = np.empty(x.shape, bool)
+    for z0 in range(0, x.shape[0], core):
+        z1 = min(z0 + core, x.shape[0])
+        a, b = max(z0 - h, 0), min(z1 + h, x.shape[0])
+        sub = x[a:b]
+        if sub.all():
+            out[z0:z1] = above
+            continue
+        d = ndimage.distance_transform_edt(sub, sampling=sp)[z0 - a: z1 - a]
+        out[z0:z1] = d > radius if above else d <= radius
+    return out
+
+
 def _close(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
     """Morphological closing by a ball of ``radius_mm`` (anisotropic-aware, via two EDTs) on
     the mask's bounding box; the volume's faces are extended by edge replication so the
@@ -238,8 +265,8 @@ def _close(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
     crop = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     pad = [(mi, mi) for mi in m]
     big = np.pad(crop, pad, mode="edge")
-    dil = ndimage.distance_transform_edt(~big, sampling=spacing) <= radius_mm
-    clo = ndimage.distance_transform_edt(dil, sampling=spacing) > radius_mm
+    dil = _edt_threshold(~big, spacing, radius_mm, above=False)
+    clo = _edt_threshold(dil, spacing, radius_mm, above=True)
     clo = clo[tuple(slice(mi, mi + n) for mi, n in zip(m, crop.shape, strict=True))]
     out = mask.copy()
     out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] |= clo
@@ -261,6 +288,21 @@ def _body_air(sm: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
     return air, body
 
 
+def _label_x_sums(lab: np.ndarray, n: int, mid_x: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per label 0..n of ``lab (z, y, x)``: the sum of the voxels' x indices and the count of
+    voxels left of ``mid_x``, float64 (n + 1,). Summed slice by slice: integer sums, exact in
+    float64, so the values of ``ndimage.sum_labels`` over the whole volume without its
+    volume-sized float64 weights."""
+    xs = np.arange(lab.shape[2], dtype=np.float64)
+    left = (xs < mid_x).astype(np.float64)
+    xsum, side = np.zeros(n + 1), np.zeros(n + 1)
+    for k in range(lab.shape[0]):
+        flat = lab[k].ravel()
+        xsum += np.bincount(flat, np.broadcast_to(xs, lab.shape[1:]).ravel(), n + 1)
+        side += np.bincount(flat, np.broadcast_to(left, lab.shape[1:]).ravel(), n + 1)
+    return xsum, side
+
+
 def _two_lungs(cand: np.ndarray, body: np.ndarray, sp, min_lung_ml: float) -> list[np.ndarray]:
     """Step (4) of :func:`lung_mask`: the lung components of the candidate air ``cand``."""
     shape = cand.shape
@@ -272,12 +314,7 @@ def _two_lungs(cand: np.ndarray, body: np.ndarray, sp, min_lung_ml: float) -> li
         min_vox = min_lung_ml * 1000.0 / float(np.prod(sp))
         bx = np.flatnonzero(body.any(axis=(0, 1)))
         mid_x = 0.5 * (bx[0] + bx[-1]) if bx.size else shape[2] / 2
-        xsum = ndimage.sum_labels(
-            np.broadcast_to(np.arange(shape[2]), shape), lab, np.arange(n + 1)
-        )
-        side_left = ndimage.sum_labels(
-            np.broadcast_to(np.arange(shape[2]) < mid_x, shape), lab, np.arange(n + 1)
-        )
+        xsum, side_left = _label_x_sums(lab, n, mid_x)
         cx = xsum / np.maximum(sizes, 1)
         first = int(np.argmax(sizes))
         if sizes[first] >= min_vox:
@@ -355,6 +392,7 @@ def lung_mask(
     sm = ndimage.gaussian_filter(hu, sigma=smooth_mm / sp) if smooth_mm > 0 else hu
 
     air, body = _body_air(sm, threshold)
+    del sm  # (a volume of float32) not needed past the body
 
     airway = _airways(
         air, hu, body, sp, superior_last, airway_max_area_mm2, airway_hu, central_frac

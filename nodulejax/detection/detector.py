@@ -97,7 +97,7 @@ def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "
       apply_fn: jitted ``x (B, W, W, W, 1) -> dense (B, W, W, W, channels)`` or, with
         proposals_fn, ``-> (dense, aux)``; called with a fixed batch size ``batch_size``
         (the last batch is padded), so it compiles once per window shape.
-      volume: (Z, Y, X) float32 in [0, 1].
+      volume: (Z, Y, X) in [0, 1]: an array or a lazy scan volume (read by window).
       proposals_fn: optional host callback ``(aux_row, start_zyx)`` per window (RPN decoding).
       roi: optional (Z, Y, X) bool region of interest (the dilated lung mask): windows holding
         no ROI voxel are skipped and their voxels predict 0 (a CAD system only reads the lungs;
@@ -106,19 +106,36 @@ def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "
     Returns:
       (Z, Y, X, channels) float32 blended predictions (cropped to the volume).
     """
-    vol = np.asarray(volume, np.float32)
-    starts, padded = window_grid(vol.shape, win, overlap)
-    pv = np.zeros(padded, np.float32)
-    pv[: vol.shape[0], : vol.shape[1], : vol.shape[2]] = vol
-    acc = np.zeros(padded + (channels,), np.float32)
-    wsum = np.zeros(padded, np.float32)
+    shape = tuple(int(n) for n in volume.shape)
+    starts, padded = window_grid(shape, win, overlap)
     w = blend_weights(win, blend)
+    out = np.zeros(shape + (channels,), np.float32)
     corners = [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
-    if roi is not None:
-        proi = np.zeros(padded, bool)
-        proi[: vol.shape[0], : vol.shape[1], : vol.shape[2]] = roi
+    if roi is not None:  # voxels past the volume hold no ROI (the zero padding)
         corners = [(z, y, x) for z, y, x in corners
-                   if proi[z: z + win, y: y + win, x: x + win].any()]
+                   if roi[z: z + win, y: y + win, x: x + win].any()]
+    # Windows run in z-rows; a rolling slab (win voxels deep) accumulates the rows that can
+    # still touch it, and the planes no later row reaches are normalised into ``out``. Same
+    # sums in the same order as one padded accumulator, so the same bits; memory is ``out``
+    # plus a slab, and ``volume`` is read window by window (a lazy scan reads only that block).
+    acc = np.zeros((win, padded[1], padded[2], channels), np.float32)
+    wsum = np.zeros((win, padded[1], padded[2]), np.float32)
+    lo = 0  # the z of acc[0]
+
+    def flush(upto: int) -> None:  # planes [lo, upto) are final
+        nonlocal lo
+        d = min(upto - lo, win)  # planes past the slab hold no window: they stay 0
+        if d <= 0:
+            return
+        z1 = min(lo + d, shape[0])
+        if z1 > lo:
+            n = z1 - lo
+            out[lo:z1] = (acc[:n] / np.maximum(wsum[:n], 1e-12)[..., None])[:, : shape[1],
+                                                                           : shape[2]]
+        acc[: win - d], wsum[: win - d] = acc[d:].copy(), wsum[d:].copy()
+        acc[win - d:], wsum[win - d:] = 0.0, 0.0
+        lo = upto
+
     from tqdm.auto import tqdm
 
     for b0 in tqdm(range(0, len(corners), batch_size), desc="windows", unit="batch",
@@ -126,18 +143,20 @@ def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "
         chunk = corners[b0: b0 + batch_size]
         xb = np.zeros((batch_size, win, win, win, 1), np.float32)
         for j, (z, y, x) in enumerate(chunk):
-            xb[j, ..., 0] = pv[z: z + win, y: y + win, x: x + win]
-        out = apply_fn(xb)
-        dense, aux = out if proposals_fn is not None else (out, None)
+            block = np.asarray(volume[z: z + win, y: y + win, x: x + win], np.float32)
+            xb[j, : block.shape[0], : block.shape[1], : block.shape[2], 0] = block
+        out_b = apply_fn(xb)
+        dense, aux = out_b if proposals_fn is not None else (out_b, None)
         dense = np.asarray(dense)
         for j, (z, y, x) in enumerate(chunk):
-            acc[z: z + win, y: y + win, x: x + win] += w[..., None] * dense[j]
-            wsum[z: z + win, y: y + win, x: x + win] += w
+            flush(z)
+            acc[z - lo: z - lo + win, y: y + win, x: x + win] += w[..., None] * dense[j]
+            wsum[z - lo: z - lo + win, y: y + win, x: x + win] += w
             if proposals_fn is not None:
                 proposals_fn(jax.tree.map(lambda a, j=j: np.asarray(a[j]), aux),
                              np.array([z, y, x], np.float32))
-    out = acc / np.maximum(wsum, 1e-12)[..., None]
-    return out[: vol.shape[0], : vol.shape[1], : vol.shape[2]]
+    flush(lo + win)
+    return out
 
 
 # ----------------------------------------------------------------------------- CG networks
@@ -284,9 +303,15 @@ def cg_maps(cg_params, config, image, roi=None, progress: bool = False):
     keep = in_roi(rb[:, :3], image.shape, roi)  # the blob map is searched there too
     rb, rs = rb[keep], rs[keep]
     if len(rb):
+        # padded to a power of two (invalid rows score -inf and come last): the NMS compiles
+        # once per size class, not once per scan's box count (compiled programs stay in memory)
+        n, size = len(rb), 1 << (len(rb) - 1).bit_length()
+        pb, ps = np.zeros((size, 4), np.float32), np.full((size,), -np.inf, np.float32)
+        pb[:n], ps[:n] = rb, rs
         k = int(config.cg.rpn_candidates)
-        idx, _, valid = bx.nms_boxes(jnp.asarray(rb), jnp.asarray(rs), float(config.cg.rpn_iou),
-                                     k, pre_nms_top_n=min(len(rb), int(config.cg.rpn_pre_nms)))
+        idx, _, valid = bx.nms_boxes(jnp.asarray(pb), jnp.asarray(ps), float(config.cg.rpn_iou),
+                                     k, pre_nms_top_n=min(size, int(config.cg.rpn_pre_nms)),
+                                     valid=jnp.asarray(np.arange(size) < n))
         idx = np.asarray(idx)[np.asarray(valid)]
         rb, rs = rb[idx], rs[idx]
     return dense[..., 0], dense[..., 1], rb, rs
@@ -295,15 +320,18 @@ def cg_maps(cg_params, config, image, roi=None, progress: bool = False):
 def lung_roi(scan, margin_mm: float):
     """The lung mask dilated by ``margin_mm`` (juxta-pleural nodules sit on its border), or
     None when the margin is negative (search the whole volume)."""
-    if margin_mm < 0 or scan.lung is None or not scan.lung.any():
+    if margin_mm < 0 or scan.lung is None:
+        return None
+    lung = np.asarray(scan.lung, bool)  # a cached scan's mask is read once, whole
+    if not lung.any():
         return None
     r = max(int(round(margin_mm / float(scan.spacing))), 0)
     if r == 0:
-        return scan.lung.astype(bool)
+        return lung
     from scipy import ndimage
 
     ball = ndimage.generate_binary_structure(3, 1)
-    return ndimage.binary_dilation(scan.lung, ball, iterations=r)
+    return ndimage.binary_dilation(lung, ball, iterations=r)
 
 
 def generate_candidates(cg_params, config, scan, progress: bool = False,
@@ -321,13 +349,15 @@ def generate_candidates(cg_params, config, scan, progress: bool = False,
       zyx (N, 3) float64 voxel indices of ``scan.image``, scores (N,) in [0, 1],
       source (N,) int8 flags (1 blob, 2 RPN, 3 both).
     """
-    scan = scan.loaded()  # the whole volume is read once (a cached scan reads by block)
     roi = lung_roi(scan, float(config.cg.roi_margin_mm))
+    # a cached scan's image is read window by window (memory: the maps, not the volume)
     h_all, h_ggo, rb, rs = cg_maps(cg_params, config, scan.image, roi, progress)
     if maps is not None:
         maps.update(all=h_all, ggo=h_ggo, roi=roi, rpn_boxes=rb, rpn_scores=rs)
-    fused = np.where(roi, np.maximum(h_all, h_ggo), 0.0) if roi is not None else \
-        np.maximum(h_all, h_ggo)
+    fused = np.maximum(h_all, h_ggo)
+    del h_all, h_ggo  # (unless ``maps`` keeps them) the two maps' memory goes before the peaks
+    if roi is not None:
+        fused[~roi] = 0.0
     sp = float(scan.spacing)
     bz, bs = heatmap_candidates(fused, int(config.cg.num_candidates), sp,
                                 float(config.cg.nms_radius_mm))

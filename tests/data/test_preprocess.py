@@ -228,6 +228,36 @@ def test_lung_mask_merged_lungs_are_split():
         assert np.max(np.bincount(lab[lung])[1:]) > 0.95 * lung.sum()
 
 
+@pytest.mark.parametrize("spacing", [(0.625, 0.625, 0.625), (2.5, 0.7, 0.7)])
+def test_slab_distance_threshold_is_the_whole_volume_one(spacing):
+    """The lung mask's closing thresholds Euclidean distances slab by slab (memory of a
+    slab): the same booleans as one transform over the volume, also with slabs that hold no
+    zero and for a volume with no zero."""
+    from nodulejax.data.preprocess import _edt_threshold
+
+    rng = np.random.default_rng(0)
+    x = ndimage.binary_dilation(rng.random((70, 23, 19)) < 0.002, iterations=2)
+    x[30:52] = False  # slabs far from any feature
+    for vol in (~x, x, np.ones((70, 5, 6), bool)):
+        d = ndimage.distance_transform_edt(vol, sampling=spacing)
+        for above in (False, True):
+            got = _edt_threshold(vol, spacing, 3.0, above=above, core=8)
+            np.testing.assert_array_equal(got, d > 3.0 if above else d <= 3.0)
+
+
+def test_label_x_sums_equal_scipy_sum_labels():
+    from nodulejax.data.preprocess import _label_x_sums
+
+    rng = np.random.default_rng(1)
+    lab, n = ndimage.label(rng.random((9, 17, 23)) < 0.3)
+    shape = lab.shape
+    xsum, left = _label_x_sums(lab, n, 10.5)
+    np.testing.assert_array_equal(xsum, ndimage.sum_labels(
+        np.broadcast_to(np.arange(shape[2]), shape), lab, np.arange(n + 1)))
+    np.testing.assert_array_equal(left, ndimage.sum_labels(
+        np.broadcast_to(np.arange(shape[2]) < 10.5, shape), lab, np.arange(n + 1)))
+
+
 # ------------------------------------------------------------------------------ patches
 # (nodulejax.data.patches is tested here; it belongs to the same preprocessing stage)
 

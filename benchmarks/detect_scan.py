@@ -1,0 +1,120 @@
+"""Time and peak host memory of detecting nodules in one full-size scan (issue 29, item 5).
+
+    python benchmarks/detect_scan.py --scan SCAN.mhd [--config paper] [--spacing 0.625]
+        [--repeats 2] [--out benchmarks/results] [--tag NAME]
+
+Runs the user-scan path a person runs (``python -m nodulejax.detection detect``:
+``detection.scan.detect_file`` -- read, prepare at ``--spacing``, whole-volume candidate
+generation (both blob ResUNets and the RPN over sliding windows of the lung ROI), FPR scoring
+of every candidate, the report's images) with the networks of ``--config`` (``paper``:
+``configs/default.py``, the paper's sizes) at freshly initialised weights (``--seed``): the
+work per scan is the same as with trained weights but for the number of RPN boxes and
+candidates, which the JSON records. The first repeat includes XLA compilation; the later ones
+are the steady state of a detector that has seen a scan. Each phase's seconds come from the
+progress bars' phases (read, prepare, candidates, scoring, images).
+
+Peak memory is the process's ``ru_maxrss`` (the whole run, so the largest phase); the JSON
+(``detect_scan_<date>[_<tag>].json``) records it with the scan's shapes, the machine, versions
+and commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+
+from common import load_config  # noqa: E402
+
+
+def untrained_model(config, seed: int):
+    """A ``DetectorModel`` of ``config``'s networks at initial weights (threshold 0.5)."""
+    import jax
+    import jax.numpy as jnp
+
+    from nodulejax.detection import detector as dt
+    from nodulejax.detection.export import DetectorModel
+    from nodulejax.models.build import cg_model, fpr_model, rpn_model
+    from nodulejax.train.fpr import init_model
+
+    win = dt.window_size(config)
+    x = jnp.zeros((1, win, win, win, 1), jnp.float32)
+    keys = jax.random.split(jax.random.key(seed), 3)
+    init = {name: jax.jit(model.init)(k, x)["params"]
+            for name, model, k in (("cg", cg_model(config), keys[0]),
+                                   ("cg_ggo", cg_model(config), keys[1]),
+                                   ("rpn", rpn_model(config), keys[2]))}
+    fpr = init_model(fpr_model(config), seed, int(config.fpr.patch_size), task="cls")
+    return DetectorModel(folder="(untrained)", config=config, cg_params=jax.device_get(init),
+                         fpr_params=fpr, info={"threshold": {"value": 0.5,
+                                                             "rule": "benchmark"}},
+                         digest="")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scan", required=True, help="a .mhd/.nii(.gz)/DICOM folder")
+    ap.add_argument("--config", default="paper")
+    ap.add_argument("--spacing", type=float, default=0.625)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--tag", default="")
+    a = ap.parse_args(argv)
+
+    import jax
+    import numpy as np
+
+    from nodulejax.detection import scan as ds
+
+    config = load_config(a.config)
+    with config.unlocked():
+        config.data.spacing = a.spacing
+    model = untrained_model(config, a.seed)
+    runs = []
+    for r in range(a.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            summary = ds.detect_file(model, a.scan, os.path.join(tmp, "out"), progress=True)
+            runs.append({"repeat": r, "seconds": round(time.perf_counter() - t0, 1),
+                         "n_candidates": summary["n_candidates"],
+                         "prepared_shape": summary["prepared_shape"],
+                         "peak_mb_so_far": round(resource.getrusage(
+                             resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+        print(json.dumps(runs[-1]), flush=True)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    doc = {"benchmark": "detect_scan", "date": datetime.date.today().isoformat(),
+           "commit": commit, "machine": platform.platform(), "cpus": os.cpu_count(),
+           "device": str(jax.devices()[0]), "python": platform.python_version(),
+           "jax": jax.__version__, "numpy": np.__version__, "args": vars(a),
+           "scan_shape": summary["shape"], "window": int(config.cg.window_size
+                                                          or config.cg.input_size),
+           "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+           "runs": runs}
+    os.makedirs(a.out, exist_ok=True)
+    name = f"detect_scan_{doc['date']}" + (f"_{a.tag}" if a.tag else "")
+    path = os.path.join(a.out, name + ".json")
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(json.dumps({"written": path, "peak_mb": doc["peak_mb"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
