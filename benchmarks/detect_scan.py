@@ -10,10 +10,12 @@ of every candidate, the report's images) with the networks of ``--config`` (``pa
 ``configs/default.py``, the paper's sizes) at freshly initialised weights (``--seed``): the
 work per scan is the same as with trained weights but for the number of RPN boxes and
 candidates, which the JSON records. The first repeat includes XLA compilation; the later ones
-are the steady state of a detector that has seen a scan. Each phase's seconds come from the
-progress bars' phases (read, prepare, candidates, scoring, images).
+are the steady state of a detector that has seen a scan. Each phase's seconds (read, prepare,
+candidates, scoring; the rest is the report's images) are timed around the functions
+``detect_file`` calls.
 
-Peak memory is the process's ``ru_maxrss`` (the whole run, so the largest phase); the JSON
+Peak memory is the process's ``ru_maxrss`` (the whole run, so the largest phase) and, per
+phase, the largest resident memory a sampling thread saw (every 20 ms) during it; the JSON
 (``detect_scan_<date>[_<tag>].json``) records it with the scan's shapes, the machine, versions
 and commit.
 """
@@ -63,6 +65,47 @@ def untrained_model(config, seed: int):
                          digest="")
 
 
+class RSSMonitor:
+    """Samples the process's resident memory every ``dt`` s in a thread: ``peak_mb`` since
+    the last :meth:`reset` (a phase's peak)."""
+
+    def __init__(self, dt: float = 0.02):
+        import threading
+
+        self.peak_mb, self.dt = 0.0, dt
+        threading.Thread(target=self._run, daemon=True).start()
+
+    @staticmethod
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _run(self):
+        while True:
+            self.peak_mb = max(self.peak_mb, self.rss_mb())
+            time.sleep(self.dt)
+
+    def reset(self) -> None:
+        self.peak_mb = self.rss_mb()
+
+
+def _timed(fn, phase: str, phases: dict, peaks: dict, monitor: RSSMonitor):
+    """``fn`` adding its seconds to ``phases[phase]`` and its peak RSS (MB) to
+    ``peaks[phase]`` (the module attribute is replaced, so the detector's own calls are
+    timed)."""
+
+    def wrapped(*args, **kwargs):
+        monitor.reset()
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t0
+            peaks[phase] = max(peaks.get(phase, 0.0), round(monitor.peak_mb, 1))
+
+    return wrapped
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scan", required=True, help="a .mhd/.nii(.gz)/DICOM folder")
@@ -77,18 +120,30 @@ def main(argv=None) -> int:
     import jax
     import numpy as np
 
+    from nodulejax.detection import detector as dt
     from nodulejax.detection import scan as ds
 
     config = load_config(a.config)
     with config.unlocked():
         config.data.spacing = a.spacing
     model = untrained_model(config, a.seed)
+    phases: dict = {}
+    peaks: dict = {}
+    monitor = RSSMonitor()
+    for mod, name, phase in ((ds, "read_scan", "read"), (ds, "prepare", "prepare"),
+                             (dt, "generate_candidates", "candidates"),
+                             (dt, "score_candidates", "scoring")):
+        setattr(mod, name, _timed(getattr(mod, name), phase, phases, peaks, monitor))
     runs = []
     for r in range(a.repeats):
+        phases.clear()
+        peaks.clear()
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             summary = ds.detect_file(model, a.scan, os.path.join(tmp, "out"), progress=True)
             runs.append({"repeat": r, "seconds": round(time.perf_counter() - t0, 1),
+                         "phases_s": {k: round(v, 1) for k, v in phases.items()},
+                         "phases_peak_mb": dict(peaks),
                          "n_candidates": summary["n_candidates"],
                          "prepared_shape": summary["prepared_shape"],
                          "peak_mb_so_far": round(resource.getrusage(

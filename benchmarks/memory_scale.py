@@ -69,12 +69,16 @@ def run_stage(stage: str, workdir: str, flags: list[str], root: str = ROOT) -> d
     return out
 
 
-def mean_shape(workdir: str) -> list[float] | None:
+def mean_shape(workdir: str) -> dict | None:
+    """The prepared scans' mean (Z, Y, X) per split, from the prepare stage's output."""
     path = os.path.join(workdir, "stages", "prepare.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return json.load(f).get("mean_shape")
+        out = json.load(f)
+    out = out.get("outputs", out)
+    return {k: v["mean_shape"] for k, v in out.items()
+            if isinstance(v, dict) and "mean_shape" in v} or None
 
 
 def main(argv=None) -> int:

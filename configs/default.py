@@ -110,6 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.fpr.kl_anneal_steps = 1000  # steps over which the Beta KL weight ramps 0 -> 1
     c.fpr.lr = 1e-3
     c.fpr.batch_size = 16
+    c.fpr.infer_batch_size = 0  # candidates per forward pass when detection scores (0: batch_size)
     c.fpr.steps = 20000
     c.fpr.finetune_steps = 5000
     c.fpr.seg_pretrain_steps = 2000

@@ -162,7 +162,9 @@ def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "
 # ----------------------------------------------------------------------------- CG networks
 @functools.lru_cache(maxsize=8)
 def _cg_apply(config_key):
-    """Jitted window function of the three CG networks (cached per model configuration)."""
+    """Window function of the three CG networks, each jitted (cached per model
+    configuration): ``apply(params, x (B, W, W, W, 1)) -> (dense (B, W, W, W, 2), proposals
+    or None)``."""
     config = _KEYED[config_key]
     blob, rpn = cg_model(config), rpn_model(config)
     win = window_size(config)
@@ -171,17 +173,22 @@ def _cg_apply(config_key):
     iou = float(config.cg.rpn_iou)
     pre = int(config.cg.rpn_pre_nms)
 
+    # one jitted program per network, run one after the other: a window batch holds one
+    # network's activations at a time (one program of all three held 5.0 GB for two 128^3
+    # windows of the paper's networks on the CPU, each alone 2.2 GB)
+    heat = jax.jit(lambda p, x: jax.nn.sigmoid(blob.apply({"params": p}, x)[0]))
+
     @jax.jit
+    def proposals(p, x):
+        r = rpn.apply({"params": p}, x)
+        return jax.vmap(lambda o, d: rpn_proposals(o, d, anchors, k_rpn, iou, pre))(
+            r["objectness"], r["deltas"])
+
     def apply(params, x):
-        h_all = jax.nn.sigmoid(blob.apply({"params": params["cg"]}, x)[0])
-        h_ggo = jax.nn.sigmoid(blob.apply({"params": params["cg_ggo"]}, x)[0])
-        dense = jnp.concatenate([h_all, h_ggo], -1)
+        dense = jnp.concatenate([heat(params["cg"], x), heat(params["cg_ggo"], x)], -1)
         if params.get("rpn") is None:
             return dense, None
-        r = rpn.apply({"params": params["rpn"]}, x)
-        props = jax.vmap(lambda o, d: rpn_proposals(o, d, anchors, k_rpn, iou, pre))(
-            r["objectness"], r["deltas"])
-        return dense, props
+        return dense, proposals(params["rpn"], x)
 
     return apply
 
@@ -411,16 +418,22 @@ def candidate_sensitivity(scans, candidates: dict, min_diameter_mm: float = 0.0)
 
 
 # ----------------------------------------------------------------------------- FPR
+def score_batch_size(config) -> int:
+    """Candidates per FPR forward pass when detection scores them: ``c.fpr.infer_batch_size``
+    (0 or absent, as in models exported before it existed: ``c.fpr.batch_size``)."""
+    return int(config.fpr.get("infer_batch_size", 0) or config.fpr.batch_size)
+
+
 def score_candidates(fpr_params, config, scan, zyx, *, model=None):
     """FPR probability of "nodule" for each candidate: ``c.fpr.patch_size`` patches of
-    ``scan.image`` (padded with 0) scored in fixed batches of ``c.fpr.batch_size``.
+    ``scan.image`` (padded with 0) scored in fixed batches of :func:`score_batch_size`.
     Returns (N,) float64."""
     zyx = np.asarray(zyx, np.float64).reshape(-1, 3)
     if len(zyx) == 0:
         return np.zeros(0)
     model = model or fpr_model(config)
     fn = fpr_prob_fn(model, str(config.fpr.head))
-    p, bsz = int(config.fpr.patch_size), int(config.fpr.batch_size)
+    p, bsz = int(config.fpr.patch_size), score_batch_size(config)
     out = []
     for b0 in range(0, len(zyx), bsz):
         (x,), n = pad_rows((extract_patches(scan.image, zyx[b0: b0 + bsz], p, 0.0),), bsz)

@@ -191,7 +191,7 @@ def find_nodules(model, scan: PreparedScan, *, progress: bool = False) -> Findin
         zyx, cg_score, flags = dt.generate_candidates(model.cg_params, config, scan, progress,
                                                       maps=maps)
         bar.update(1)
-    bsz = int(config.fpr.batch_size)
+    bsz = dt.score_batch_size(config)
     chunks = range(0, len(zyx), bsz)
     probs = []
     with _bar("scoring", len(chunks), progress) as bar:

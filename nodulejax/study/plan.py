@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from nodulejax.errors import ConfigError, nearest
 from nodulejax.runtime.config_tools import config_diff, fingerprint, select
-from nodulejax.study.stages import STAGE_FIELDS, STAGE_INPUTS, STUDY_STAGES
+from nodulejax.study.stages import ADDED_FIELDS, STAGE_FIELDS, STAGE_INPUTS, STUDY_STAGES
 
 __all__ = ["stage_fields", "fingerprints", "downstream", "rerun_stages", "stale_stages",
            "check", "marker_inputs", "INPUTS_KEY"]
@@ -21,10 +21,13 @@ INPUTS_KEY = "_inputs"  # where a marker keeps its fingerprint and fields
 
 
 def stage_fields(config, stage: str) -> dict:
-    """The flattened config fields ``stage`` reads (``{"cg.steps": 4, ...}``)."""
+    """The flattened config fields ``stage`` reads (``{"cg.steps": 4, ...}``), less the
+    ``stages.ADDED_FIELDS`` at their value from before they existed."""
     pats = STAGE_FIELDS[stage]
-    return select(config, [p for p in pats if not p.startswith("!")],
-                  exclude=[p[1:] for p in pats if p.startswith("!")])
+    fields = select(config, [p for p in pats if not p.startswith("!")],
+                    exclude=[p[1:] for p in pats if p.startswith("!")])
+    return {k: v for k, v in fields.items()
+            if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
 
 
 def fingerprints(config) -> dict[str, str]:

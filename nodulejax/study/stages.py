@@ -309,19 +309,24 @@ _FPR_RUN = ("fpr.steps", "fpr.finetune_steps", "fpr.eval_every", "fpr.early_stop
             "fpr.kl_anneal_steps", "fpr.pos_fraction")
 _CG_INFER = ("cg.num_candidates", "cg.nms_radius_mm", "cg.window_overlap", "cg.window_size",
              "cg.blend", "cg.infer_batch_size", "cg.roi_margin_mm", "cg.rpn_candidates",
-             "cg.rpn_iou")
+             "cg.rpn_iou", "fpr.infer_batch_size")
+# Fields added after run folders were recorded, with the value that keeps the behaviour from
+# before them: at that value a field is left out of its stage's fields and fingerprint, so a
+# run folder made before the field existed is not stale (nodulejax.study.plan).
+ADDED_FIELDS = {"fpr.infer_batch_size": 0}
 STAGE_FIELDS = {
     "data": ("data.kind", "data.root", "data.phantom.*"),
     "prepare": ("data.spacing", "data.hu_window", "data.*_folds", "data.lidc_masks"),
     "cg": ("seed", "cg.*") + tuple("!" + f for f in _CG_INFER),
-    "fpr_seg": ("seed", "fpr.*", "!fpr.head", "!fpr.init_from") + tuple("!" + f for f in _FPR_RUN)
-    + ("fpr.seg_pretrain_steps",),
-    "fpr": ("seed", "fpr.*", "!fpr.head", "!fpr.init_from", "!fpr.seg_pretrain_steps"),
+    "fpr_seg": ("seed", "fpr.*", "!fpr.head", "!fpr.init_from", "!fpr.infer_batch_size")
+    + tuple("!" + f for f in _FPR_RUN) + ("fpr.seg_pretrain_steps",),
+    "fpr": ("seed", "fpr.*", "!fpr.head", "!fpr.init_from", "!fpr.seg_pretrain_steps",
+            "!fpr.infer_batch_size"),
     "synth": ("seed", "synth.*"),
     "pool": ("seed", "pgd.*", "pool.*"),
     "augmented": ("seed", "fpr.*", "!fpr.head", "!fpr.init_from", "!fpr.seg_pretrain_steps",
-                  "train.pos_ratios", "train.neg_ratios", "train.poisson_scales",
-                  "train.aug_source", "train.inloop_target", "train.rows",
+                  "!fpr.infer_batch_size", "train.pos_ratios", "train.neg_ratios",
+                  "train.poisson_scales", "train.aug_source", "train.inloop_target", "train.rows",
                   "train.finetune_seeds"),
     "detect": _CG_INFER + ("train.rows", "eval.min_diameter_mm"),
     "evaluate": ("seed", "eval.*", "train.rows"),

@@ -80,3 +80,18 @@ def test_check_refuses_a_stale_marker_naming_fields_and_stages(config):
     assert redo == ("cg", "detect", "evaluate", "claims", "report")
     legacy = {s: {"seconds": 1.0} for s in stages.STUDY_STAGES}  # markers without inputs
     assert plan.check(new, legacy, "W") == ()
+
+
+def test_an_added_field_at_its_old_behaviour_keeps_older_run_folders_current(config):
+    """``fpr.infer_batch_size`` came after run folders were recorded: at 0 (score in
+    ``fpr.batch_size`` batches, as before) a config without the field and one with it have
+    the same fingerprints; another value invalidates detection and what follows it, not the
+    FPR training."""
+    without = config.copy_and_resolve_references()
+    with without.unlocked():
+        del without.fpr["infer_batch_size"]
+    assert plan.fingerprints(without) == plan.fingerprints(config)
+    before, after = plan.fingerprints(config), plan.fingerprints(
+        _changed(config, fpr__infer_batch_size=2))
+    assert {s for s in before if before[s] != after[s]} == {"detect", "evaluate", "claims",
+                                                            "report"}
