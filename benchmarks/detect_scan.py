@@ -1,13 +1,13 @@
 """Time and peak host memory of detecting nodules in one full-size scan (issue 29, item 5).
 
-    python benchmarks/detect_scan.py --scan SCAN.mhd [--config paper] [--spacing 0.625]
+    python benchmarks/detect_scan.py --scan SCAN.mhd [--config configs/paper.py] [--spacing 0.625]
         [--repeats 2] [--out benchmarks/results] [--tag NAME]
 
 Runs the user-scan path a person runs (``python -m nodulejax.detection detect``:
 ``detection.scan.detect_file`` -- read, prepare at ``--spacing``, whole-volume candidate
 generation (both blob ResUNets and the RPN over sliding windows of the lung ROI), FPR scoring
-of every candidate, the report's images) with the networks of ``--config`` (``paper``:
-``configs/default.py``, the paper's sizes) at freshly initialised weights (``--seed``): the
+of every candidate, the report's images) with the networks of ``--config`` (default
+``configs/paper.py``: the paper's networks) at freshly initialised weights (``--seed``): the
 work per scan is the same as with trained weights but for the number of RPN boxes and
 candidates, which the JSON records. The first repeat includes XLA compilation; the later ones
 are the steady state of a detector that has seen a scan. Each phase's seconds (read, prepare,
@@ -109,7 +109,9 @@ def _timed(fn, phase: str, phases: dict, peaks: dict, monitor: RSSMonitor):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scan", required=True, help="a .mhd/.nii(.gz)/DICOM folder")
-    ap.add_argument("--config", default="paper")
+    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "paper.py"),
+                    help="a config file (default configs/paper.py: the paper's networks and "
+                         "0.625 mm) or a name of common.CONFIGS")
     ap.add_argument("--spacing", type=float, default=0.625)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=2)

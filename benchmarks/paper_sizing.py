@@ -1,7 +1,7 @@
 """Seconds per training step of each paper-config network on this host, and the paper-scale
 run's time per stage projected from them (issue 29, item 6: the README's sizing table).
 
-    python benchmarks/paper_sizing.py [--config paper] [--steps 2] [--fpr-batch 2]
+    python benchmarks/paper_sizing.py [--config configs/paper.py] [--steps 2] [--fpr-batch 2]
         [--memory-json benchmarks/results/memory_scale_<date>.json]
         [--detect-json benchmarks/results/detect_scan_<date>.json] [--out benchmarks/results]
 
@@ -18,9 +18,10 @@ Measured here (jitted, one warm-up step for the compile, then the median of ``--
   batch ``--fpr-batch``, as patches/s.
 
 The projection (:func:`project`) multiplies them by the paper config's step counts and the
-LUNA16 sizes (888 scans, the pool of Section 4); prepare and detection take their per-scan
-seconds from ``memory_scale`` and ``detect_scan`` JSONs when given. It is a projection of this
-host's throughput, not a measured run, and says so.
+LUNA16 sizes (888 scans, 1186 nodules; the pool's attacks as ``c.pool`` makes them, each at
+the image attack's cost: a latent attack also runs the decoder); prepare and detection take
+their per-scan seconds from ``memory_scale`` and ``detect_scan`` JSONs when given. It is a
+projection of this host's throughput, not a measured run, and says so.
 """
 
 from __future__ import annotations
@@ -42,10 +43,20 @@ sys.path.insert(0, ROOT)
 
 from common import fpr_train_state, fpr_train_step, load_config  # noqa: E402
 
-#: LUNA16 and the paper's pool (Section 4)
-LUNA16_SCANS = 888
-POOL = {"synthetic (random + PGD)": 2 * 389_280, "perturbed positives": 22_169,
-        "PGD noise": 100_000}
+#: LUNA16: scans and annotated nodules (annotations.csv), 10 subsets
+LUNA16_SCANS, LUNA16_NODULES = 888, 1186
+
+
+def pool_attacks(config) -> dict:
+    """The pool's PGD-made patches on LUNA16 under ``config`` (``c.pool``; the training folds'
+    share of the scans and nodules): ``{kind: count}``. Random synthetic samples need no
+    attack and are left out (a decode and a score each)."""
+    share = len(config.data.train_folds) / 10
+    p = config.pool
+    backgrounds = int(p.background_per_scan) * LUNA16_SCANS * share
+    return {"synthetic, latent PGD": round(backgrounds * int(p.syn_pgd_per_background)),
+            "perturbed positives": round(int(p.perturb_per_positive) * LUNA16_NODULES * share),
+            "PGD noise": int(p.num_noise)}
 
 
 def _time(fn, steps: int) -> float:
@@ -134,7 +145,7 @@ def project(config, m: dict, prepare_s_per_scan: float | None = None,
     n_fine = sum(1 for r in rows if r["stage"] == "fpr_finetune")
     n_aug = sum(1 for r in rows if r["stage"] == "fpr_augmented")
     n_test = LUNA16_SCANS * len(config.data.test_folds) / 10
-    pool = sum(POOL.values())
+    pool = sum(pool_attacks(config).values())
     out = []
     if prepare_s_per_scan is not None:
         out.append({"stage": "prepare", "hours": LUNA16_SCANS * prepare_s_per_scan / workers
@@ -163,7 +174,9 @@ def project(config, m: dict, prepare_s_per_scan: float | None = None,
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="paper")
+    ap.add_argument("--config", default=os.path.join(ROOT, "configs", "paper.py"),
+                    help="a config file (default configs/paper.py: the paper's networks and "
+                         "0.625 mm) or a name of common.CONFIGS")
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--fpr-batch", type=int, default=2)
     ap.add_argument("--memory-json", default=None)

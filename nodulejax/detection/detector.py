@@ -174,8 +174,8 @@ def _cg_apply(config_key):
     pre = int(config.cg.rpn_pre_nms)
 
     # one jitted program per network, run one after the other: a window batch holds one
-    # network's activations at a time (one program of all three held 5.0 GB for two 128^3
-    # windows of the paper's networks on the CPU, each alone 2.2 GB)
+    # network's activations at a time (on the CPU, one program of all three held 5.0 GB for
+    # two 128^3 windows of configs/default.py's networks; each network alone 2.2 GB)
     heat = jax.jit(lambda p, x: jax.nn.sigmoid(blob.apply({"params": p}, x)[0]))
 
     @jax.jit

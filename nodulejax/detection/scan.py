@@ -191,6 +191,8 @@ def find_nodules(model, scan: PreparedScan, *, progress: bool = False) -> Findin
         zyx, cg_score, flags = dt.generate_candidates(model.cg_params, config, scan, progress,
                                                       maps=maps)
         bar.update(1)
+    source = source_names(flags, zyx, maps)
+    del maps  # the two whole-scan heatmaps go before scoring (memory)
     bsz = dt.score_batch_size(config)
     chunks = range(0, len(zyx), bsz)
     probs = []
@@ -201,7 +203,8 @@ def find_nodules(model, scan: PreparedScan, *, progress: bool = False) -> Findin
             bar.update(1)
     prob = np.concatenate(probs) if probs else np.zeros(0)
     order = np.argsort(-prob, kind="stable")
-    zyx, cg_score, flags, prob = zyx[order], cg_score[order], flags[order], prob[order]
+    zyx, cg_score, flags, prob, source = (zyx[order], cg_score[order], flags[order],
+                                          prob[order], source[order])
     world = dt.to_world(scan, zyx)
     src = scan.extra.get("source", scan.geometry)
     voxel = np.atleast_2d(src.world_to_voxel(world)) if len(world) else np.zeros((0, 3))
@@ -214,7 +217,7 @@ def find_nodules(model, scan: PreparedScan, *, progress: bool = False) -> Findin
                      for k in kk], dtype=object)
     return Findings(uid=scan.uid, scan=scan, zyx=zyx, world=world, voxel=voxel,
                     probability=prob, cg_score=np.asarray(cg_score, np.float64),
-                    flags=np.asarray(flags), source=source_names(flags, zyx, maps),
+                    flags=np.asarray(flags), source=source,
                     diameter_mm=diam, file=file)
 
 
