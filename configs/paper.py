@@ -30,8 +30,8 @@ def get_config():
     c.fpr.patch_size = 64  # 64^3 at 0.625 mm (Section 3.1)
     # whole-scan inference in small batches (2-core CPU): one FPR forward pass at 64^3 takes
     # 9.0 GB and 1.67 s a patch at batch 16, 2.5 GB and 1.28 s at batch 4; a CG network on
-    # 128^3 windows 1.2 GB at batch 1, 2.2 GB at 2. One full-size scan: 15-18 min, 4.3 GB
-    # (benchmarks/detect_scan.py, benchmarks/RESULTS.md)
+    # 128^3 windows (default.py's widths) 1.2 GB at batch 1, 2.2 GB at 2. One full-size
+    # scan: 15-18 min, 4.3 GB (benchmarks/detect_scan.py, benchmarks/RESULTS.md)
     c.fpr.infer_batch_size = 4
     c.cg.infer_batch_size = 1
     c.fpr.lr = 1e-3  # Adam, initial learning rate 0.001 (Section 3.1)
