@@ -7,6 +7,11 @@
   train step (``nodulejax.train.fpr.make_fpr_step``: forward, mean FPR loss, backward over
   the parameters, optimiser update; KL weight 1) as ``step(state, batch) -> (state, loss)``,
   for the benchmarks that measure that step (profiles, memory).
+* :func:`run_record` / :func:`write_result`: the provenance every results JSON starts with
+  (benchmark, date, commit, machine, versions, arguments) and its file
+  ``<out>/<name>_<date>[_<tag>].json``.
+* :func:`status_mb` / :func:`reset_peak_rss` / :func:`peak_rss_mb`: this process's resident
+  memory and its high-water mark (``VmHWM``), restartable per phase (``clear_refs`` 5).
 * :func:`fpr_attack_loss`: the per-example FPR loss ``loss(x, variables, y) -> (B,)`` that
   PGD maximises (``nodulejax.losses.fpr.fpr_loss`` of ``model.apply``), in float32 or
   bfloat16.
@@ -21,7 +26,12 @@ Nothing is imported at module level but the standard library: the PyTorch worker
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
+import platform
+import resource
+import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,6 +52,77 @@ def load_config(name: str):
     from nodulejax.runtime.config_tools import load_config as load
 
     return load(config_path(name))
+
+
+def run_record(benchmark: str, args, root: str = ROOT, **extra) -> dict:
+    """The provenance a results JSON starts with: benchmark, date, commit of ``root``,
+    machine, cores, Python and the versions of numpy (and JAX, its device, when JAX is
+    loaded), the arguments, then ``extra``."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    doc = {"benchmark": benchmark, "date": datetime.date.today().isoformat(),
+           "commit": commit, "machine": platform.platform(), "cpus": os.cpu_count(),
+           "python": platform.python_version()}
+    for mod in ("numpy", "jax"):
+        if mod in sys.modules:
+            doc[mod] = sys.modules[mod].__version__
+    if "jax" in sys.modules:
+        doc["device"] = str(sys.modules["jax"].devices()[0])
+    doc["args"] = vars(args) if not isinstance(args, dict) else args
+    doc.update(extra)
+    return doc
+
+
+def write_result(out_dir: str, doc: dict, tag: str = "") -> str:
+    """Write ``doc`` (:func:`run_record`) to ``out_dir/<benchmark>_<date>[_<tag>].json``;
+    returns the path."""
+    os.makedirs(out_dir, exist_ok=True)
+    name = f"{doc['benchmark']}_{doc['date']}" + (f"_{tag}" if tag else "")
+    path = os.path.join(out_dir, name + ".json")
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+    return path
+
+
+def status_mb(field: str) -> float | None:
+    """``VmHWM`` (RSS high-water mark) or ``VmRSS`` of this process, MB (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return None
+
+
+_PEAK = {"mb": 0.0}  # the high-water mark before the last reset
+
+
+def reset_peak_rss() -> bool:
+    """Restart this process's RSS high-water mark (``clear_refs`` 5), keeping the old one."""
+    _PEAK["mb"] = max(_PEAK["mb"], status_mb("VmHWM") or 0.0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS, MB: ``VmHWM`` (reset by ``exec``) and its earlier peaks.
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the spawning process's peak RSS
+    over ``exec`` into it, so a worker would report at least the parent's peak.
+    """
+    hwm = status_mb("VmHWM")
+    if hwm is None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    return max(hwm, _PEAK["mb"])
 
 
 def fpr_train_step(model, tx):

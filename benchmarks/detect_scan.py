@@ -14,8 +14,8 @@ are the steady state of a detector that has seen a scan. Each phase's seconds (r
 candidates, scoring; the rest is the report's images) are timed around the functions
 ``detect_file`` calls.
 
-Peak memory is the process's ``ru_maxrss`` (the whole run, so the largest phase) and, per
-phase, the largest resident memory a sampling thread saw (every 20 ms) during it; the JSON
+Peak memory is the process's RSS high-water mark (``VmHWM``: the whole run, so the largest
+phase) and, per phase, the mark restarted at the phase's start; the JSON
 (``detect_scan_<date>[_<tag>].json``) records it with the scan's shapes, the machine, versions
 and commit.
 """
@@ -23,12 +23,8 @@ and commit.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +34,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from common import load_config  # noqa: E402
+from common import load_config, peak_rss_mb, reset_peak_rss, run_record, status_mb, write_result  # noqa: E402
 
 
 def untrained_model(config, seed: int):
@@ -65,43 +61,19 @@ def untrained_model(config, seed: int):
                          digest="")
 
 
-class RSSMonitor:
-    """Samples the process's resident memory every ``dt`` s in a thread: ``peak_mb`` since
-    the last :meth:`reset` (a phase's peak)."""
-
-    def __init__(self, dt: float = 0.02):
-        import threading
-
-        self.peak_mb, self.dt = 0.0, dt
-        threading.Thread(target=self._run, daemon=True).start()
-
-    @staticmethod
-    def rss_mb() -> float:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    def _run(self):
-        while True:
-            self.peak_mb = max(self.peak_mb, self.rss_mb())
-            time.sleep(self.dt)
-
-    def reset(self) -> None:
-        self.peak_mb = self.rss_mb()
-
-
-def _timed(fn, phase: str, phases: dict, peaks: dict, monitor: RSSMonitor):
-    """``fn`` adding its seconds to ``phases[phase]`` and its peak RSS (MB) to
-    ``peaks[phase]`` (the module attribute is replaced, so the detector's own calls are
-    timed)."""
+def _timed(fn, phase: str, phases: dict, peaks: dict):
+    """``fn`` adding its seconds to ``phases[phase]`` and its peak RSS (MB, the high-water
+    mark restarted at its call) to ``peaks[phase]`` (the module attribute is replaced, so the
+    detector's own calls are measured)."""
 
     def wrapped(*args, **kwargs):
-        monitor.reset()
+        reset_peak_rss()
         t0 = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
             phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t0
-            peaks[phase] = max(peaks.get(phase, 0.0), round(monitor.peak_mb, 1))
+            peaks[phase] = max(peaks.get(phase, 0.0), round(status_mb("VmHWM") or 0.0, 1))
 
     return wrapped
 
@@ -119,8 +91,6 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default="")
     a = ap.parse_args(argv)
 
-    import jax
-    import numpy as np
 
     from nodulejax.detection import detector as dt
     from nodulejax.detection import scan as ds
@@ -131,11 +101,10 @@ def main(argv=None) -> int:
     model = untrained_model(config, a.seed)
     phases: dict = {}
     peaks: dict = {}
-    monitor = RSSMonitor()
     for mod, name, phase in ((ds, "read_scan", "read"), (ds, "prepare", "prepare"),
                              (dt, "generate_candidates", "candidates"),
                              (dt, "score_candidates", "scoring")):
-        setattr(mod, name, _timed(getattr(mod, name), phase, phases, peaks, monitor))
+        setattr(mod, name, _timed(getattr(mod, name), phase, phases, peaks))
     runs = []
     for r in range(a.repeats):
         phases.clear()
@@ -148,27 +117,12 @@ def main(argv=None) -> int:
                          "phases_peak_mb": dict(peaks),
                          "n_candidates": summary["n_candidates"],
                          "prepared_shape": summary["prepared_shape"],
-                         "peak_mb_so_far": round(resource.getrusage(
-                             resource.RUSAGE_SELF).ru_maxrss / 1024, 1)})
+                         "peak_mb_so_far": round(peak_rss_mb(), 1)})
         print(json.dumps(runs[-1]), flush=True)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    doc = {"benchmark": "detect_scan", "date": datetime.date.today().isoformat(),
-           "commit": commit, "machine": platform.platform(), "cpus": os.cpu_count(),
-           "device": str(jax.devices()[0]), "python": platform.python_version(),
-           "jax": jax.__version__, "numpy": np.__version__, "args": vars(a),
-           "scan_shape": summary["shape"], "window": int(config.cg.window_size
-                                                          or config.cg.input_size),
-           "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-           "runs": runs}
-    os.makedirs(a.out, exist_ok=True)
-    name = f"detect_scan_{doc['date']}" + (f"_{a.tag}" if a.tag else "")
-    path = os.path.join(a.out, name + ".json")
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
+    doc = run_record("detect_scan", a, scan_shape=summary["shape"],
+                     window=int(config.cg.window_size or config.cg.input_size),
+                     peak_mb=round(peak_rss_mb(), 1), runs=runs)
+    path = write_result(a.out, doc, a.tag)
     print(json.dumps({"written": path, "peak_mb": doc["peak_mb"]}))
     return 0
 

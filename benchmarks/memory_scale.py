@@ -25,10 +25,8 @@ scan shape) with the machine, versions and commit, and prints a table.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +35,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from common import run_record, write_result  # noqa: E402
+
 STAGES = ("data", "prepare", "cg", "fpr_seg", "fpr", "synth", "pool", "augmented", "detect")
 
 
@@ -115,22 +116,9 @@ def main(argv=None) -> int:
     finally:
         if a.keep is None:
             shutil.rmtree(base, ignore_errors=True)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=a.root,
-                                capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    import numpy
-
-    doc = {"benchmark": "memory_scale", "date": datetime.date.today().isoformat(),
-           "commit": commit, "machine": platform.platform(), "cpus": os.cpu_count(),
-           "python": platform.python_version(), "numpy": numpy.__version__,
-           "args": vars(a), "results": {str(k): v for k, v in results.items()}}
-    os.makedirs(a.out, exist_ok=True)
-    name = f"memory_scale_{doc['date']}" + (f"_{a.tag}" if a.tag else "")
-    path = os.path.join(a.out, name + ".json")
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=1)
+    path = write_result(a.out, run_record("memory_scale", a, os.path.abspath(a.root),
+                                          results={str(k): v for k, v in results.items()}),
+                        a.tag)
     print(json.dumps({"written": path}))
     return 0
 

@@ -27,12 +27,9 @@ projection of this host's throughput, not a measured run, and says so.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -41,7 +38,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from common import fpr_train_state, fpr_train_step, load_config  # noqa: E402
+from common import fpr_train_state, fpr_train_step, load_config, run_record, write_result  # noqa: E402
 
 #: LUNA16: scans and annotated nodules (annotations.csv), 10 subsets
 LUNA16_SCANS, LUNA16_NODULES = 888, 1186
@@ -184,8 +181,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     a = ap.parse_args(argv)
 
-    import jax
-    import numpy as np
 
     config = load_config(a.config)
     m = measure(config, a.steps, a.fpr_batch)
@@ -199,20 +194,8 @@ def main(argv=None) -> int:
         with open(a.detect_json) as fh:
             det = json.load(fh)["runs"][-1]["seconds"]
     proj = project(config, m, prep, det, int(config.data.num_workers))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
-    doc = {"benchmark": "paper_sizing", "date": datetime.date.today().isoformat(),
-           "commit": commit, "machine": platform.platform(), "cpus": os.cpu_count(),
-           "device": str(jax.devices()[0]), "python": platform.python_version(),
-           "jax": jax.__version__, "numpy": np.__version__, "args": vars(a),
-           "seconds_per_step": m, "projection": proj}
-    os.makedirs(a.out, exist_ok=True)
-    path = os.path.join(a.out, f"paper_sizing_{doc['date']}.json")
-    with open(path, "w") as fh:
-        json.dump(doc, fh, indent=1)
+    doc = run_record("paper_sizing", a, seconds_per_step=m, projection=proj)
+    path = write_result(a.out, doc)
     for r in proj:
         print(f"{r['stage']:14s} {r['hours']:10.1f} h   {r['how']}")
     print(json.dumps({"written": path, "seconds_per_step": m}))

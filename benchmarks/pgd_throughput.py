@@ -50,7 +50,6 @@ import importlib.util
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -79,42 +78,8 @@ def _unflatten(flat):
     return tree
 
 
-def _status_mb(field: str) -> float | None:
-    """``VmHWM`` (RSS high-water mark) or ``VmRSS`` of this process, MB (Linux)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    return None
-
-
-_PEAK = {"mb": 0.0}  # the high-water mark before the last reset
-
-
-def _reset_peak_rss() -> bool:
-    """Restart this process's RSS high-water mark (``clear_refs`` 5), keeping the old one."""
-    _PEAK["mb"] = max(_PEAK["mb"], _status_mb("VmHWM") or 0.0)
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float:
-    """This process's own peak RSS, MB: ``VmHWM`` (reset by ``exec``) and its earlier peaks.
-
-    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the spawning process's peak RSS
-    over ``exec`` into it, so a worker would report at least the parent's peak.
-    """
-    hwm = _status_mb("VmHWM")
-    if hwm is None:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    return max(hwm, _PEAK["mb"])
+_status_mb, _reset_peak_rss, _peak_rss_mb = (common.status_mb, common.reset_peak_rss,
+                                             common.peak_rss_mb)
 
 
 def release_freed() -> bool:

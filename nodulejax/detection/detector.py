@@ -132,7 +132,7 @@ def sliding_window(apply_fn, volume, win: int, overlap: float, *, blend: str = "
             n = z1 - lo
             out[lo:z1] = (acc[:n] / np.maximum(wsum[:n], 1e-12)[..., None])[:, : shape[1],
                                                                            : shape[2]]
-        acc[: win - d], wsum[: win - d] = acc[d:].copy(), wsum[d:].copy()
+        acc[: win - d], wsum[: win - d] = acc[d:], wsum[d:]  # numpy buffers the overlap
         acc[win - d:], wsum[win - d:] = 0.0, 0.0
         lo = upto
 
