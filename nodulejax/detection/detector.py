@@ -421,7 +421,11 @@ def candidate_sensitivity(scans, candidates: dict, min_diameter_mm: float = 0.0)
 def score_batch_size(config) -> int:
     """Candidates per FPR forward pass when detection scores them: ``c.fpr.infer_batch_size``
     (0 or absent, as in models exported before it existed: ``c.fpr.batch_size``)."""
-    return int(config.fpr.get("infer_batch_size", 0) or config.fpr.batch_size)
+    n = config.fpr.get("infer_batch_size", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ConfigError(f"config.fpr.infer_batch_size={n!r}: expected an int >= 0 "
+                          "(0: config.fpr.batch_size)")
+    return int(n or config.fpr.batch_size)
 
 
 def score_candidates(fpr_params, config, scan, zyx, *, model=None):

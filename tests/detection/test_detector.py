@@ -175,3 +175,22 @@ def test_rpn_centres_outside_the_lung_roi_are_dropped():
     assert dt.in_roi(zyx, roi.shape, roi).tolist() == [True, True, False, False, False, False]
     assert dt.in_roi(zyx, roi.shape).tolist() == [True, True, True, True, False, False]
     assert dt.in_roi(np.zeros((0, 3)), roi.shape, roi).shape == (0,)
+
+
+def test_score_batch_size_defaults_and_refuses_bad_values():
+    """Detection's FPR batch: ``c.fpr.infer_batch_size``; 0 or absent (a model exported before
+    the field) -> ``c.fpr.batch_size``; a negative or non-int value is refused by name."""
+    import ml_collections
+
+    from nodulejax.errors import ConfigError
+
+    c = ml_collections.ConfigDict({"fpr": {"batch_size": 16}})
+    assert dt.score_batch_size(c) == 16  # absent
+    c.fpr.infer_batch_size = 0
+    assert dt.score_batch_size(c) == 16
+    c.fpr.infer_batch_size = 4
+    assert dt.score_batch_size(c) == 4
+    for bad in (-1, 2.5):
+        c = ml_collections.ConfigDict({"fpr": {"batch_size": 16, "infer_batch_size": bad}})
+        with pytest.raises(ConfigError, match="config.fpr.infer_batch_size"):
+            dt.score_batch_size(c)

@@ -205,3 +205,21 @@ def test_estimated_diameter_of_a_ball():
     assert abs(d - 15.0) <= 1.5
     assert own_scan.estimate_diameter(img, (5, 5, 5), 1.5, 0.3) == 0.0
     assert own_scan.estimate_diameter(np.ones_like(img), (20, 20, 20), 1.0, 0.3) == 30.0
+
+
+def test_a_cached_scan_detects_as_the_in_memory_one(own, study_answer, tmp_path):
+    """The study's scans come from the cache, lazy (detection reads the image window by
+    window from disk and the lung mask once): the same rows as the in-memory scan."""
+    c, ds = own["config"], own["dataset"]
+    uid, _, xyz, prob = study_answer
+    kw = dict(spacing=float(c.data.spacing), window=tuple(c.data.hu_window),
+              cache_dir=str(tmp_path))
+    prepare.prepare_scan(ds, uid, **kw)  # writes the cache
+    lazy = prepare.prepare_scan(ds, uid, **kw)  # reads it back
+    assert not isinstance(lazy.image, np.ndarray) and not isinstance(lazy.lung, np.ndarray)
+    p = own["params"]
+    rows, _ = detect_scans(row_config(c, ROW), [lazy], cg_params={k: p[k] for k in
+                                                                   ("cg", "cg_ggo", "rpn")},
+                           fpr_params=p[f"fpr_{ROW}"], progress=False)
+    np.testing.assert_array_equal(np.array([r[1:4] for r in rows]), xyz)
+    np.testing.assert_array_equal(np.array([r[4] for r in rows]), prob)
